@@ -1,0 +1,131 @@
+"""`KnowledgeBase`: the library entry point that wires settings, database and services together."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy.engine import Engine
+
+from kb import migrate, spaces, store, tasks
+from kb.chunking import ChunkingOptions
+from kb.db import create_engine
+from kb.errors import DatabaseError
+from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
+from kb.records import IngestReport, SpaceSpec, SpaceSummary, StatusReport, TaskStatus
+from kb.schema import EmbeddingSpace
+from kb.settings import KbSettings
+
+
+class KnowledgeBase:
+    """A kb database and what can be done with it.
+
+    >>> with KnowledgeBase("kb.sqlite") as kb:          # doctest: +SKIP
+    ...     kb.ingest(["docs"]).counts()
+    """
+
+    def __init__(self, db: str | Path | None = None, *, settings: KbSettings | None = None) -> None:
+        base = settings or KbSettings()
+        self.settings = base if db is None else base.model_copy(update={"db": Path(db)})
+        self.path = self.settings.db
+        self.engine: Engine = create_engine(self.path, busy_timeout_ms=self.settings.busy_timeout_ms)
+        try:
+            migrate.ensure_current(self.engine)
+        except DatabaseError:
+            raise
+        except Exception as error:  # a file that is not SQLite, a read-only folder, a newer schema ...
+            self.engine.dispose()
+            raise DatabaseError(f"cannot open database {self.path}: {error}") from error
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def space_spec(self) -> SpaceSpec:
+        """The embedding space the current settings embed into."""
+        return spaces.configured_spec(self.settings)
+
+    def ingest_options(self, **overrides: object) -> IngestOptions:
+        chunking = ChunkingOptions(
+            target_tokens=self.settings.chunk_target_tokens,
+            max_tokens=self.settings.chunk_max_tokens,
+            overlap_tokens=self.settings.chunk_overlap_tokens,
+        )
+        values: dict[str, object] = {
+            "chunking": chunking,
+            "max_file_bytes": self.settings.max_file_bytes,
+        }
+        values.update(overrides)
+        return IngestOptions(**values)  # type: ignore[arg-type]
+
+    def ingest(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        prune: bool = False,
+        dry_run: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Ingest files and folders; unchanged files cost nothing."""
+        options = self.ingest_options(
+            include=tuple(include), exclude=tuple(exclude), prune=prune, dry_run=dry_run
+        )
+        return ingest_paths(self.engine, [Path(p) for p in paths], self.space_spec, options, on_progress)
+
+    def ingest_text(
+        self, data: bytes | str, name: str = "stdin.md", *, dry_run: bool = False
+    ) -> IngestReport:
+        """Ingest one document held in memory, stored under `stdin:<name>`."""
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        options = self.ingest_options(dry_run=dry_run)
+        return ingest_bytes(self.engine, raw, name, self.space_spec, options)
+
+    def status(self) -> StatusReport:
+        """Counts of documents, chunks and embedding tasks."""
+        with self.engine.connect() as connection:
+            active = spaces.active(connection)
+            summaries = [
+                _summary(space, tasks.counts_by_status(connection, space.id))
+                for space in spaces.all_spaces(connection)
+            ]
+            chunk_statuses = (
+                tasks.chunk_statuses(connection, active.id)
+                if active
+                else {status.value: 0 for status in TaskStatus}
+            )
+            return StatusReport(
+                database=self.path,
+                revision=migrate.current_revision(self.engine),
+                documents=store.count_documents(connection),
+                chunks=store.count_chunks(connection),
+                tasks=next((s.tasks for s in summaries if s.state == "active"), _zero_counts()),
+                chunk_statuses=chunk_statuses,
+                spaces=summaries,
+            )
+
+
+def _zero_counts() -> dict[str, int]:
+    return {status.value: 0 for status in TaskStatus}
+
+
+def _summary(space: EmbeddingSpace, counts: dict[str, int]) -> SpaceSummary:
+    return SpaceSummary(
+        id=space.id,
+        provider=space.provider,
+        model=space.model,
+        dimensions=space.dimensions,
+        state=space.state,
+        tasks=counts,
+    )

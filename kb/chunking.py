@@ -1,0 +1,517 @@
+"""Split normalised document text into chunks sized for the embedding model.
+
+Markdown is cut at headings (never inside fenced code) into sections, and each section is packed
+on its own, so editing a paragraph changes only the chunks of its section. Inside a section,
+blocks separated by blank lines are packed greedily up to `target_tokens`; a block too big for
+`max_tokens` is cut at a sentence, line or word boundary, or as a last resort mid-word.
+
+Guarantees: chunk `text` is exactly `document[start:end]`, has no leading or trailing
+whitespace, and `estimate_tokens(text) <= max_tokens`. Every non-whitespace character lies in
+some chunk, except the heading lines of empty sections (a heading directly followed by another
+heading, or by nothing): their titles live on in the heading paths of the sections below them.
+
+Pure: no I/O, no clock, standard library only.
+"""
+
+import bisect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkingOptions:
+    """Chunk sizes in estimated tokens (see `estimate_tokens`).
+
+    A `target_tokens` above `max_tokens` is treated as `max_tokens`.
+    """
+
+    target_tokens: int = 512
+    max_tokens: int = 1024
+    overlap_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.target_tokens < 1 or self.max_tokens < 1:
+            raise ValueError("target_tokens and max_tokens must be at least 1")
+        if self.overlap_tokens < 0:
+            raise ValueError("overlap_tokens must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    ordinal: int
+    text: str
+    heading_path: tuple[str, ...]
+    start: int
+    end: int
+    token_estimate: int
+
+
+DEFAULT_OPTIONS = ChunkingOptions()
+
+# --------------------------------------------------------------------------------------------
+# Token estimate
+# --------------------------------------------------------------------------------------------
+
+# Costs are counted in twentieths of a token, so the cost of a text is an exact integer sum of
+# the costs of its pieces whenever it is cut at whitespace (long runs never span whitespace).
+_UNITS_PER_TOKEN = 20
+_ASCII_UNITS = 5  # English prose: about 4 characters per token
+_NON_ASCII_UNITS = 20  # CJK, emoji, accents: about 1 token per character
+_LONG_RUN_EXTRA_UNITS = 3  # base64, URLs, minified code: 1 token per 2.5 characters
+# A long run is 20+ printable ASCII characters; anything else (whitespace, non-ASCII) ends it.
+_LONG_RUN = re.compile(r"[!-~]{20,}")
+# The same runs, each matched with the character before it. In mostly-ASCII text this lets the
+# regex engine jump from gap to gap instead of trying every letter; in CJK text the plain
+# pattern is the fast one, as ASCII characters are rare there.
+_LONG_RUN_AFTER_GAP = re.compile(r"[^!-~][!-~]{20,}")
+# Every character costs at least `_ASCII_UNITS`, so a text of n tokens has at most 4n characters.
+_MAX_CHARS_PER_TOKEN = _UNITS_PER_TOKEN // _ASCII_UNITS
+
+
+def _cost_units(text: str) -> int:
+    non_ascii = 0 if text.isascii() else len(text) - len(text.encode("ascii", "ignore"))
+    return (
+        _ASCII_UNITS * (len(text) - non_ascii)
+        + _NON_ASCII_UNITS * non_ascii
+        + _LONG_RUN_EXTRA_UNITS * _long_run_chars(text, mostly_ascii=non_ascii * 2 < len(text))
+    )
+
+
+def _long_run_chars(text: str, *, mostly_ascii: bool) -> int:
+    if not mostly_ascii:
+        return sum(map(len, _LONG_RUN.findall(text)))
+    runs = _LONG_RUN_AFTER_GAP.findall(text)
+    leading_run = _LONG_RUN.match(text)
+    leading_chars = 0 if leading_run is None else leading_run.end()
+    return sum(map(len, runs)) - len(runs) + leading_chars
+
+
+def _units_to_tokens(units: int) -> int:
+    return -(-units // _UNITS_PER_TOKEN)
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, deliberately high estimate of the Gemini token count of `text`.
+
+    Never decreases when text is appended, and lies between len(text) / 4 and len(text).
+    """
+    return _units_to_tokens(_cost_units(text))
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown structure: headings and fenced code
+# --------------------------------------------------------------------------------------------
+
+# The only lines that can change structure: fence lines, ATX headings, setext underlines.
+_STRUCTURE_LINE_BODY = (
+    r"(?P<line>"
+    r"(?P<fence> {0,3}(?P<fence_run>`{3,}|~{3,})(?P<info>.*))"
+    r"|(?P<atx> {0,3}(?P<hashes>#{1,6})(?:[ \t](?P<atx_text>.*))?)"
+    r"|(?P<underline> {0,3}(?:=+|-+)[ \t]*)"
+    r")$"
+)
+_FIRST_STRUCTURE_LINE = re.compile(_STRUCTURE_LINE_BODY, re.MULTILINE)
+# Anchoring on the newline (and peeking at the first character) lets the regex engine skip
+# ordinary lines quickly; this scan is a large share of the chunking time.
+_LATER_STRUCTURE_LINE = re.compile(r"\n(?= {0,3}[`~#=-])" + _STRUCTURE_LINE_BODY, re.MULTILINE)
+_ATX_CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+$")
+# A list item or block quote line: an underline below it is a thematic break or lazy text.
+_CONTAINER_LINE = re.compile(r"[ \t]*(?:(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)|>)")
+
+
+class _Heading(NamedTuple):
+    start: int  # the title line, or the first line of a setext heading's paragraph
+    body_start: int  # just after the heading's last line
+    level: int
+    title: str
+
+
+class _Section(NamedTuple):
+    start: int
+    body_start: int
+    end: int
+    heading_path: tuple[str, ...]
+
+
+class _MarkdownScan:
+    """The headings and fenced code spans of a Markdown text, found in one pass."""
+
+    def __init__(self, text: str) -> None:
+        self.headings: list[_Heading] = []
+        self.fences: list[tuple[int, int]] = []
+        self._text = text
+        self._open_fence: tuple[str, int, int] | None = None  # (char, length, start)
+        # A setext heading's paragraph cannot reach back past the last structural line.
+        self._paragraph_floor = 0
+        first_line = _FIRST_STRUCTURE_LINE.match(text)
+        if first_line is not None:
+            self._visit(first_line)
+        for line in _LATER_STRUCTURE_LINE.finditer(text):
+            self._visit(line)
+        if self._open_fence is not None:  # an unclosed fence runs to the end (CommonMark)
+            self.fences.append((self._open_fence[2], len(text)))
+
+    def _visit(self, line: re.Match[str]) -> None:
+        if self._open_fence is not None:
+            self._close_fence_if_matching(line)
+        elif line["fence"] is not None:
+            self._open_fence_if_valid(line)
+        elif line["atx"] is not None:
+            self._add_atx_heading(line)
+        else:
+            self._add_setext_heading_if_valid(line)
+
+    def _open_fence_if_valid(self, line: re.Match[str]) -> None:
+        run = line["fence_run"]
+        if run[0] == "`" and "`" in line["info"]:
+            return  # ```inline code``` on one line, not a fence
+        self._open_fence = (run[0], len(run), line.start("line"))
+
+    def _close_fence_if_matching(self, line: re.Match[str]) -> None:
+        assert self._open_fence is not None
+        char, length, start = self._open_fence
+        run = line["fence_run"]
+        if run and run[0] == char and len(run) >= length and not line["info"].strip():
+            self.fences.append((start, line.end()))
+            self._open_fence = None
+            self._paragraph_floor = line.end()
+
+    def _add_atx_heading(self, line: re.Match[str]) -> None:
+        title = (line["atx_text"] or "").strip()
+        if title.endswith("#"):
+            title = _ATX_CLOSING_HASHES.sub("", title).rstrip()
+        self.headings.append(_Heading(line.start("line"), line.end(), len(line["hashes"]), title))
+        self._paragraph_floor = line.end()
+
+    def _add_setext_heading_if_valid(self, line: re.Match[str]) -> None:
+        paragraph = self._paragraph_above(line.start("line"))
+        if paragraph is not None:
+            start, title = paragraph
+            level = 1 if "=" in line["underline"] else 2
+            self.headings.append(_Heading(start, line.end(), level, title))
+        self._paragraph_floor = line.end()
+
+    def _paragraph_above(self, underline_start: int) -> tuple[int, str] | None:
+        """(start, joined text) of the paragraph right above an underline, if there is one."""
+        text, floor = self._text, self._paragraph_floor
+        lines: list[str] = []
+        line_end = underline_start - 1
+        paragraph_start = underline_start
+        while line_end > floor:
+            line_start = text.rfind("\n", floor, line_end) + 1
+            line = text[line_start:line_end]
+            if not line.strip():
+                break
+            if _CONTAINER_LINE.match(line):
+                return None
+            lines.append(line)
+            paragraph_start = line_start
+            line_end = line_start - 1
+        if not lines or lines[-1].startswith("    "):  # nothing, or indented code
+            return None
+        return paragraph_start, " ".join(line.strip() for line in reversed(lines))
+
+
+def _markdown_sections(text_length: int, headings: list[_Heading]) -> list[_Section]:
+    """The text before the first heading, then each heading up to the next one."""
+    starts = [heading.start for heading in headings]
+    if not starts:
+        return [_Section(0, 0, text_length, ())]
+    ends = [*starts[1:], text_length]
+    sections = [_Section(0, 0, starts[0], ())]
+    open_headings: list[tuple[int, tuple[str, ...]]] = []  # (level, heading path)
+    for heading, end in zip(headings, ends, strict=True):
+        while open_headings and open_headings[-1][0] >= heading.level:
+            open_headings.pop()
+        parent_path = open_headings[-1][1] if open_headings else ()
+        path = (*parent_path, heading.title)
+        open_headings.append((heading.level, path))
+        sections.append(_Section(heading.start, heading.body_start, end, path))
+    return sections
+
+
+# --------------------------------------------------------------------------------------------
+# Packing a section into pieces
+# --------------------------------------------------------------------------------------------
+
+_NON_SPACE = re.compile(r"\S")
+_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
+_WORD_START = re.compile(r"(?<=\s)\S")
+_LAST_SPACE = re.compile(r"\s+(?=\S*\Z)")
+# Where an oversized block may be cut; each pattern's `gap` group is the whitespace to drop.
+_BLANK_LINE_GAP = re.compile(r"(?P<gap>\n(?:[ \t]*\n)+)")
+_LIST_ITEM_GAP = re.compile(r"(?P<gap>\n)(?=[ \t]*(?:[-+*]|\d{1,9}[.)])[ \t])")
+_SENTENCE_GAP = re.compile(
+    r"(?:[.!?\u2026][\"'\u201d\u2019)\]]?(?=\s)"  # . ! ? or an ellipsis, maybe then a quote
+    r"|[\u3002\uff01\uff1f])"  # a CJK full stop, exclamation or question mark
+    r"(?P<gap>\s*)"
+)
+# Finds the last cut point (start, end of the gap) in text[lo:hi], if any.
+_BoundaryFinder = Callable[[str, int, int], tuple[int, int] | None]
+
+
+class _Piece(NamedTuple):
+    start: int
+    end: int
+    tokens: int
+
+
+def _last_gap(pattern: re.Pattern[str]) -> _BoundaryFinder:
+    def find(text: str, lo: int, hi: int) -> tuple[int, int] | None:
+        last = None
+        for match in pattern.finditer(text, lo, hi):
+            last = match
+        return None if last is None else last.span("gap")
+
+    return find
+
+
+def _last_newline(text: str, lo: int, hi: int) -> tuple[int, int] | None:
+    newline = text.rfind("\n", lo, hi)
+    return None if newline < 0 else (newline, newline + 1)
+
+
+def _last_space(text: str, lo: int, hi: int) -> tuple[int, int] | None:
+    space = _LAST_SPACE.search(text, lo, hi)
+    return None if space is None else space.span()
+
+
+_PROSE_BOUNDARIES = (
+    _last_gap(_LIST_ITEM_GAP),
+    _last_gap(_SENTENCE_GAP),
+    _last_newline,
+    _last_space,
+)
+_CODE_BOUNDARIES = (_last_gap(_BLANK_LINE_GAP), _last_newline, _last_space)
+
+
+def _splits_long_run(text: str, position: int) -> bool:
+    """Whether cutting at `position` could split a long run, making costs not add up."""
+    return (
+        0 < position < len(text)
+        and text[position - 1 : position + 1].isascii()
+        and not (text[position - 1].isspace() or text[position].isspace())
+    )
+
+
+class _SectionPacker:
+    """Cuts spans of one document into pieces that fit the token budget."""
+
+    def __init__(self, text: str, options: ChunkingOptions, fences: list[tuple[int, int]]) -> None:
+        self._text = text
+        self._max_tokens = options.max_tokens
+        self._target_tokens = min(options.target_tokens, options.max_tokens)
+        self._overlap_tokens = options.overlap_tokens
+        self._overlap_chars = _MAX_CHARS_PER_TOKEN * options.overlap_tokens
+        self._min_block_chars = min(64, _MAX_CHARS_PER_TOKEN * self._target_tokens // 8)
+        self._fence_starts = [start for start, _ in fences]
+        self._fence_ends = [end for _, end in fences]
+
+    def pack(self, start: int, end: int) -> list[_Piece]:
+        pieces: list[_Piece] = []
+        position = self._skip_space(start, end)
+        while position < end:
+            piece, resume = self._next_piece(position, end)
+            pieces.append(piece)
+            position = self._skip_space(resume, end)
+        pieces = self._merge_tiny_tail(pieces)
+        if self._overlap_tokens:
+            pieces = self._with_overlap(pieces)
+        return pieces
+
+    def _next_piece(self, start: int, end: int) -> tuple[_Piece, int]:
+        """The most whole blocks from `start` that fit the target, else one block or part of one.
+
+        Returns the piece and where to resume after it.
+        """
+        if end - start <= _MAX_CHARS_PER_TOKEN * self._target_tokens:  # often a whole section
+            stop = self._trim_end(start, end)
+            tokens = estimate_tokens(self._text[start:stop])
+            if tokens <= self._target_tokens:
+                return _Piece(start, stop, tokens), end
+        target_units = self._target_tokens * _UNITS_PER_TOKEN
+        max_units = self._max_tokens * _UNITS_PER_TOKEN
+        fitted: tuple[int, int, int] | None = None  # (cut, resume, cost units of start..cut)
+        units = 0
+        cut = resume = start
+        while resume < end:
+            block_end = self._block_end(resume, end)
+            if block_end is None:  # the next block is far too big: start cutting it here
+                fitted = None
+                break
+            # Running sum: blocks are cut at whitespace, so their costs add up exactly.
+            block_units = _cost_units(self._text[cut : block_end[0]])
+            units += block_units
+            if units <= target_units:
+                fitted = (*block_end, units)
+                cut, resume = block_end
+            elif block_units > max_units:  # as above; this also avoids leaving a lone heading
+                fitted = None
+                break
+            else:
+                if fitted is None and units <= max_units:
+                    fitted = (*block_end, units)  # a block between target and max stands alone
+                break
+        if fitted is None:
+            return self._cut_oversized_block(start, end)
+        cut, resume, units = fitted
+        stop = self._trim_end(start, cut)
+        units -= _cost_units(self._text[stop:cut])
+        return _Piece(start, stop, _units_to_tokens(units)), resume
+
+    def _block_end(self, block_start: int, end: int) -> tuple[int, int] | None:
+        """(start, end) of the blank lines after a block, or (end, end) at the section end.
+
+        None if the block is longer than any text within max_tokens can be. Tiny paragraphs
+        are grouped into one block: per-block work would dominate and they pack the same.
+        """
+        limit = min(end, block_start + _MAX_CHARS_PER_TOKEN * self._max_tokens + 1)
+        position = min(limit, block_start + self._min_block_chars)
+        while (blank := _BLANK_LINES.search(self._text, position, limit)) is not None:
+            if not self._in_fence(blank.start()):
+                return blank.span()
+            position = blank.end()
+        return (end, end) if limit == end else None
+
+    def _cut_oversized_block(self, start: int, end: int) -> tuple[_Piece, int]:
+        """A target-sized piece ending inside a block over max_tokens, at the best boundary."""
+        hi, units = self._fitting_prefix(start, end)
+        lo = start + max(1, (hi - start) // 2)  # a later, lesser boundary beats a tiny piece
+        boundaries = _CODE_BOUNDARIES if self._in_fence(hi - 1) else _PROSE_BOUNDARIES
+        for find_boundary in boundaries:
+            found = find_boundary(self._text, lo, hi)
+            if found is not None:
+                cut, resume = found
+                break
+        else:
+            cut = resume = hi  # no whitespace at all, e.g. base64: cut mid-word
+        stop = self._trim_end(start, cut)
+        if _splits_long_run(self._text, stop):
+            units = _cost_units(self._text[start:stop])
+        else:  # cheaper: the dropped tail is at most half the window
+            units -= _cost_units(self._text[stop:hi])
+        return _Piece(start, stop, _units_to_tokens(units)), resume
+
+    def _fitting_prefix(self, start: int, end: int) -> tuple[int, int]:
+        """(hi, cost units) where text[start:hi] is close to, but within, the target."""
+        target_units = self._target_tokens * _UNITS_PER_TOKEN
+        hi = min(end, start + _MAX_CHARS_PER_TOKEN * self._target_tokens)
+        units = _cost_units(self._text[start:hi])
+        while units > target_units:
+            width = hi - start
+            hi = start + max(1, min(width - 1, width * target_units // units))
+            units = _cost_units(self._text[start:hi])
+        return hi, units
+
+    def _merge_tiny_tail(self, pieces: list[_Piece]) -> list[_Piece]:
+        """Fold a last piece under 1/8 of the target into the previous one, if that still fits."""
+        if len(pieces) < 2 or pieces[-1].tokens * 8 >= self._target_tokens:
+            return pieces
+        previous, last = pieces[-2], pieces[-1]
+        tokens = estimate_tokens(self._text[previous.start : last.end])
+        if tokens * 4 > self._target_tokens * 5 or tokens > self._max_tokens:
+            return pieces
+        return [*pieces[:-2], _Piece(previous.start, last.end, tokens)]
+
+    def _with_overlap(self, pieces: list[_Piece]) -> list[_Piece]:
+        return pieces[:1] + [self._extend_back(prev, piece) for prev, piece in pairwise(pieces)]
+
+    def _extend_back(self, previous: _Piece, piece: _Piece) -> _Piece:
+        """`piece` starting at the earliest word of `previous` that keeps both budgets."""
+        text = self._text
+        window_start = max(previous.start + 1, previous.end - self._overlap_chars)
+        words = _WORD_START.finditer(text, window_start, previous.end)
+        word_starts = [word.start() for word in words]
+
+        def fits(start: int) -> bool:
+            return (
+                estimate_tokens(text[start : previous.end]) <= self._overlap_tokens
+                and estimate_tokens(text[start : piece.end]) <= self._max_tokens
+            )
+
+        # Both costs only shrink as the start moves right: binary search the first that fits.
+        first = bisect.bisect_left(word_starts, True, key=fits)
+        if first == len(word_starts):
+            return piece
+        start = word_starts[first]
+        return _Piece(start, piece.end, estimate_tokens(text[start : piece.end]))
+
+    def _in_fence(self, position: int) -> bool:
+        index = bisect.bisect_right(self._fence_starts, position) - 1
+        return index >= 0 and position < self._fence_ends[index]
+
+    def _skip_space(self, start: int, end: int) -> int:
+        non_space = _NON_SPACE.search(self._text, start, end)
+        return end if non_space is None else non_space.start()
+
+    def _trim_end(self, start: int, end: int) -> int:
+        """`end` moved back over whitespace, but not before `start`; works in slices for speed."""
+        while end > start:
+            window_start = max(start, end - 64)
+            kept = len(self._text[window_start:end].rstrip())
+            if kept:
+                return window_start + kept
+            end = window_start
+        return start
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+_MARKDOWN_FORMATS = frozenset({"markdown", "rst", "html"})  # readers turn rst/html into Markdown
+
+
+def _chunk_sections(
+    text: str,
+    sections: list[_Section],
+    packer: _SectionPacker,
+) -> list[TextChunk]:
+    chunks: list[TextChunk] = []
+    for section in sections:
+        if _NON_SPACE.search(text, section.body_start, section.end) is None:
+            continue  # empty: nothing under the heading, whose title lives on in child paths
+        for piece in packer.pack(section.start, section.end):
+            chunks.append(
+                TextChunk(
+                    ordinal=len(chunks),
+                    text=text[piece.start : piece.end],
+                    heading_path=section.heading_path,
+                    start=piece.start,
+                    end=piece.end,
+                    token_estimate=piece.tokens,
+                )
+            )
+    return chunks
+
+
+def chunk_markdown(text: str, options: ChunkingOptions = DEFAULT_OPTIONS) -> list[TextChunk]:
+    """Chunks of a Markdown text, each within one heading section."""
+    scan = _MarkdownScan(text)
+    packer = _SectionPacker(text, options, scan.fences)
+    return _chunk_sections(text, _markdown_sections(len(text), scan.headings), packer)
+
+
+def chunk_plain(text: str, options: ChunkingOptions = DEFAULT_OPTIONS) -> list[TextChunk]:
+    """Chunks of plain text: paragraphs packed greedily, no headings."""
+    packer = _SectionPacker(text, options, fences=[])
+    return _chunk_sections(text, [_Section(0, 0, len(text), ())], packer)
+
+
+def chunk_document(
+    text: str,
+    fmt: str,
+    options: ChunkingOptions = DEFAULT_OPTIONS,
+) -> list[TextChunk]:
+    """Chunks of a document whose `fmt` is "markdown", "text", "rst" or "html".
+
+    Readers convert rst and html to Markdown-like text, so those chunk as Markdown.
+    """
+    if fmt in _MARKDOWN_FORMATS:
+        return chunk_markdown(text, options)
+    if fmt == "text":
+        return chunk_plain(text, options)
+    raise ValueError(f"unknown document format {fmt!r}: expected markdown, text, rst or html")

@@ -1,0 +1,173 @@
+"""The `kb` command line: Typer signatures in, one library call, rendering out.
+
+Errors: every `KbError` becomes one line on stderr and its exit code, here and nowhere else.
+"""
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from kb import __version__, migrate, ui
+from kb.app import KnowledgeBase
+from kb.db import create_engine
+from kb.errors import KbError
+from kb.settings import KbSettings
+
+
+class Provider(StrEnum):
+    gemini = "gemini"
+    local = "local"
+
+
+class _KbGroup(TyperGroup):
+    """Maps kb's errors to a message and an exit code for every command, in one place."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KbError as error:
+            ui.stderr.print(f"[red]error:[/red] {ui.escape(error.message)}")
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            ui.stderr.print("interrupted")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_KbGroup,
+    name="kb",
+    help="An embedding batch manager for RAG knowledge bases: ingest, embed at batch prices, search.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks may show locals, and locals may hold a key
+    add_completion=False,
+)
+db_app = typer.Typer(cls=_KbGroup, help="Inspect and migrate the database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        ui.stdout.print(f"kb {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Database file [env: KB_DB; default: ./kb.sqlite].")
+    ] = None,
+    provider: Annotated[
+        Provider | None,
+        typer.Option("--provider", help="Embedding provider [env: KB_PROVIDER]."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    overrides: dict[str, Any] = {}
+    if db is not None:
+        overrides["db"] = db
+    if provider is not None:
+        overrides["provider"] = provider.value
+    try:
+        ctx.obj = KbSettings(**overrides)
+    except ValueError as error:  # pydantic's ValidationError: a bad KB_* value
+        raise typer.BadParameter(f"invalid configuration: {error}") from None
+
+
+def _open(ctx: typer.Context) -> KnowledgeBase:
+    settings: KbSettings = ctx.obj
+    return KnowledgeBase(settings=settings)
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Files and folders to ingest; `-` reads one document from stdin."),
+    ],
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Only files matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Skip files matching this glob (repeatable)."),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove stored documents whose files are gone.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change and be queued; write nothing.")
+    ] = False,
+    stdin_name: Annotated[
+        str, typer.Option("--stdin-name", help="Document name for `kb ingest -`.")
+    ] = "stdin.md",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Read documents, chunk them, and queue new text for embedding. Unchanged files cost nothing."""
+    with _open(ctx) as kb:
+        if [str(p) for p in paths] == ["-"]:
+            report = kb.ingest_text(sys.stdin.buffer.read(), stdin_name, dry_run=dry_run)
+        else:
+            with ui.progress("Ingesting") as on_progress:
+                report = kb.ingest(
+                    paths,
+                    include=include or (),
+                    exclude=exclude or (),
+                    prune=prune,
+                    dry_run=dry_run,
+                    on_progress=on_progress,
+                )
+    if as_json:
+        ui.print_json(ui.ingest_json(report))
+    else:
+        ui.render_ingest(report)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Show documents, chunks, and embedding tasks by status."""
+    with _open(ctx) as kb:
+        report = kb.status()
+    if as_json:
+        ui.print_json(ui.status_json(report))
+    else:
+        ui.render_status(report)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply pending schema migrations (kb also does this on open)."""
+    with _open(ctx) as kb:
+        ui.stdout.print(f"{kb.path}: schema at {migrate.current_revision(kb.engine)} (head)")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the database's schema revision and the newest one kb knows."""
+    settings: KbSettings = ctx.obj
+    if not settings.db.exists():
+        ui.stdout.print(f"{settings.db}: no database yet (head {migrate.head_revision()})")
+        return
+    engine = create_engine(settings.db, busy_timeout_ms=settings.busy_timeout_ms)
+    try:
+        current = migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = migrate.head_revision()
+    state = "up to date" if current == head else "behind: run `kb db upgrade`"
+    ui.stdout.print(f"{settings.db}: {current or 'empty'} (head {head}; {state})")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,120 @@
+"""The one place that opens SQLite: driver choice, sqlite-vec, pragmas, transactions.
+
+Python's stdlib `sqlite3` often cannot load extensions (pyenv builds, macOS system Python), so the driver is
+the stdlib module when it can, else `sqlean.py` (a maintained SQLite build for every platform, a kb
+dependency), else `pysqlite3` if the user installed it.
+"""
+
+import importlib
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import sqlalchemy as sa
+import sqlite_vec
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from kb.errors import DatabaseError
+
+# Large pages make vec0 and bulk inserts several times faster (see docs/performance.md). A page size only
+# takes effect on a database that has no tables yet, so it is set before anything else on every connect.
+PAGE_SIZE = 65536
+CACHE_KIB = 64 * 1024
+_MIN_SQLITE = (3, 41, 0)  # sqlite-vec's recommended minimum
+
+
+def _can_load_extensions(module: ModuleType) -> bool:
+    try:
+        connection = module.connect(":memory:")
+    except Exception:
+        return False
+    try:
+        connection.enable_load_extension(True)
+        sqlite_vec.load(connection)
+        connection.execute("CREATE VIRTUAL TABLE temp.probe USING fts5(x)")
+        return bool(connection.execute("SELECT vec_version()").fetchone())
+    except Exception:
+        return False
+    finally:
+        connection.close()
+
+
+def _candidate_modules() -> Iterator[ModuleType]:
+    if sqlite3.sqlite_version_info >= _MIN_SQLITE:
+        yield sqlite3
+    for name in ("sqlean", "pysqlite3.dbapi2"):
+        try:
+            yield importlib.import_module(name)
+        except ImportError:
+            continue
+
+
+_driver: ModuleType | None = None
+
+
+def sqlite_driver() -> ModuleType:
+    """The DB-API module kb uses: the first that loads sqlite-vec and has FTS5."""
+    global _driver
+    if _driver is None:
+        for module in _candidate_modules():
+            if _can_load_extensions(module):
+                _driver = module
+                break
+        else:
+            raise DatabaseError(
+                "no usable SQLite driver: this Python's sqlite3 cannot load extensions (or lacks FTS5) "
+                "and the `sqlean.py` package is missing or broken; reinstall kb "
+                "(`pip install --force-reinstall sqlean.py`) or install `pysqlite3-binary`."
+            )
+    return _driver
+
+
+def create_engine(path: Path, *, busy_timeout_ms: int = 10_000) -> Engine:
+    """An engine on the SQLite file at `path` with sqlite-vec loaded and kb's pragmas set."""
+    driver = sqlite_driver()
+    if str(path) != ":memory:":
+        parent = path.expanduser().parent
+        if not parent.is_dir():
+            raise DatabaseError(f"cannot open database {path}: folder {parent} does not exist")
+    engine = sa.create_engine(f"sqlite:///{path}", module=driver)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not the driver, decide when transactions start.
+        dbapi_connection.isolation_level = None
+        dbapi_connection.enable_load_extension(True)
+        sqlite_vec.load(dbapi_connection)
+        dbapi_connection.enable_load_extension(False)
+        for pragma in (
+            f"page_size={PAGE_SIZE}",
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            # SQLite's default cache is 2 MB: 31 pages of 64 KiB, too few for index and FTS inserts.
+            f"cache_size={-CACHE_KIB}",
+            "temp_store=MEMORY",
+            "foreign_keys=ON",
+            f"busy_timeout={busy_timeout_ms}",
+        ):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Writers begin IMMEDIATE: taking the write lock up front lets busy_timeout queue them, where a
+        # deferred transaction upgrading its lock would fail at once with "database is locked".
+        mode = connection.get_execution_options().get("kb_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A short write transaction that holds SQLite's write lock from its first statement."""
+    with engine.connect() as connection:
+        connection = connection.execution_options(kb_begin="IMMEDIATE")
+        with connection.begin():
+            yield connection

@@ -1,0 +1,263 @@
+"""Ingest: files -> documents -> chunks -> embedding tasks, idempotently.
+
+Unchanged files (same size and mtime) are not even read; a file whose bytes did not change costs one read;
+a changed file has its chunks replaced, and only texts that no space has seen yet get new tasks.
+Writes go in short transactions of a few thousand chunks, so a worker can use the database meanwhile.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Connection, Engine
+
+from kb import sources, spaces, store, tasks
+from kb.chunking import ChunkingOptions, TextChunk, chunk_document
+from kb.db import write_transaction
+from kb.records import IngestReport, SkippedFile, SpaceSpec
+
+ProgressCallback = Callable[[int, int], None]
+
+# A write transaction holds at most about this many chunks: big enough to amortise commits,
+# small enough that a concurrent worker waits well under a second for the lock.
+_FLUSH_CHUNKS = 5_000
+_FLUSH_DOCUMENTS = 500
+
+STDIN_PREFIX = "stdin:"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    prune: bool = False
+    dry_run: bool = False
+    chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
+    max_file_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Change:
+    """A document to write: new (existing is None), changed, or only touched (chunks is None)."""
+
+    record: store.DocumentRecord
+    existing: store.StoredDocument | None
+    chunks: list[TextChunk] | None
+
+
+class _Writer:
+    """Buffers document changes and writes them in short transactions."""
+
+    def __init__(self, engine: Engine, spec: SpaceSpec, report: IngestReport, now: float) -> None:
+        self._engine = engine
+        self._spec = spec
+        self._report = report
+        self._now = now
+        self._buffer: list[_Change] = []
+        self._buffered_chunks = 0
+
+    def add(self, change: _Change) -> None:
+        self._buffer.append(change)
+        self._buffered_chunks += len(change.chunks or ())
+        if self._buffered_chunks >= _FLUSH_CHUNKS or len(self._buffer) >= _FLUSH_DOCUMENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        with write_transaction(self._engine) as connection:
+            self._write(connection, self._buffer)
+        self._buffer = []
+        self._buffered_chunks = 0
+
+    def delete(self, documents: Sequence[store.StoredDocument]) -> None:
+        with write_transaction(self._engine) as connection:
+            ids = [document.id for document in documents]
+            old_hashes = store.chunk_hashes(connection, ids)
+            store.delete_documents(connection, ids)
+            _forget_unreferenced(connection, old_hashes)
+
+    def _write(self, connection: Connection, changes: Sequence[_Change]) -> None:
+        space_ids = self._filling_spaces(connection)
+        replaced = [c.existing.id for c in changes if c.existing and c.chunks is not None]
+        old_hashes = store.chunk_hashes(connection, replaced)
+        rows: list[tuple[int, TextChunk]] = []
+        for change in changes:
+            document_id = self._write_document(connection, change)
+            rows.extend((document_id, chunk) for chunk in change.chunks or ())
+        store.insert_chunks(connection, rows)
+        self._report.chunks_written += len(rows)
+        estimates = {store.text_sha256(chunk.text): chunk.token_estimate for _, chunk in rows}
+        for space_id in space_ids:
+            queued = tasks.queue(connection, space_id, estimates, self._now)
+            self._report.tasks_queued += queued.tasks
+            self._report.tokens_queued += queued.tokens
+        _forget_unreferenced(connection, old_hashes - estimates.keys())
+
+    def _write_document(self, connection: Connection, change: _Change) -> int:
+        if change.existing is None:
+            return store.insert_document(connection, change.record, self._now)
+        document_id = change.existing.id
+        if change.chunks is None:
+            store.touch_document(connection, document_id, change.record.size, change.record.mtime_ns)
+        else:
+            store.update_document(connection, document_id, change.record, self._now)
+            store.delete_chunks(connection, document_id)
+        return document_id
+
+    def _filling_spaces(self, connection: Connection) -> list[int]:
+        spaces.ensure_active(connection, self._spec)
+        return spaces.filling(connection)
+
+
+def _forget_unreferenced(connection: Connection, hashes: set[str]) -> None:
+    if hashes:
+        gone = hashes - store.referenced_hashes(connection, hashes)
+        tasks.drop_unpaid(connection, sorted(gone))
+
+
+def ingest_paths(
+    engine: Engine,
+    paths: Sequence[Path],
+    spec: SpaceSpec,
+    options: IngestOptions = IngestOptions(),
+    on_progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Ingest files and folders; see the module docstring for what is read and written."""
+    report = IngestReport(dry_run=options.dry_run)
+    candidates: list[sources.Candidate] = []
+    for found in sources.discover(paths, include=options.include, exclude=options.exclude):
+        if isinstance(found, sources.Skipped):
+            report.skipped.append(SkippedFile(str(found.path), found.reason))
+        else:
+            candidates.append(found)
+    with engine.connect() as connection:
+        stored = store.stored_documents(connection)
+    planner = _Planner(stored, options, report)
+    sink = _DryRun(engine, spec, report) if options.dry_run else _Writer(engine, spec, report, time.time())
+    for done, candidate in enumerate(candidates, start=1):
+        change = planner.plan(candidate)
+        if change is not None:
+            sink.add(change)
+        if on_progress is not None:
+            on_progress(done, len(candidates))
+    sink.flush()
+    if options.prune:
+        gone = _vanished(stored, paths)
+        report.removed.extend(document.source_path for document in gone)
+        if gone and not options.dry_run:
+            sink.delete(gone)
+    return report
+
+
+def ingest_bytes(
+    engine: Engine,
+    data: bytes,
+    name: str,
+    spec: SpaceSpec,
+    options: IngestOptions = IngestOptions(),
+) -> IngestReport:
+    """Ingest one document from memory (`kb ingest -`); it is stored as `stdin:<name>`."""
+    report = IngestReport(dry_run=options.dry_run)
+    source_path = STDIN_PREFIX + name
+    loaded = sources.load_bytes(data, path=Path(name))
+    if isinstance(loaded, sources.Skipped):
+        report.skipped.append(SkippedFile(source_path, loaded.reason))
+        return report
+    with engine.connect() as connection:
+        stored = store.stored_documents(connection)
+    planner = _Planner(stored, options, report)
+    sink = _DryRun(engine, spec, report) if options.dry_run else _Writer(engine, spec, report, time.time())
+    change = planner.plan_loaded(loaded, source_path)
+    if change is not None:
+        sink.add(change)
+    sink.flush()
+    return report
+
+
+class _Planner:
+    """Decides, per file, whether it is new, changed, unchanged or skipped."""
+
+    def __init__(
+        self,
+        stored: dict[str, store.StoredDocument],
+        options: IngestOptions,
+        report: IngestReport,
+    ) -> None:
+        self._stored = stored
+        self._options = options
+        self._report = report
+
+    def plan(self, candidate: sources.Candidate) -> _Change | None:
+        source_path = str(candidate.path)
+        existing = self._stored.get(source_path)
+        if (
+            existing is not None
+            and existing.size == candidate.size
+            and existing.mtime_ns == candidate.mtime_ns
+        ):
+            self._report.unchanged.append(source_path)
+            return None
+        loaded = sources.load_document(candidate, max_bytes=self._options.max_file_bytes)
+        if isinstance(loaded, sources.Skipped):
+            self._report.skipped.append(SkippedFile(source_path, loaded.reason))
+            return None
+        return self.plan_loaded(loaded, source_path)
+
+    def plan_loaded(self, loaded: sources.LoadedDocument, source_path: str) -> _Change | None:
+        existing = self._stored.get(source_path)
+        record = store.DocumentRecord(
+            source_path=source_path,
+            content_sha256=loaded.content_sha256,
+            title=loaded.title,
+            source_format=loaded.source_format,
+            size=loaded.size,
+            mtime_ns=loaded.mtime_ns,
+            metadata=dict(loaded.metadata),
+        )
+        if existing is not None and existing.content_sha256 == loaded.content_sha256:
+            self._report.unchanged.append(source_path)
+            return _Change(record, existing, chunks=None)
+        chunks = chunk_document(loaded.text, loaded.fmt, self._options.chunking)
+        if not chunks:
+            self._report.skipped.append(SkippedFile(source_path, "no text to index"))
+            return None
+        (self._report.changed if existing else self._report.added).append(source_path)
+        return _Change(record, existing, chunks)
+
+
+class _DryRun:
+    """Counts what a real run would queue, writing nothing."""
+
+    def __init__(self, engine: Engine, spec: SpaceSpec, report: IngestReport) -> None:
+        self._engine = engine
+        self._spec = spec
+        self._report = report
+        self._estimates: dict[str, int] = {}
+
+    def add(self, change: _Change) -> None:
+        for chunk in change.chunks or ():
+            self._estimates[store.text_sha256(chunk.text)] = chunk.token_estimate
+            self._report.chunks_written += 1
+
+    def flush(self) -> None:
+        with self._engine.connect() as connection:
+            space = spaces.active(connection) or spaces.find(connection, self._spec)
+            hashes = list(self._estimates)
+            new = tasks.missing(connection, space.id, hashes) if space else hashes
+        self._report.tasks_queued = len(new)
+        self._report.tokens_queued = sum(self._estimates[sha] for sha in new)
+
+    def delete(self, documents: Sequence[store.StoredDocument]) -> None:
+        return None
+
+
+def _vanished(stored: dict[str, store.StoredDocument], roots: Sequence[Path]) -> list[store.StoredDocument]:
+    """Stored documents under the given folders whose files no longer exist."""
+    folders = [str(root.absolute()).rstrip("/") + "/" for root in roots if root.is_dir()]
+    return [
+        document
+        for path, document in sorted(stored.items())
+        if any(path.startswith(folder) for folder in folders) and not Path(path).exists()
+    ]

@@ -1,0 +1,57 @@
+"""Alembic from code, on kb's own connection (no alembic.ini): upgrade, current revision, head."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+import kb
+
+
+def script_location() -> Path:
+    """`kb/_migrations` in an installed wheel, else the checkout's top-level `migrations/`."""
+    package_dir = Path(kb.__file__).resolve().parent
+    for candidate in (package_dir / "_migrations", package_dir.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("kb's migrations folder is missing from this installation")
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with engine.connect() as connection:
+        connection = connection.execution_options(kb_begin="IMMEDIATE")
+        command.upgrade(_config(connection), revision)
+        connection.commit()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with engine.connect() as connection:
+        connection = connection.execution_options(kb_begin="IMMEDIATE")
+        command.downgrade(_config(connection), revision)
+        connection.commit()
+
+
+def ensure_current(engine: Engine) -> None:
+    """Bring the database to the newest schema; a no-op (one read) when it is already there."""
+    if current_revision(engine) != head_revision():
+        upgrade(engine)

@@ -1,0 +1,498 @@
+"""Find documents on disk and load them as normalised text for the chunker.
+
+`discover` walks the paths given to `kb ingest` and yields a `Candidate` per usable file, or a
+`Skipped` for a file (or directory) the user should hear about. `load_document` reads one
+candidate, `load_bytes` does the same for bytes from stdin. Nothing found on disk makes these
+raise: problems become `Skipped` with a short reason. Only bad user input raises `InputError`.
+File-system I/O only; format conversion lives in `kb.formats`.
+"""
+
+import errno
+import hashlib
+import os
+import stat
+import unicodedata
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pathspec import GitIgnoreSpec
+
+from kb.errors import InputError
+from kb.formats import Converted, html_document, markdown_document, rst_document
+
+SUPPORTED_SUFFIXES: dict[str, str] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".mdx": "markdown",
+    ".txt": "text",
+    ".rst": "rst",
+    ".html": "html",
+    ".htm": "html",
+}
+SOURCE_FORMATS = ("markdown", "text", "rst", "html")
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+_IGNORE_FILE_NAMES = (".gitignore", ".kbignore")  # later files override earlier ones
+_JUNK_DIR_NAMES = frozenset({"node_modules", "__pycache__"})  # hidden ones are skipped anyway
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_READ_CHUNK = 1024 * 1024
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A file found by discovery, not yet read."""
+
+    path: Path  # absolute but not resolved through symlinks: the document's identity
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    path: Path  # as given on the command line, or as found below it
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    path: Path
+    text: str
+    fmt: str  # what the chunker should treat the text as: "markdown" or "text"
+    source_format: str  # what the file was: "markdown", "text", "rst" or "html"
+    title: str
+    metadata: dict[str, object]
+    content_sha256: str  # of the raw bytes, before any normalisation
+    size: int
+    mtime_ns: int
+
+
+class _Unusable(Exception):
+    """A file that cannot become a document; carries the reason shown to the user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------------------------
+
+
+def discover(
+    paths: Sequence[Path], *, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> Iterator[Candidate | Skipped]:
+    """Yield each usable file below `paths` once, in a deterministic order.
+
+    Raises InputError at call time (before anything is yielded) for a path that does not exist
+    or an invalid include/exclude pattern. `include`/`exclude` use .gitignore syntax, match paths
+    relative to the directory being walked, and do not apply to files named explicitly.
+    """
+    discovery = _Discovery(
+        include=_compile_patterns(include, "include"),
+        exclude=_compile_patterns(exclude, "exclude"),
+    )
+    for path in paths:
+        _require_exists(path)
+    return discovery.run(paths)
+
+
+def _compile_patterns(given: Sequence[str], option: str) -> GitIgnoreSpec | None:
+    patterns = [pattern for pattern in given if pattern.strip()]
+    if not patterns:
+        return None
+    for pattern in patterns:
+        try:
+            GitIgnoreSpec.from_lines([pattern])
+        except ValueError:
+            raise InputError(f"invalid --{option} pattern '{pattern}'") from None
+    return GitIgnoreSpec.from_lines(patterns)
+
+
+def _require_exists(path: Path) -> None:
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"path not found: {path}") from None
+    except OSError:
+        pass  # it exists but is unreachable: reported as Skipped during discovery
+
+
+@dataclass(frozen=True, slots=True)
+class _IgnoreLayer:
+    """The .gitignore/.kbignore patterns of one directory."""
+
+    base: str  # the directory, relative to the walk root ("" for the root itself)
+    spec: GitIgnoreSpec
+
+    def verdict(self, relative_path: str, is_dir: bool) -> bool | None:
+        """True: ignored, False: re-included by a `!` pattern, None: no pattern matched."""
+        local = relative_path[len(self.base) + 1 :] if self.base else relative_path
+        return self.spec.check_file(local + "/" if is_dir else local).include
+
+
+@dataclass(slots=True)
+class _Frame:
+    """A directory being walked."""
+
+    shown: Path  # for Skipped: the given root joined with the relative path
+    relative: str  # posix path relative to the walk root, "" for the root
+    real: str  # symlinks resolved: identifies the directory for loop detection
+    layers: tuple[_IgnoreLayer, ...]
+    entries: Iterator[os.DirEntry[str]]
+
+
+class _Discovery:
+    def __init__(self, *, include: GitIgnoreSpec | None, exclude: GitIgnoreSpec | None) -> None:
+        self.include = include
+        self.exclude = exclude
+        self.seen_files: set[str] = set()  # real paths already yielded
+        self.walked_dirs: set[str] = set()  # real paths of directories already walked
+
+    def run(self, paths: Sequence[Path]) -> Iterator[Candidate | Skipped]:
+        for path in paths:
+            yield from self._given_path(path)
+
+    def _given_path(self, path: Path) -> Iterator[Candidate | Skipped]:
+        absolute = os.path.abspath(path)
+        try:
+            info = os.stat(absolute)
+        except OSError as exc:
+            yield Skipped(path, _stat_error_reason(exc, absolute))
+            return
+        if stat.S_ISDIR(info.st_mode):
+            yield from self._walk(path, absolute)
+        elif not stat.S_ISREG(info.st_mode):
+            yield Skipped(path, "not a regular file")
+        elif _source_format_of(path) is None:
+            yield Skipped(path, _unsupported_reason(path))
+        else:
+            # Named explicitly: taken even if hidden, ignored or outside include/exclude.
+            yield from self._candidate(absolute, os.path.realpath(absolute), info)
+
+    def _walk(self, root: Path, absolute_root: str) -> Iterator[Candidate | Skipped]:
+        real_root = os.path.realpath(absolute_root)
+        if real_root in self.walked_dirs:
+            return
+        stack: list[_Frame] = []
+        first = yield from self._open_dir(root, absolute_root, "", real_root, ())
+        if first is not None:
+            stack.append(first)
+        while stack:
+            frame = stack[-1]
+            entry = next(frame.entries, None)
+            if entry is None:
+                stack.pop()
+                continue
+            if entry.name.startswith("."):
+                continue  # hidden, including .git, .venv and the ignore files themselves
+            found = yield from self._visit(frame, entry, stack)
+            if found is not None:
+                stack.append(found)
+
+    def _open_dir(
+        self,
+        shown: Path,
+        absolute: str,
+        relative: str,
+        real: str,
+        parent_layers: tuple[_IgnoreLayer, ...],
+    ) -> Generator[Skipped, None, _Frame | None]:
+        """List a directory and read its ignore files; yields problems, returns the frame."""
+        self.walked_dirs.add(real)
+        try:
+            with os.scandir(absolute) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            yield Skipped(shown, _os_error_reason(exc))
+            return None
+        layers = parent_layers
+        try:
+            spec = _read_ignore_files(entries)
+        except OSError as exc:
+            yield Skipped(shown, f"could not read its ignore file ({_os_error_reason(exc)})")
+            spec = None
+        if spec is not None:
+            layers = (*parent_layers, _IgnoreLayer(relative, spec))
+        return _Frame(shown, relative, real, layers, iter(entries))
+
+    def _visit(
+        self, frame: _Frame, entry: os.DirEntry[str], stack: list[_Frame]
+    ) -> Generator[Candidate | Skipped, None, _Frame | None]:
+        """Handle one directory entry; returns a frame when it is a directory to walk."""
+        relative = f"{frame.relative}/{entry.name}" if frame.relative else entry.name
+        info, problem = _stat_entry(entry)
+        is_dir = info is not None and stat.S_ISDIR(info.st_mode)
+        if is_dir and entry.name in _JUNK_DIR_NAMES:
+            return None
+        if _is_ignored(frame.layers, relative, is_dir):
+            return None
+        if is_dir and self._excluded_dir(relative):
+            return None
+        if is_dir:
+            return (yield from self._visit_dir(frame, entry, relative, stack))
+        # Unsupported files are silently passed over: a docs folder also holds images.
+        if _source_format_of(Path(entry.name)) is None or not self._wanted(relative):
+            return None
+        shown = frame.shown / entry.name
+        if info is None:
+            yield Skipped(shown, problem or "cannot be read")
+        elif not stat.S_ISREG(info.st_mode):
+            yield Skipped(shown, "not a regular file")
+        else:
+            yield from self._candidate(entry.path, _real_path(frame, entry), info)
+        return None
+
+    def _visit_dir(
+        self, frame: _Frame, entry: os.DirEntry[str], relative: str, stack: list[_Frame]
+    ) -> Generator[Skipped, None, _Frame | None]:
+        real = _real_path(frame, entry)
+        if any(open_frame.real == real for open_frame in stack):
+            yield Skipped(frame.shown / entry.name, "symlink loop")
+            return None
+        if real in self.walked_dirs:
+            return None  # reached again through a symlink: its files were already yielded
+        shown = frame.shown / entry.name
+        return (yield from self._open_dir(shown, entry.path, relative, real, frame.layers))
+
+    def _excluded_dir(self, relative: str) -> bool:
+        """Pruning excluded directories saves walking them and reporting problems inside."""
+        return self.exclude is not None and self.exclude.match_file(relative + "/")
+
+    def _wanted(self, relative: str) -> bool:
+        if self.include is not None and not self.include.match_file(relative):
+            return False
+        return self.exclude is None or not self.exclude.match_file(relative)
+
+    def _candidate(self, absolute: str, real: str, info: os.stat_result) -> Iterator[Candidate]:
+        if real in self.seen_files:
+            return
+        self.seen_files.add(real)
+        yield Candidate(Path(absolute), info.st_size, info.st_mtime_ns)
+
+
+def _read_ignore_files(entries: list[os.DirEntry[str]]) -> GitIgnoreSpec | None:
+    by_name = {entry.name: entry for entry in entries}
+    lines: list[str] = []
+    for name in _IGNORE_FILE_NAMES:
+        entry = by_name.get(name)
+        # is_file(): a FIFO named .gitignore would block open() forever.
+        if entry is not None and entry.is_file():
+            with open(entry.path, encoding="utf-8", errors="replace") as file:
+                lines.extend(file.read().splitlines())
+    valid = [line for line in lines if _is_valid_ignore_line(line)]
+    return GitIgnoreSpec.from_lines(valid) if valid else None
+
+
+def _is_valid_ignore_line(line: str) -> bool:
+    """git silently skips patterns it cannot parse; so do we."""
+    try:
+        GitIgnoreSpec.from_lines([line])
+    except ValueError:
+        return False
+    return True
+
+
+def _stat_entry(entry: os.DirEntry[str]) -> tuple[os.stat_result | None, str | None]:
+    """The entry's stat (through symlinks), or why it has none."""
+    try:
+        return entry.stat(), None
+    except OSError as exc:
+        return None, _stat_error_reason(exc, entry.path)
+
+
+def _real_path(frame: _Frame, entry: os.DirEntry[str]) -> str:
+    """The entry's path with symlinks resolved, cheaply when the entry is not a symlink."""
+    try:
+        is_link = entry.is_symlink()
+    except OSError:
+        is_link = True  # unknown: resolve it the slow way
+    return os.path.realpath(entry.path) if is_link else os.path.join(frame.real, entry.name)
+
+
+def _is_ignored(layers: tuple[_IgnoreLayer, ...], relative: str, is_dir: bool) -> bool:
+    # As in git, a deeper ignore file overrides a shallower one; the first verdict found wins.
+    for layer in reversed(layers):
+        verdict = layer.verdict(relative, is_dir)
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def _stat_error_reason(exc: OSError, path: str) -> str:
+    if isinstance(exc, FileNotFoundError | NotADirectoryError) and os.path.islink(path):
+        return "broken symlink"
+    return _os_error_reason(exc)
+
+
+def _os_error_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def _unsupported_reason(path: Path) -> str:
+    if not path.suffix:
+        return "unsupported file type (no extension)"
+    return f"unsupported file type '{path.suffix}'"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_document(candidate: Candidate, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedDocument | Skipped:
+    try:
+        data, mtime_ns = _read_regular_file(candidate.path, max_bytes)
+    except _Unusable as unusable:
+        return Skipped(candidate.path, unusable.reason)
+    return load_bytes(data, path=candidate.path, mtime_ns=mtime_ns)
+
+
+def load_bytes(
+    data: bytes, *, path: Path, fmt_hint: str | None = None, mtime_ns: int = 0
+) -> LoadedDocument | Skipped:
+    """Decode and convert a document's bytes (also used for stdin, `kb ingest -`).
+
+    The format comes from `fmt_hint` (a format name or a suffix such as "md"), else from the
+    path's suffix, else it is Markdown. An unknown `fmt_hint` raises InputError.
+    """
+    source_format = _resolve_format(path, fmt_hint)
+    try:
+        converted = _convert(_decode(data), source_format)
+    except _Unusable as unusable:
+        return Skipped(path, unusable.reason)
+    return LoadedDocument(
+        path=path,
+        text=converted.text,
+        fmt="text" if source_format == "text" else "markdown",
+        source_format=source_format,
+        title=converted.title or path.stem,
+        metadata=converted.metadata,
+        content_sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        mtime_ns=mtime_ns,
+    )
+
+
+def _read_regular_file(path: Path, max_bytes: int) -> tuple[bytes, int]:
+    """The file's bytes and mtime, refusing anything that is not a regular file.
+
+    O_NONBLOCK: the file may have been replaced by a FIFO since discovery, and opening a FIFO
+    without it blocks until a writer appears.
+    """
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise _Unusable(_stat_error_reason(exc, str(path))) from None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unusable("not a regular file")
+        if info.st_size > max_bytes:
+            raise _Unusable(f"larger than the {_format_size(max_bytes)} limit")
+        data = _read_at_most(descriptor, max_bytes + 1)
+        if len(data) > max_bytes:  # it grew since fstat
+            raise _Unusable(f"larger than the {_format_size(max_bytes)} limit")
+        return data, info.st_mtime_ns
+    except OSError as exc:
+        raise _Unusable(_os_error_reason(exc)) from None
+    finally:
+        os.close(descriptor)
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(descriptor, min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _format_size(size: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+def _source_format_of(path: Path) -> str | None:
+    return SUPPORTED_SUFFIXES.get(path.suffix.lower())
+
+
+def _resolve_format(path: Path, fmt_hint: str | None) -> str:
+    if fmt_hint is None:
+        return _source_format_of(path) or "markdown"
+    hint = fmt_hint.strip().lower()
+    if hint in SOURCE_FORMATS:
+        return hint
+    by_suffix = SUPPORTED_SUFFIXES.get("." + hint.removeprefix("."))
+    if by_suffix is None:
+        expected = ", ".join(SOURCE_FORMATS)
+        raise InputError(f"unknown format '{fmt_hint}' (expected one of: {expected})")
+    return by_suffix
+
+
+def _decode(data: bytes) -> str:
+    """Strict UTF-8 (or UTF-16 with a BOM), BOM removed, LF line ends, Unicode NFC."""
+    if not data:
+        raise _Unusable("empty file")
+    if data.startswith(_UTF16_BOMS):
+        text = _decode_utf16(data)
+    else:
+        nul_offset = data.find(b"\x00")
+        if nul_offset >= 0:
+            raise _Unusable(f"binary content (NUL byte at offset {nul_offset})")
+        text = _decode_utf8(data)
+    if not text.strip():
+        raise _Unusable("empty file")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def _decode_utf8(data: bytes) -> str:
+    bom_length = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
+    try:
+        return data[bom_length:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = bom_length + exc.start
+        raise _Unusable(f"not valid UTF-8 (byte 0x{data[offset]:02x} at offset {offset})") from None
+
+
+def _decode_utf16(data: bytes) -> str:
+    try:
+        text = data.decode("utf-16")  # the BOM gives the byte order and is dropped
+    except UnicodeDecodeError as exc:
+        raise _Unusable(f"not valid UTF-16 (at byte offset {exc.start})") from None
+    if "\x00" in text:
+        raise _Unusable("binary content (NUL character in UTF-16 text)")
+    return text
+
+
+_NO_TEXT_REASONS = {"markdown": "no text after front matter", "html": "no text in HTML"}
+
+
+def _convert(text: str, source_format: str) -> Converted:
+    if source_format == "markdown":
+        converted = markdown_document(text)
+    elif source_format == "rst":
+        converted = rst_document(text)
+    elif source_format == "html":
+        converted = html_document(text)
+    else:
+        converted = Converted(text, None)  # plain text: the title is the file stem
+    if not converted.text.strip():
+        raise _Unusable(_NO_TEXT_REASONS.get(source_format, "no text"))
+    return converted

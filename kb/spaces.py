@@ -1,0 +1,93 @@
+"""Embedding spaces: which (provider, model, dimensions, task type) vectors belong to, and which is active."""
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from kb import vectors
+from kb.records import SpaceSpec, SpaceState
+from kb.schema import EmbeddingSpace, table_of
+from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
+
+SPACES = table_of(EmbeddingSpace)
+
+
+def configured_spec(settings: KbSettings) -> SpaceSpec:
+    """The space that the current settings would embed into."""
+    if settings.resolved_provider() == "local":
+        return SpaceSpec(provider="local", model=LOCAL_MODEL, dimensions=LOCAL_DIMENSIONS)
+    return SpaceSpec(
+        provider="gemini",
+        model=settings.embedding_model,
+        dimensions=settings.embedding_dimensions,
+    )
+
+
+def find(connection: Connection, spec: SpaceSpec) -> EmbeddingSpace | None:
+    row = connection.execute(
+        select(SPACES).where(
+            SPACES.c.provider == spec.provider,
+            SPACES.c.model == spec.model,
+            SPACES.c.dimensions == spec.dimensions,
+            SPACES.c.task_type == spec.task_type,
+        )
+    ).one_or_none()
+    return None if row is None else EmbeddingSpace(**row._mapping)
+
+
+def active(connection: Connection) -> EmbeddingSpace | None:
+    row = connection.execute(select(SPACES).where(SPACES.c.state == SpaceState.ACTIVE)).one_or_none()
+    return None if row is None else EmbeddingSpace(**row._mapping)
+
+
+def filling(connection: Connection) -> list[int]:
+    """Ids of the spaces new texts are queued for: the active one and any being built."""
+    rows = connection.execute(
+        select(SPACES.c.id)
+        .where(SPACES.c.state.in_([SpaceState.ACTIVE, SpaceState.BUILDING]))
+        .order_by(SPACES.c.id)
+    )
+    return [int(row[0]) for row in rows]
+
+
+def create(connection: Connection, spec: SpaceSpec, state: SpaceState) -> int:
+    """Create a space and its vector table in the caller's transaction."""
+    now = time.time()
+    space_id = connection.execute(
+        SPACES.insert()
+        .values(
+            provider=spec.provider,
+            model=spec.model,
+            dimensions=spec.dimensions,
+            task_type=spec.task_type,
+            normalized=spec.normalized,
+            state=state,
+            created_at=now,
+            activated_at=now if state == SpaceState.ACTIVE else None,
+        )
+        .returning(SPACES.c.id)
+    ).scalar_one()
+    vectors.create_table(connection, space_id, spec.dimensions)
+    return int(space_id)
+
+
+def ensure_active(connection: Connection, spec: SpaceSpec) -> int:
+    """The active space's id; the first ingest into an empty database creates it from `spec`."""
+    current = active(connection)
+    if current is not None:
+        return current.id
+    existing = find(connection, spec)
+    if existing is not None:
+        connection.execute(
+            SPACES.update()
+            .where(SPACES.c.id == existing.id)
+            .values(state=SpaceState.ACTIVE, activated_at=time.time())
+        )
+        return existing.id
+    return create(connection, spec, SpaceState.ACTIVE)
+
+
+def all_spaces(connection: Connection) -> list[EmbeddingSpace]:
+    rows = connection.execute(select(SPACES).order_by(SPACES.c.id))
+    return [EmbeddingSpace(**row._mapping) for row in rows]

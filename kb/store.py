@@ -1,0 +1,158 @@
+"""Documents and chunks: the repository that ingest writes through (SQLAlchemy Core on hot paths)."""
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Connection
+
+from kb.chunking import TextChunk
+from kb.schema import Chunk, Document, table_of
+
+DOCUMENTS = table_of(Document)
+CHUNKS = table_of(Chunk)
+
+HEADING_SEPARATOR = " > "
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    id: int
+    source_path: str
+    content_sha256: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """A document as ingest writes it."""
+
+    source_path: str
+    content_sha256: str
+    title: str
+    source_format: str
+    size: int
+    mtime_ns: int
+    metadata: dict[str, object]
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stored_documents(connection: Connection) -> dict[str, StoredDocument]:
+    rows = connection.execute(
+        select(
+            DOCUMENTS.c.id,
+            DOCUMENTS.c.source_path,
+            DOCUMENTS.c.content_sha256,
+            DOCUMENTS.c.size,
+            DOCUMENTS.c.mtime_ns,
+        )
+    )
+    return {row.source_path: StoredDocument(*row) for row in rows}
+
+
+def insert_document(connection: Connection, record: DocumentRecord, now: float) -> int:
+    values = _document_values(record, now)
+    statement = DOCUMENTS.insert().values(created_at=now, **values).returning(DOCUMENTS.c.id)
+    return int(connection.execute(statement).scalar_one())
+
+
+def update_document(connection: Connection, document_id: int, record: DocumentRecord, now: float) -> None:
+    connection.execute(
+        update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(**_document_values(record, now))
+    )
+
+
+def touch_document(connection: Connection, document_id: int, size: int, mtime_ns: int) -> None:
+    """Same content, new file times: remember them so the next ingest skips the read."""
+    connection.execute(
+        update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(size=size, mtime_ns=mtime_ns)
+    )
+
+
+def _document_values(record: DocumentRecord, now: float) -> dict[str, object]:
+    return {
+        "source_path": record.source_path,
+        "content_sha256": record.content_sha256,
+        "title": record.title,
+        "source_format": record.source_format,
+        "size": record.size,
+        "mtime_ns": record.mtime_ns,
+        # Round-trip through JSON so that anything unserialisable fails here, with the path known.
+        "metadata": json.loads(json.dumps(record.metadata, default=str)),
+        "updated_at": now,
+    }
+
+
+def chunk_hashes(connection: Connection, document_ids: Sequence[int]) -> set[str]:
+    hashes: set[str] = set()
+    for batch in in_batches(document_ids, 500):
+        rows = connection.execute(
+            select(CHUNKS.c.text_sha256).where(CHUNKS.c.document_id.in_(batch)).distinct()
+        )
+        hashes.update(row[0] for row in rows)
+    return hashes
+
+
+def delete_chunks(connection: Connection, document_id: int) -> None:
+    """Remove a document's chunks (the full-text index follows through triggers)."""
+    connection.execute(delete(CHUNKS).where(CHUNKS.c.document_id == document_id))
+
+
+def insert_chunks(connection: Connection, rows: Sequence[tuple[int, TextChunk]]) -> None:
+    if not rows:
+        return
+    connection.execute(
+        CHUNKS.insert(),
+        [
+            {
+                "document_id": document_id,
+                "ordinal": chunk.ordinal,
+                "text": chunk.text,
+                "text_sha256": text_sha256(chunk.text),
+                "token_estimate": chunk.token_estimate,
+                "heading_path": HEADING_SEPARATOR.join(chunk.heading_path),
+                "start_offset": chunk.start,
+                "end_offset": chunk.end,
+            }
+            for document_id, chunk in rows
+        ],
+    )
+
+
+def delete_documents(connection: Connection, document_ids: Sequence[int]) -> None:
+    for batch in in_batches(document_ids, 500):
+        connection.execute(delete(DOCUMENTS).where(DOCUMENTS.c.id.in_(batch)))
+
+
+def referenced_hashes(connection: Connection, hashes: Iterable[str]) -> set[str]:
+    """The subset of `hashes` that some chunk still holds."""
+    found: set[str] = set()
+    for batch in in_batches(list(hashes), 500):
+        rows = connection.execute(
+            select(CHUNKS.c.text_sha256).where(CHUNKS.c.text_sha256.in_(batch)).distinct()
+        )
+        found.update(row[0] for row in rows)
+    return found
+
+
+def count_documents(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(DOCUMENTS)).scalar_one())
+
+
+def count_chunks(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(CHUNKS)).scalar_one())
+
+
+def in_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    """Slices of `items`, so that IN (...) lists stay under SQLite's variable limit."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,101 @@
+"""Embedding tasks: one per (space, distinct text). Queueing is content-addressed, so a text already
+queued or embedded in a space costs nothing more."""
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Connection
+
+from kb.records import TaskStatus
+from kb.schema import Chunk, EmbeddingTask, table_of
+from kb.store import in_batches
+
+TASKS = table_of(EmbeddingTask)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueResult:
+    tasks: int
+    tokens: int
+
+
+def missing(connection: Connection, space_id: int, hashes: Sequence[str]) -> list[str]:
+    """The hashes that have no task in the space yet, in the order given."""
+    known: set[str] = set()
+    for batch in in_batches(hashes, 500):
+        rows = connection.execute(
+            select(TASKS.c.text_sha256).where(TASKS.c.space_id == space_id, TASKS.c.text_sha256.in_(batch))
+        )
+        known.update(row[0] for row in rows)
+    return [sha for sha in hashes if sha not in known]
+
+
+def queue(
+    connection: Connection,
+    space_id: int,
+    token_estimates: Mapping[str, int],
+    now: float | None = None,
+) -> QueueResult:
+    """Create pending tasks for the texts (sha256 -> token estimate) that the space lacks."""
+    stamp = time.time() if now is None else now
+    new = missing(connection, space_id, list(token_estimates))
+    if new:
+        connection.execute(
+            TASKS.insert(),
+            [
+                {
+                    "space_id": space_id,
+                    "text_sha256": sha,
+                    "token_estimate": token_estimates[sha],
+                    "status": TaskStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": stamp,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+                for sha in new
+            ],
+        )
+    return QueueResult(tasks=len(new), tokens=sum(token_estimates[sha] for sha in new))
+
+
+def drop_unpaid(connection: Connection, hashes: Sequence[str]) -> int:
+    """Delete pending tasks for texts no chunk holds any more: nothing was paid for them yet.
+
+    Embedded tasks stay, so a text that comes back later costs nothing; submitted ones stay until their
+    job answers."""
+    dropped = 0
+    for batch in in_batches(hashes, 500):
+        result = connection.execute(
+            delete(TASKS).where(TASKS.c.text_sha256.in_(batch), TASKS.c.status == TaskStatus.PENDING)
+        )
+        dropped += result.rowcount
+    return dropped
+
+
+def counts_by_status(connection: Connection, space_id: int) -> dict[str, int]:
+    rows = connection.execute(
+        select(TASKS.c.status, func.count()).where(TASKS.c.space_id == space_id).group_by(TASKS.c.status)
+    )
+    found = {str(status): int(n) for status, n in rows}
+    return {status.value: found.get(status.value, 0) for status in TaskStatus}
+
+
+def chunk_statuses(connection: Connection, space_id: int) -> dict[str, int]:
+    """Chunks counted by the status of their text's task in the space (no task counts as pending)."""
+    chunks = table_of(Chunk)
+    status = func.coalesce(TASKS.c.status, TaskStatus.PENDING.value)
+    rows = connection.execute(
+        select(status, func.count())
+        .select_from(
+            chunks.outerjoin(
+                TASKS,
+                (TASKS.c.text_sha256 == chunks.c.text_sha256) & (TASKS.c.space_id == space_id),
+            )
+        )
+        .group_by(status)
+    )
+    found = {str(name): int(n) for name, n in rows}
+    return {s.value: found.get(s.value, 0) for s in TaskStatus}

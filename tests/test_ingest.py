@@ -1,0 +1,160 @@
+"""Ingest end to end through the library: idempotence, content addressing, prune, dry run."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from kb.app import KnowledgeBase
+from tests.conftest import FASTAPI_DOCS, write
+
+SECTIONED = """# Guide
+
+Intro paragraph about the guide.
+
+## Installing
+
+Install it with pip. This paragraph talks about installation.
+
+Second installation paragraph, about virtual environments.
+
+## Configuring
+
+Set KB_DB to choose the database. This paragraph is about configuration.
+
+## Searching
+
+Run kb search with a question. This paragraph is about search.
+"""
+
+
+def _hashes_by_heading(kb: KnowledgeBase) -> set[tuple[str, str]]:
+    with kb.engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT heading_path, text_sha256 FROM chunks")
+        return {(row[0], row[1]) for row in rows}
+
+
+def _files_digest(db: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(db.parent.glob(db.name + "*"))}
+
+
+def test_corpus_ingest_then_reingest_is_a_no_op(kb: KnowledgeBase, db_path: Path) -> None:
+    markdown_files = sorted(FASTAPI_DOCS.rglob("*.md"))
+    first = kb.ingest([FASTAPI_DOCS])
+    assert len(first.added) == len(markdown_files)
+    assert first.skipped == []
+    status = kb.status()
+    assert status.documents == len(markdown_files)
+    assert status.chunks == first.chunks_written > len(markdown_files)
+    distinct_texts = _scalar(kb, "SELECT count(DISTINCT text_sha256) FROM chunks")
+    assert status.tasks["pending"] == first.tasks_queued == distinct_texts
+    kb.close()
+
+    before = _files_digest(db_path)
+    with KnowledgeBase(settings=kb.settings) as again:
+        second = again.ingest([FASTAPI_DOCS])
+    assert len(second.unchanged) == len(markdown_files)
+    assert second.counts() == {
+        "added": 0,
+        "changed": 0,
+        "unchanged": len(markdown_files),
+        "removed": 0,
+        "skipped": 0,
+    }
+    assert second.chunks_written == second.tasks_queued == 0
+    assert _files_digest(db_path) == before
+
+
+def test_editing_one_paragraph_changes_only_that_section(kb: KnowledgeBase, tmp_path: Path) -> None:
+    doc = write(tmp_path / "docs" / "guide.md", SECTIONED)
+    kb.ingest([doc.parent])
+    before = _hashes_by_heading(kb)
+    write(doc, SECTIONED.replace("Set KB_DB to choose", "Set KB_DB (or --db) to choose"))
+    report = kb.ingest([doc.parent])
+    after = _hashes_by_heading(kb)
+    assert report.changed == [str(doc)]
+    changed_headings = {heading for heading, _ in before ^ after}
+    assert changed_headings == {"Guide > Configuring"}
+    assert report.tasks_queued == len(after - before) == 1
+    # The replaced text was never embedded, so its pending task is dropped: nobody pays for it.
+    assert _scalar(kb, "SELECT count(*) FROM embedding_tasks") == len({sha for _, sha in after})
+
+
+def test_same_text_in_two_documents_is_one_task(kb: KnowledgeBase, tmp_path: Path) -> None:
+    write(tmp_path / "d" / "a.md", "# A\n\nShared paragraph.\n")
+    write(tmp_path / "d" / "b.md", "# A\n\nShared paragraph.\n")
+    report = kb.ingest([tmp_path / "d"])
+    assert len(report.added) == 2
+    assert kb.status().chunks == 2
+    assert report.tasks_queued == 1
+
+
+def test_touched_file_is_unchanged_and_not_reread(kb: KnowledgeBase, tmp_path: Path) -> None:
+    doc = write(tmp_path / "d" / "a.md", "# A\n\nText.\n")
+    kb.ingest([doc])
+    os.utime(doc, ns=(1_000_000_000, 1_000_000_000))
+    report = kb.ingest([doc])
+    assert report.unchanged == [str(doc)] and report.chunks_written == 0
+    stored = _scalar(kb, "SELECT mtime_ns FROM documents")
+    assert stored == 1_000_000_000
+
+
+def test_prune_removes_vanished_files_and_their_unpaid_tasks(kb: KnowledgeBase, tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    keep = write(folder / "keep.md", "# Keep\n\nKept text.\n")
+    gone = write(folder / "gone.md", "# Gone\n\nText that goes away.\n")
+    paid = write(folder / "paid.md", "# Paid\n\nText whose vector was paid for.\n")
+    kb.ingest([folder])
+    with kb.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE embedding_tasks SET status = 'embedded' WHERE text_sha256 IN "
+            "(SELECT c.text_sha256 FROM chunks c JOIN documents d ON d.id = c.document_id "
+            " WHERE d.source_path = ?)",
+            (str(paid),),
+        )
+    gone.unlink()
+    paid.unlink()
+    without_prune = kb.ingest([folder])
+    assert without_prune.removed == [] and kb.status().documents == 3
+    report = kb.ingest([folder], prune=True)
+    assert sorted(report.removed) == sorted([str(gone), str(paid)])
+    assert _scalar(kb, "SELECT count(*) FROM documents") == 1
+    statuses = _column(kb, "SELECT status FROM embedding_tasks ORDER BY status")
+    assert statuses == ["embedded", "pending"]  # the paid vector is kept; the unpaid task is gone
+    assert keep.exists()
+
+
+def test_dry_run_writes_nothing(kb: KnowledgeBase, tmp_path: Path) -> None:
+    write(tmp_path / "d" / "a.md", "# A\n\nOne.\n\n## B\n\nTwo.\n")
+    report = kb.ingest([tmp_path / "d"], dry_run=True)
+    assert report.dry_run and len(report.added) == 1
+    assert report.tasks_queued == 2 and report.tokens_queued > 0
+    assert kb.status().documents == 0
+    assert _scalar(kb, "SELECT count(*) FROM embedding_spaces") == 0
+
+
+def test_ingest_text_replaces_same_name(kb: KnowledgeBase) -> None:
+    kb.ingest_text("# Notes\n\nFirst version.\n", "notes.md")
+    report = kb.ingest_text("# Notes\n\nSecond version.\n", "notes.md")
+    assert report.changed == ["stdin:notes.md"]
+    assert _column(kb, "SELECT text FROM chunks") == ["# Notes\n\nSecond version."]
+
+
+def test_file_turned_bad_keeps_its_stored_document(kb: KnowledgeBase, tmp_path: Path) -> None:
+    doc = write(tmp_path / "d" / "a.md", "# A\n\nGood text.\n")
+    kb.ingest([doc])
+    doc.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00binary")
+    report = kb.ingest([doc])
+    assert [s.path for s in report.skipped] == [str(doc)]
+    assert kb.status().chunks == 1
+
+
+def _scalar(kb: KnowledgeBase, sql: str) -> object:
+    with kb.engine.connect() as connection:
+        return connection.execute(sa.text(sql)).scalar()
+
+
+def _column(kb: KnowledgeBase, sql: str) -> list[object]:
+    with kb.engine.connect() as connection:
+        return list(connection.execute(sa.text(sql)).scalars())

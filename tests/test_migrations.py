@@ -1,0 +1,70 @@
+"""Migrations and models agree, and the schema round-trips."""
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from kb import migrate, schema
+from kb.db import create_engine
+
+
+def test_upgrade_from_empty_reaches_head(db_path: Path) -> None:
+    engine = create_engine(db_path)
+    assert migrate.current_revision(engine) is None
+    migrate.ensure_current(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_migrations_match_models(db_path: Path) -> None:
+    engine = create_engine(db_path)
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={"include_name": _managed, "compare_type": True},
+        )
+        diff = compare_metadata(context, schema.metadata)
+    assert diff == []
+
+
+def _managed(name: str | None, type_: str, _parents: object) -> bool:
+    return not (type_ == "table" and name is not None and name.startswith(("vec_", "chunks_fts")))
+
+
+def test_downgrade_and_upgrade_round_trip(db_path: Path) -> None:
+    engine = create_engine(db_path)
+    migrate.upgrade(engine)
+    migrate.downgrade(engine, "base")
+    with engine.connect() as connection:
+        tables = set(sa.inspect(connection).get_table_names())
+    assert tables <= {"alembic_version"}
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        tables = set(sa.inspect(connection).get_table_names())
+    assert {"documents", "chunks", "chunks_fts", "embedding_tasks", "batch_jobs"} <= tables
+
+
+def test_full_text_index_follows_chunks(db_path: Path) -> None:
+    engine = create_engine(db_path)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
+            " size, metadata, created_at, updated_at) VALUES (1, '/a.md', 'x', 'A', 'markdown', 0, 1,"
+            " '{}', 0, 0)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate,"
+            " heading_path, start_offset, end_offset) VALUES (7, 1, 0, 'Rotating keys safely',"
+            " 'h', 3, 'Security > Keys', 0, 20)"
+        )
+    query = "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql(query, ("rotate",)).scalars().all() == [7]
+        assert connection.exec_driver_sql(query, ("security",)).scalars().all() == [7]
+        connection.exec_driver_sql("UPDATE chunks SET text = 'Something else' WHERE id = 7")
+        assert connection.exec_driver_sql(query, ("rotate",)).scalars().all() == []
+        connection.exec_driver_sql("DELETE FROM documents")
+        assert connection.exec_driver_sql(query, ("something",)).scalars().all() == []
