@@ -1,6 +1,8 @@
 """Documentation stays true: generated blocks are current and every command is documented."""
 
+import re
 import sys
+from pathlib import Path
 
 import pytest
 from cogapp import Cog  # type: ignore[import-untyped]
@@ -25,3 +27,15 @@ def test_every_command_is_documented(command: str, summary: str) -> None:
     assert summary, f"{command} has no help text"
     assert f"### `{command}`" in (PROJECT_ROOT / "docs" / "cli.md").read_text()
     assert f"`{command}`" in (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_library_examples_run(tmp_path: Path) -> None:
+    """The Python examples in docs/library.md run as written (in an empty folder with a docs/ folder)."""
+    (Path.cwd() / "docs").mkdir()
+    (Path.cwd() / "docs" / "guide.md").write_text("# Guide\n\nHow kb works.\n", encoding="utf-8")
+    text = (PROJECT_ROOT / "docs" / "library.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "docs/library.md", "exec"), {})
+    assert (Path.cwd() / "kb.sqlite").exists()
