@@ -6,13 +6,25 @@ from types import TracebackType
 
 from sqlalchemy.engine import Engine
 
-from kb import migrate, spaces, store, tasks
+from kb import migrate, online, spaces, store, tasks, vectors
 from kb.chunking import ChunkingOptions
 from kb.db import create_engine
-from kb.errors import DatabaseError
+from kb.embedder import Embedder
+from kb.errors import ConfigError, DatabaseError
 from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
-from kb.records import IngestReport, SpaceSpec, SpaceSummary, StatusReport, TaskStatus
+from kb.online import OnlineReport
+from kb.providers import build_embedder
+from kb.records import (
+    IngestReport,
+    SearchMode,
+    SearchResult,
+    SpaceSpec,
+    SpaceSummary,
+    StatusReport,
+    TaskStatus,
+)
 from kb.schema import EmbeddingSpace
+from kb.search import SearchSpace, run_search
 from kb.settings import KbSettings
 
 
@@ -35,6 +47,8 @@ class KnowledgeBase:
         except Exception as error:  # a file that is not SQLite, a read-only folder, a newer schema ...
             self.engine.dispose()
             raise DatabaseError(f"cannot open database {self.path}: {error}") from error
+        self._embedders: dict[SpaceSpec, Embedder] = {}
+        self._memory_indexes: dict[int, vectors.MemoryIndex] = {}
 
     def __enter__(self) -> "KnowledgeBase":
         return self
@@ -48,7 +62,65 @@ class KnowledgeBase:
         self.close()
 
     def close(self) -> None:
+        for embedder in self._embedders.values():
+            close = getattr(embedder, "close", None)
+            if close is not None:
+                close()
+        self._embedders.clear()
         self.engine.dispose()
+
+    def embedder(self, spec: SpaceSpec) -> Embedder:
+        """The embedder for a space, built on first use (raises ConfigError if it cannot be used)."""
+        if spec not in self._embedders:
+            self._embedders[spec] = build_embedder(self.settings, spec)
+        return self._embedders[spec]
+
+    def embed_now(
+        self, hashes: Sequence[str] | None = None, on_progress: ProgressCallback | None = None
+    ) -> OnlineReport:
+        """Embed pending texts of the active space online, at full price (all of them, or these)."""
+        with self.engine.connect() as connection:
+            active = spaces.active(connection)
+        if active is None:
+            return OnlineReport()
+        embedder = self.embedder(_spec_of(active))
+        return online.embed_pending(self.engine, embedder, active.id, hashes, on_progress)
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: SearchMode | str = SearchMode.HYBRID,
+        path: str | None = None,
+    ) -> SearchResult:
+        """The best chunks for a question: vectors and full text fused (hybrid), or either alone."""
+        with self.engine.connect() as connection:
+            active = spaces.active(connection)
+        return run_search(
+            self.engine,
+            query,
+            k=k,
+            mode=SearchMode(mode),
+            path_glob=path,
+            space=None if active is None else self._search_space(active),
+        )
+
+    def _search_space(self, space: EmbeddingSpace) -> SearchSpace:
+        label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d)"
+        try:
+            embedder = self.embedder(_spec_of(space))
+        except ConfigError as error:
+            return SearchSpace(space.id, label, None, error.message)
+        return SearchSpace(space.id, label, embedder.embed_query, memory_index=self._memory_index(space))
+
+    def _memory_index(self, space: EmbeddingSpace) -> vectors.MemoryIndex | None:
+        if self.settings.search_index != "memory":
+            return None
+        index = self._memory_indexes.get(space.id)
+        if index is None or index.dimensions != space.dimensions:
+            index = self._memory_indexes[space.id] = vectors.MemoryIndex(space.id, space.dimensions)
+        return index
 
     @property
     def space_spec(self) -> SpaceSpec:
@@ -114,6 +186,16 @@ class KnowledgeBase:
                 chunk_statuses=chunk_statuses,
                 spaces=summaries,
             )
+
+
+def _spec_of(space: EmbeddingSpace) -> SpaceSpec:
+    return SpaceSpec(
+        provider=space.provider,
+        model=space.model,
+        dimensions=space.dimensions,
+        task_type=space.task_type,
+        normalized=space.normalized,
+    )
 
 
 def _zero_counts() -> dict[str, int]:

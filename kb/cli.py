@@ -15,6 +15,7 @@ from kb import __version__, migrate, ui
 from kb.app import KnowledgeBase
 from kb.db import create_engine
 from kb.errors import KbError
+from kb.records import SearchMode
 from kb.settings import KbSettings
 
 
@@ -109,6 +110,10 @@ def ingest(
     stdin_name: Annotated[
         str, typer.Option("--stdin-name", help="Document name for `kb ingest -`.")
     ] = "stdin.md",
+    now: Annotated[
+        bool,
+        typer.Option("--now", help="Embed the new texts right away online (full price) instead of in batch."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Read documents, chunk them, and queue new text for embedding. Unchanged files cost nothing."""
@@ -125,10 +130,38 @@ def ingest(
                     dry_run=dry_run,
                     on_progress=on_progress,
                 )
+        embedded = None
+        if now and not dry_run and report.queued_hashes:
+            with ui.progress("Embedding") as on_progress:
+                embedded = kb.embed_now(report.queued_hashes, on_progress)
     if as_json:
-        ui.print_json(ui.ingest_json(report))
+        ui.print_json(ui.ingest_json(report, embedded))
     else:
-        ui.render_ingest(report)
+        ui.render_ingest(report, embedded)
+
+
+@app.command("search")
+def search_command(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="The question or words to look for.")],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many chunks to return.")] = 10,
+    mode: Annotated[
+        SearchMode, typer.Option("--mode", help="hybrid (vectors + full text), vector, or text.")
+    ] = SearchMode.HYBRID,
+    path: Annotated[
+        str | None, typer.Option("--path", help="Only documents whose path matches this glob.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
+) -> None:
+    """Find the chunks that best answer a question."""
+    with _open(ctx) as kb:
+        result = kb.search(query, k=k, mode=mode, path=path)
+    for note in result.notes:
+        ui.stderr.print(f"[yellow]note:[/yellow] {ui.escape(note)}")
+    if as_json:
+        ui.print_json(ui.search_json(result))
+    else:
+        ui.render_search(result)
 
 
 @app.command()

@@ -46,3 +46,39 @@ class ProviderError(KbError):
     """The embedding provider failed."""
 
     exit_code = 5
+
+
+class NotConfiguredError(ConfigError):
+    """No embedding provider is usable: set GEMINI_API_KEY, or use the local provider."""
+
+
+class RetryableProviderError(ProviderError):
+    """The provider failed in a way that may pass if tried again later."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(RetryableProviderError):
+    """The provider's rate limit or quota was exceeded (HTTP 429)."""
+
+
+class ProviderUnavailableError(RetryableProviderError):
+    """The provider is overloaded, failing or unreachable (HTTP 5xx, timeouts)."""
+
+
+class ModelNotFoundError(ProviderError):
+    """The embedding model does not exist or has been shut down."""
+
+
+class InvalidRequestError(ProviderError):
+    """The provider refused the request as invalid (HTTP 400)."""
+
+
+class AuthenticationError(ConfigError):
+    """The provider refused the API key."""
+
+
+class InvalidResponseError(RetryableProviderError):
+    """The provider answered with something kb cannot use (wrong count, dimensions, or non-finite values)."""

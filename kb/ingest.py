@@ -89,10 +89,13 @@ class _Writer:
         store.insert_chunks(connection, rows)
         self._report.chunks_written += len(rows)
         estimates = {store.text_sha256(chunk.text): chunk.token_estimate for _, chunk in rows}
+        active_id = space_ids[0]
         for space_id in space_ids:
             queued = tasks.queue(connection, space_id, estimates, self._now)
             self._report.tasks_queued += queued.tasks
             self._report.tokens_queued += queued.tokens
+            if space_id == active_id:
+                self._report.queued_hashes.extend(queued.hashes)
         _forget_unreferenced(connection, old_hashes - estimates.keys())
 
     def _write_document(self, connection: Connection, change: _Change) -> int:
@@ -107,8 +110,9 @@ class _Writer:
         return document_id
 
     def _filling_spaces(self, connection: Connection) -> list[int]:
-        spaces.ensure_active(connection, self._spec)
-        return spaces.filling(connection)
+        """The active space first, then any being built."""
+        active_id = spaces.ensure_active(connection, self._spec)
+        return [active_id, *(i for i in spaces.filling(connection) if i != active_id)]
 
 
 def _forget_unreferenced(connection: Connection, hashes: set[str]) -> None:

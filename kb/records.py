@@ -52,6 +52,8 @@ class IngestReport:
     tasks_queued: int = 0
     tokens_queued: int = 0
     dry_run: bool = False
+    # Texts newly queued in the active space, for `kb ingest --now`.
+    queued_hashes: list[str] = field(default_factory=list, repr=False)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -84,3 +86,37 @@ class StatusReport:
     tasks: dict[str, int]
     chunk_statuses: dict[str, int]
     spaces: list[SpaceSummary]
+
+
+class SearchMode(StrEnum):
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    TEXT = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One chunk found by a search. `score` is the fused (hybrid), cosine (vector) or BM25 (text) score."""
+
+    rank: int
+    score: float
+    path: str
+    title: str
+    heading: str
+    text: str
+    chunk_id: int
+    document_id: int
+    start: int
+    end: int
+    text_rank: int | None = None
+    vector_rank: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    query: str
+    mode: SearchMode
+    used: SearchMode
+    hits: list[SearchHit]
+    notes: list[str] = field(default_factory=list)
+    space_id: int | None = None

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -139,6 +140,20 @@ class BatchJobItem(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("embedding_tasks.id", ondelete="CASCADE"), index=True)
+
+
+class QueryEmbedding(Base):
+    """Query vectors already paid for: a repeated `kb search` question makes no API call."""
+
+    __tablename__ = "query_embeddings"
+
+    space_id: Mapped[int] = mapped_column(
+        ForeignKey("embedding_spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    query_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float] = mapped_column(Float)
 
 
 metadata = Base.metadata

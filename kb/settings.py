@@ -41,6 +41,26 @@ class KbSettings(BaseSettings):
     embedding_dimensions: int = Field(
         768, ge=1, le=3072, description="Output dimensionality for Gemini embeddings."
     )
+    gemini_base_url: str | None = Field(
+        None,
+        description="Gemini API base URL (default: the SDK's own, which honours `GOOGLE_GEMINI_BASE_URL`).",
+    )
+    gemini_api_version: str | None = Field(
+        None, description="Gemini API version, e.g. `v1beta` (default: the SDK's, `v1`)."
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="Timeout of one online API request, in seconds.")
+    max_retries: int = Field(6, ge=1, description="Attempts per online API request before giving up.")
+    requests_per_minute: float = Field(
+        1500, ge=0, description="Client-side cap on online embedding requests per minute (0: none)."
+    )
+    tokens_per_minute: float = Field(
+        1_000_000, ge=0, description="Client-side cap on online embedding tokens per minute (0: none)."
+    )
+    search_index: Literal["sqlite", "memory"] = Field(
+        "sqlite",
+        description="Vector search: scan the sqlite-vec table (`sqlite`), or keep the active space's vectors "
+        "in RAM (`memory`: several times faster in long-lived processes, costs dims x 4 bytes per chunk).",
+    )
     chunk_target_tokens: int = Field(512, ge=32, description="Target chunk size in tokens.")
     chunk_max_tokens: int = Field(
         1024, ge=64, le=2048, description="Hard ceiling of a chunk in (estimated) tokens."

@@ -5,7 +5,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from kb.records import TaskStatus
@@ -17,8 +17,12 @@ TASKS = table_of(EmbeddingTask)
 
 @dataclass(frozen=True, slots=True)
 class QueueResult:
-    tasks: int
+    hashes: list[str]
     tokens: int
+
+    @property
+    def tasks(self) -> int:
+        return len(self.hashes)
 
 
 def missing(connection: Connection, space_id: int, hashes: Sequence[str]) -> list[str]:
@@ -58,7 +62,7 @@ def queue(
                 for sha in new
             ],
         )
-    return QueueResult(tasks=len(new), tokens=sum(token_estimates[sha] for sha in new))
+    return QueueResult(hashes=new, tokens=sum(token_estimates[sha] for sha in new))
 
 
 def drop_unpaid(connection: Connection, hashes: Sequence[str]) -> int:
@@ -99,3 +103,69 @@ def chunk_statuses(connection: Connection, space_id: int) -> dict[str, int]:
     )
     found = {str(name): int(n) for name, n in rows}
     return {s.value: found.get(s.value, 0) for s in TaskStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingText:
+    task_id: int
+    text_sha256: str
+    text: str
+    token_estimate: int
+
+
+def pending_texts(
+    connection: Connection, space_id: int, hashes: Sequence[str] | None = None, limit: int = 1000
+) -> list[PendingText]:
+    """Pending tasks of the space (optionally only these texts) with a chunk's copy of their text."""
+    chunks = table_of(Chunk)
+    one_chunk = (
+        select(chunks.c.text_sha256, func.min(chunks.c.id).label("chunk_id"))
+        .group_by(chunks.c.text_sha256)
+        .subquery()
+    )
+    statement = (
+        select(TASKS.c.id, TASKS.c.text_sha256, chunks.c.text, TASKS.c.token_estimate)
+        .join(one_chunk, one_chunk.c.text_sha256 == TASKS.c.text_sha256)
+        .join(chunks, chunks.c.id == one_chunk.c.chunk_id)
+        .where(TASKS.c.space_id == space_id, TASKS.c.status == TaskStatus.PENDING)
+        .order_by(TASKS.c.id)
+        .limit(limit)
+    )
+    if hashes is not None:
+        statement = statement.where(TASKS.c.text_sha256.in_(hashes))
+    return [PendingText(int(a), str(b), str(c), int(d)) for a, b, c, d in connection.execute(statement)]
+
+
+def mark_embedded(connection: Connection, space_id: int, task_ids: Sequence[int], now: float) -> list[int]:
+    """Pending tasks become embedded; returns the ids that were still pending (the ones to write)."""
+    changed: list[int] = []
+    for batch in in_batches(task_ids, 500):
+        rows = connection.execute(
+            update(TASKS)
+            .where(
+                TASKS.c.space_id == space_id,
+                TASKS.c.id.in_(batch),
+                TASKS.c.status == TaskStatus.PENDING,
+            )
+            .values(status=TaskStatus.EMBEDDED, last_error=None, updated_at=now)
+            .returning(TASKS.c.id)
+        )
+        changed.extend(int(row[0]) for row in rows)
+    return changed
+
+
+def record_attempt_failure(
+    connection: Connection, task_ids: Sequence[int], message: str, retry_at: float, now: float
+) -> None:
+    """Count a failed attempt on pending tasks and keep the reason; they stay pending until `retry_at`."""
+    for batch in in_batches(task_ids, 500):
+        connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING)
+            .values(
+                attempts=TASKS.c.attempts + 1,
+                last_error=message,
+                next_attempt_at=retry_at,
+                updated_at=now,
+            )
+        )

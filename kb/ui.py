@@ -13,7 +13,8 @@ from rich.markup import escape as escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from kb.ingest import ProgressCallback
-from kb.records import IngestReport, StatusReport
+from kb.online import OnlineReport
+from kb.records import IngestReport, SearchResult, StatusReport
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -56,8 +57,9 @@ def print_json(data: Any) -> None:
     stdout.out(json.dumps(data, indent=2, default=str), highlight=False)
 
 
-def ingest_json(report: IngestReport) -> dict[str, Any]:
+def ingest_json(report: IngestReport, embedded: OnlineReport | None = None) -> dict[str, Any]:
     return {
+        "embedded_now": None if embedded is None else asdict(embedded),
         **report.counts(),
         "dry_run": report.dry_run,
         "chunks_written": report.chunks_written,
@@ -73,7 +75,7 @@ def ingest_json(report: IngestReport) -> dict[str, Any]:
     }
 
 
-def render_ingest(report: IngestReport) -> None:
+def render_ingest(report: IngestReport, embedded: OnlineReport | None = None) -> None:
     counts = report.counts()
     files = sum(counts[k] for k in ("added", "changed", "unchanged", "skipped"))
     verb = "Would ingest" if report.dry_run else "Ingested"
@@ -86,6 +88,15 @@ def render_ingest(report: IngestReport) -> None:
         f"  {report.chunks_written:,} chunks {'to write' if report.dry_run else 'written'}; "
         f"{report.tasks_queued:,} new texts {queued} for embedding (~{report.tokens_queued:,} tokens)"
     )
+    if embedded is not None:
+        stdout.print(
+            f"  embedded {embedded.embedded:,} texts online now (~{embedded.tokens:,} tokens at online price)"
+        )
+        if embedded.left_pending:
+            reason = f": {embedded.errors[-1]}" if embedded.errors else ""
+            stdout.print(
+                f"  {embedded.left_pending:,} texts left pending for the batch worker{escape(reason)}"
+            )
     for path in report.removed:
         stdout.print(f"  removed  {escape(display_path(path))}")
     for skipped in report.skipped:
@@ -119,3 +130,40 @@ def render_status(report: StatusReport) -> None:
             f"  #{space.id} {escape(space.provider)}/{escape(space.model)} {space.dimensions}d "
             f"{escape(f'[{space.state}]')}  texts: {tasks}"
         )
+
+
+def search_json(result: SearchResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": hit.rank,
+            "score": round(hit.score, 6),
+            "path": display_path(hit.path),
+            "title": hit.title,
+            "heading": hit.heading,
+            "text": hit.text,
+            "chunk_id": hit.chunk_id,
+            "start": hit.start,
+            "end": hit.end,
+            "text_rank": hit.text_rank,
+            "vector_rank": hit.vector_rank,
+        }
+        for hit in result.hits
+    ]
+
+
+SNIPPET_CHARS = 320
+
+
+def render_search(result: SearchResult) -> None:
+    """Hits for a person: on a terminal a snippet of each, piped the whole chunk text."""
+    if not result.hits:
+        stdout.print(f"No results for {escape(repr(result.query))}.")
+        return
+    for hit in result.hits:
+        where = escape(display_path(hit.path)) + (f": {escape(hit.heading)}" if hit.heading else "")
+        stdout.print(f"[bold]{hit.rank:>2}.[/bold] [dim]{hit.score:.4f}[/dim]  [cyan]{where}[/cyan]")
+        body = hit.text
+        if stdout.is_terminal and len(body) > SNIPPET_CHARS:
+            body = body[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+        stdout.print("    " + escape(body).replace("\n", "\n    "))
+        stdout.print()

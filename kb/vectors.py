@@ -11,6 +11,8 @@ from numpy.typing import NDArray
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+Matrix = NDArray[np.float32]
+
 # chunk_size=256 with 64 KiB pages writes ~9x faster than the defaults (docs/performance.md).
 VEC_CHUNK_SIZE = 256
 
@@ -49,7 +51,10 @@ def write(connection: Connection, space_id: int, rows: Iterable[tuple[int, NDArr
 
 
 def count(connection: Connection, space_id: int) -> int:
-    result = connection.exec_driver_sql(f"SELECT count(*) FROM {table_name(space_id)}").scalar()
+    """Vectors stored for the space. Counts vec0's rowid shadow table: `count(*)` on the virtual table scans
+    every vector (25 ms at 100k), the shadow table's b-tree answers in microseconds."""
+    name = table_name(space_id)
+    result = connection.exec_driver_sql(f"SELECT count(*) FROM {name}_rowids").scalar()
     return int(result or 0)
 
 
@@ -65,3 +70,46 @@ def nearest(
         {"query": serialize(query), "k": int(k)},
     )
     return [(int(row[0]), float(row[1])) for row in rows]
+
+
+def load_all(connection: Connection, space_id: int, dimensions: int) -> tuple[NDArray[np.int64], Matrix]:
+    """Every (rowid, vector) of the space as arrays, for an in-memory index."""
+    rows = connection.exec_driver_sql(f"SELECT rowid, embedding FROM {table_name(space_id)}").fetchall()
+    ids = np.empty(len(rows), dtype=np.int64)
+    matrix = np.empty((len(rows), dimensions), dtype=np.float32)
+    for n, (rowid, blob) in enumerate(rows):
+        ids[n] = rowid
+        matrix[n] = np.frombuffer(blob, dtype="<f4")
+    return ids, matrix
+
+
+class MemoryIndex:
+    """A space's vectors held in RAM for exact search at memory speed, for long-lived processes.
+
+    sqlite-vec scans about 1 GB/s; a numpy matrix product runs near memory bandwidth (6-7x faster at 100k
+    vectors), at the cost of the matrix's memory and a reload whenever the stored vectors change. Vectors are
+    only ever added (a space's table is dropped whole), so their count tells whether a reload is needed.
+    """
+
+    def __init__(self, space_id: int, dimensions: int) -> None:
+        self.space_id = space_id
+        self.dimensions = dimensions
+        self._count = -1
+        self._ids: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._matrix: Matrix = np.empty((0, dimensions), dtype=np.float32)
+
+    def refresh(self, connection: Connection) -> None:
+        stored = count(connection, self.space_id)
+        if stored != self._count:
+            self._ids, self._matrix = load_all(connection, self.space_id, self.dimensions)
+            self._count = stored
+
+    def nearest(self, query: NDArray[np.float32], k: int) -> list[tuple[int, float]]:
+        """The k nearest (rowid, cosine distance) pairs, nearest first (rows are unit length)."""
+        if not len(self._ids):
+            return []
+        similarities = self._matrix @ query.astype(np.float32, copy=False)
+        k = min(k, len(similarities))
+        top = np.argpartition(-similarities, k - 1)[:k]
+        top = top[np.argsort(-similarities[top], kind="stable")]
+        return [(int(self._ids[i]), float(1.0 - similarities[i])) for i in top]

@@ -1,0 +1,51 @@
+"""The Embedder protocol that every provider implements, and the vector checks they share.
+
+Nothing above a provider sees an SDK type: providers take strings and return float32 matrices of unit rows.
+"""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kb.errors import InvalidResponseError
+from kb.records import SpaceSpec
+
+Matrix = NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-length vectors of one embedding space."""
+
+    @property
+    def spec(self) -> SpaceSpec: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> Matrix:
+        """One row per text (task type RETRIEVAL_DOCUMENT), L2-normalised."""
+        ...
+
+    def embed_query(self, text: str) -> Matrix:
+        """One row (task type RETRIEVAL_QUERY), L2-normalised."""
+        ...
+
+
+def checked_unit_rows(rows: Sequence[Sequence[float]], expected_count: int, dimensions: int) -> Matrix:
+    """Validate a provider's answer (count, dimensions, finite, non-zero) and L2-normalise each row."""
+    if len(rows) != expected_count:
+        raise InvalidResponseError(f"expected {expected_count} embeddings, got {len(rows)}")
+    matrix = np.asarray(rows, dtype=np.float32)
+    if matrix.ndim != 2 or (expected_count and matrix.shape[1] != dimensions):
+        width = matrix.shape[1] if matrix.ndim == 2 else "ragged"
+        raise InvalidResponseError(f"expected {dimensions}-dimensional embeddings, got {width}")
+    return normalized(matrix)
+
+
+def normalized(matrix: Matrix) -> Matrix:
+    if not np.isfinite(matrix).all():
+        raise InvalidResponseError("embedding contains NaN or infinite values")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InvalidResponseError("embedding is all zeros")
+    unit: Matrix = (matrix / norms).astype(np.float32, copy=False)
+    return unit

@@ -1,0 +1,190 @@
+"""The Gemini provider: the only module that imports `google.genai`.
+
+Online embeddings go through `client.models.embed_content`, which sends one `batchEmbedContents` request
+per call with no splitting of its own, so this module splits texts into requests of at most 100 texts and
+well under the 4 MiB payload limit. The SDK does not retry (and ignores RetryInfo): retries and rate
+limits are kb's. SDK errors become `KbError`s here; nothing above this module sees an SDK type.
+"""
+
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import httpx2
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from kb.chunking import estimate_tokens
+from kb.embedder import Matrix, checked_unit_rows
+from kb.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    KbError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from kb.ratelimit import RateLimiter
+from kb.records import SpaceSpec
+from kb.retry import RetryPolicy, call_with_retries
+
+MAX_TEXTS_PER_REQUEST = 100
+# The API refuses bodies over 4 MiB; stay well under it, counting JSON escaping and per-item overhead.
+MAX_REQUEST_BYTES = 3_000_000
+_ITEM_OVERHEAD_BYTES = 200
+
+DOCUMENT_TASK = "RETRIEVAL_DOCUMENT"
+QUERY_TASK = "RETRIEVAL_QUERY"
+
+
+def plan_requests(texts: Sequence[str]) -> list[range]:
+    """Consecutive index ranges, each at most 100 texts and MAX_REQUEST_BYTES of estimated JSON."""
+    ranges: list[range] = []
+    start, size = 0, 0
+    for index, text in enumerate(texts):
+        item = len(json.dumps(text)) + _ITEM_OVERHEAD_BYTES
+        if index > start and (index - start >= MAX_TEXTS_PER_REQUEST or size + item > MAX_REQUEST_BYTES):
+            ranges.append(range(start, index))
+            start, size = index, 0
+        size += item
+    if start < len(texts):
+        ranges.append(range(start, len(texts)))
+    return ranges
+
+
+class GeminiEmbedder:
+    """Online embeddings from the Gemini API, normalised and checked."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        dimensions: int,
+        base_url: str | None = None,
+        api_version: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] | None = None,
+        on_retry: Callable[[KbError, float], None] | None = None,
+    ) -> None:
+        self._spec = SpaceSpec(provider="gemini", model=model, dimensions=dimensions)
+        self._secret = api_key
+        options = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000))
+        self._client = genai.Client(api_key=api_key, http_options=options)
+        self._retry = retry or RetryPolicy()
+        self._limiter = limiter
+        self._sleep_kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+        self._on_retry = on_retry
+
+    @property
+    def spec(self) -> SpaceSpec:
+        return self._spec
+
+    def embed_documents(self, texts: Sequence[str]) -> Matrix:
+        return self._embed(texts, DOCUMENT_TASK)
+
+    def embed_query(self, text: str) -> Matrix:
+        return self._embed([text], QUERY_TASK)
+
+    def embed_in_requests(self, texts: Sequence[str], task_type: str = DOCUMENT_TASK) -> Iterator[Matrix]:
+        """Embed request by request, yielding each request's rows as they arrive."""
+        for indexes in plan_requests(texts):
+            yield self._request([texts[i] for i in indexes], task_type)
+
+    def _embed(self, texts: Sequence[str], task_type: str) -> Matrix:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self._spec.dimensions), dtype=np.float32)
+        return np.vstack(list(self.embed_in_requests(texts, task_type)))
+
+    def _request(self, texts: list[str], task_type: str) -> Matrix:
+        if self._limiter is not None:
+            self._limiter.acquire(sum(estimate_tokens(text) for text in texts))
+        config = types.EmbedContentConfig(task_type=task_type, output_dimensionality=self._spec.dimensions)
+
+        def send() -> Matrix:
+            with self._translated_errors():
+                response = self._client.models.embed_content(
+                    model=self._spec.model, contents=list(texts), config=config
+                )
+            rows = [embedding.values or [] for embedding in response.embeddings or []]
+            return checked_unit_rows(rows, len(texts), self._spec.dimensions)
+
+        return call_with_retries(send, self._retry, on_retry=self._on_retry, **self._sleep_kwargs)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _translated_errors(self) -> AbstractContextManager[None]:
+        return _translated_errors(self._spec.model, self._secret)
+
+
+@contextmanager
+def _translated_errors(model: str, secret: str) -> Iterator[None]:
+    """Turn SDK and transport errors into kb errors (with the key scrubbed) inside the block."""
+    try:
+        yield
+    except KbError:
+        raise
+    except Exception as error:
+        translated = translate_error(error, model, secret)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def translate_error(
+    error: BaseException, model: str, secret: str = ""
+) -> ProviderError | AuthenticationError | None:
+    """The kb error for an SDK or transport error (with `secret` scrubbed), or None if it is neither."""
+    if isinstance(error, genai_errors.APIError):
+        return _from_api_error(error, model, secret)
+    if isinstance(error, httpx2.TransportError):
+        detail = _scrub(f"{type(error).__name__}: {error}", secret)
+        return ProviderUnavailableError(f"Gemini API unreachable: {detail}")
+    if isinstance(error, json.JSONDecodeError):
+        return ProviderUnavailableError("Gemini API answered with a body that is not JSON")
+    return None
+
+
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _from_api_error(
+    error: genai_errors.APIError, model: str, secret: str
+) -> ProviderError | AuthenticationError:
+    code = int(error.code or 0)
+    body = error.details if isinstance(error.details, dict) else {}
+    message = str(body.get("error", {}).get("message") or error.message or error.status or code)
+    summary = _scrub(f"Gemini API {code} {error.status or ''}: {message}", secret)
+    if code == 429:
+        return RateLimitedError(summary, retry_after=_retry_delay(body))
+    if code >= 500 or code in (408,):
+        return ProviderUnavailableError(summary, retry_after=_retry_delay(body))
+    if code == 404:
+        return ModelNotFoundError(f"model {model!r} is not available: {summary}")
+    if code in (401, 403) or "API_KEY_INVALID" in json.dumps(body) or "API key not valid" in message:
+        return AuthenticationError(f"the Gemini API refused the key: {summary}")
+    return InvalidRequestError(summary)
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
+
+
+def _retry_delay(body: dict[str, Any]) -> float | None:
+    """The RetryInfo delay of a Google error body ("26s", "1.5s"), if any."""
+    details = body.get("error", {}).get("details") or []
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None

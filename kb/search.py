@@ -1,0 +1,212 @@
+"""Search: full text (FTS5 BM25) and vectors (the active space's sqlite-vec table), fused by reciprocal rank.
+
+Search never fails for want of vectors: when the space has none yet, or the question cannot be embedded (no
+key, model shut down, provider down), it answers from full text and says why in `SearchResult.notes`.
+"""
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from kb import fulltext, querycache, vectors
+from kb.db import write_transaction
+from kb.embedder import Matrix
+from kb.errors import KbError
+from kb.records import SearchHit, SearchMode, SearchResult
+from kb.store import in_batches
+
+QueryEmbedder = Callable[[str], Matrix]
+RRF_K = 60
+_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-search")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSpace:
+    """The embedding space searched, and how to embed a question for it (None: not possible now)."""
+
+    id: int
+    label: str
+    embed_query: QueryEmbedder | None
+    unavailable_reason: str | None = None
+    memory_index: vectors.MemoryIndex | None = None  # None: scan the sqlite-vec table
+
+
+def normalize_glob(pattern: str | None) -> str | None:
+    """`tutorial/*` matches `/any/where/tutorial/x.md`; absolute or `*`-led patterns are kept as given."""
+    if not pattern:
+        return None
+    return pattern if pattern.startswith(("/", "*")) else "*/" + pattern
+
+
+def rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: each list adds 1 / (k + rank) to its items; best first."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def run_search(
+    engine: Engine,
+    query: str,
+    *,
+    k: int = 10,
+    mode: SearchMode = SearchMode.HYBRID,
+    path_glob: str | None = None,
+    space: SearchSpace | None = None,
+) -> SearchResult:
+    glob = normalize_glob(path_glob)
+    depth = max(k * 5, 50)
+    notes: list[str] = []
+    text_ranked: list[tuple[int, float]] = []
+    vector_ranked: list[tuple[int, float]] = []
+    wants_vectors = mode in (SearchMode.HYBRID, SearchMode.VECTOR)
+    # The full-text query and the vector scan run on two connections at once: SQLite releases the GIL
+    # while it works, so hybrid costs about the slower of the two rather than their sum.
+    text_future = (
+        _EXECUTOR.submit(_text_search, engine, query, depth, glob) if mode != SearchMode.VECTOR else None
+    )
+    if wants_vectors:
+        vector_ranked, reason = _vector_search(engine, query, space, depth, glob)
+        if reason is not None:
+            notes.append(f"vector search unavailable ({reason}): answering from full text")
+    vectors_used = wants_vectors and not notes
+    if text_future is not None:
+        text_ranked = text_future.result()
+    elif not vectors_used:
+        text_ranked = _text_search(engine, query, depth, glob)
+    used = _used_mode(mode, vectors_used)
+    fused = _combine(used, text_ranked, vector_ranked)[:k]
+    text_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(text_ranked, start=1)}
+    vector_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(vector_ranked, start=1)}
+    with engine.connect() as connection:
+        hits = _hydrate(connection, fused, text_ranks, vector_ranks)
+    return SearchResult(
+        query=query,
+        mode=mode,
+        used=used,
+        hits=hits,
+        notes=notes,
+        space_id=space.id if space else None,
+    )
+
+
+def _text_search(engine: Engine, query: str, depth: int, glob: str | None) -> list[tuple[int, float]]:
+    with engine.connect() as connection:
+        return fulltext.search(connection, query, depth, glob)
+
+
+def _used_mode(mode: SearchMode, vectors_used: bool) -> SearchMode:
+    if not vectors_used:
+        return SearchMode.TEXT
+    return mode
+
+
+def _combine(
+    used: SearchMode, text_ranked: list[tuple[int, float]], vector_ranked: list[tuple[int, float]]
+) -> list[tuple[int, float]]:
+    if used == SearchMode.TEXT:
+        return text_ranked
+    if used == SearchMode.VECTOR:
+        return vector_ranked
+    return rank_fusion([[i for i, _ in text_ranked], [i for i, _ in vector_ranked]])
+
+
+def _vector_search(
+    engine: Engine, query: str, space: SearchSpace | None, depth: int, glob: str | None
+) -> tuple[list[tuple[int, float]], str | None]:
+    """Chunk ids with cosine similarity, best first; or the reason vectors could not be used."""
+    if space is None:
+        return [], "no embedding space yet"
+    with engine.connect() as connection:
+        if vectors.count(connection, space.id) == 0:
+            return [], f"nothing is embedded yet in {space.label}"
+        cached = querycache.get(connection, space.id, query)
+    if cached is None:
+        if space.embed_query is None:
+            return [], space.unavailable_reason or "no provider for this space"
+        try:
+            cached = space.embed_query(query)
+        except KbError as error:
+            return [], f"the question could not be embedded: {error.message}"
+        with write_transaction(engine) as connection:
+            querycache.put(connection, space.id, query, cached)
+    fetch = min(4096, depth * 10 if glob else depth * 2)
+    with engine.connect() as connection:
+        if space.memory_index is not None:
+            space.memory_index.refresh(connection)
+            neighbours = space.memory_index.nearest(cached[0], fetch)
+        else:
+            neighbours = vectors.nearest(connection, space.id, cached[0], fetch)
+        return _chunks_of_tasks(connection, neighbours, glob)[:depth], None
+
+
+def _chunks_of_tasks(
+    connection: Connection, neighbours: list[tuple[int, float]], glob: str | None
+) -> list[tuple[int, float]]:
+    """Expand (task id, distance) to (chunk id, similarity): every chunk holding that text, in order."""
+    chunks_by_task: dict[int, list[tuple[int, str]]] = {}
+    task_ids = [task_id for task_id, _ in neighbours]
+    for batch in in_batches(task_ids, 500):
+        placeholders = ",".join(str(int(task_id)) for task_id in batch)
+        rows = connection.execute(
+            text(
+                "SELECT t.id, c.id, d.source_path FROM embedding_tasks t "
+                "JOIN chunks c ON c.text_sha256 = t.text_sha256 "
+                f"JOIN documents d ON d.id = c.document_id WHERE t.id IN ({placeholders}) "
+                "ORDER BY c.id"
+            )
+        )
+        for task_id, chunk_id, path in rows:
+            chunks_by_task.setdefault(int(task_id), []).append((int(chunk_id), str(path)))
+    ranked: list[tuple[int, float]] = []
+    for task_id, distance in neighbours:
+        for chunk_id, path in chunks_by_task.get(task_id, []):
+            if glob is None or fnmatch.fnmatchcase(path, glob):
+                ranked.append((chunk_id, 1.0 - distance))
+    return ranked
+
+
+def _hydrate(
+    connection: Connection,
+    ranked: list[tuple[int, float]],
+    text_ranks: dict[int, int],
+    vector_ranks: dict[int, int],
+) -> list[SearchHit]:
+    if not ranked:
+        return []
+    placeholders = ",".join(str(int(chunk_id)) for chunk_id, _ in ranked)
+    rows = connection.execute(
+        text(
+            "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title "
+            f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({placeholders})"
+        )
+    )
+    by_id = {int(row[0]): row for row in rows}
+    hits: list[SearchHit] = []
+    for chunk_id, score in ranked:
+        row = by_id.get(chunk_id)
+        if row is None:  # deleted by a concurrent ingest since it was ranked
+            continue
+        hits.append(
+            SearchHit(
+                rank=len(hits) + 1,
+                score=score,
+                path=row[6],
+                title=row[7],
+                heading=row[2],
+                text=row[1],
+                chunk_id=chunk_id,
+                document_id=int(row[5]),
+                start=int(row[3]),
+                end=int(row[4]),
+                text_rank=text_ranks.get(chunk_id),
+                vector_rank=vector_ranks.get(chunk_id),
+            )
+        )
+    return hits

@@ -1,0 +1,156 @@
+"""Benchmark: `kb search` latency (p50/p95) at 10k and 100k chunks, next to numpy brute force, in one run.
+
+    .venv/bin/python scripts/bench_search.py [--sizes 10000,100000] [--queries 50] [--dimensions 768]
+
+Builds a database per size with synthetic chunks (random prose over a small vocabulary) and random unit
+vectors in the active space, then times warm searches in one process for each mode (text, vector, hybrid).
+Query vectors come from an in-process function (no API), so this measures kb's search itself: FTS5 BM25,
+the sqlite-vec KNN scan, fusion and hydration. The baseline is numpy `X @ q` + argpartition over the same
+matrix held in RAM: the memory-bandwidth floor for an exact scan.
+"""
+
+import argparse
+import itertools
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kb import vectors
+from kb.app import KnowledgeBase
+from kb.db import write_transaction
+from kb.records import SearchMode
+from kb.search import SearchSpace, run_search
+from kb.settings import KbSettings
+
+# A Zipf-distributed vocabulary of 20,000 pseudo-words, so that full-text queries are as selective as in
+# real prose (a tiny vocabulary would make every chunk match every query).
+_VOCABULARY = [
+    "".join(random.Random(n).choices("abcdefghijklmnoprstuvw", k=3 + n % 6)) for n in range(20_000)
+]
+_CUMULATIVE = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(_VOCABULARY))))
+
+
+def words(rng: random.Random, count: int) -> str:
+    return " ".join(rng.choices(_VOCABULARY, cum_weights=_CUMULATIVE, k=count))
+
+
+def question(rng: random.Random) -> str:
+    """Six content words: not the hundred most frequent (a real question's stopwords are dropped)."""
+    return " ".join(rng.choice(_VOCABULARY[100:5000]) for _ in range(6))
+
+
+def build(kb: KnowledgeBase, size: int, dimensions: int, rng: np.random.Generator) -> np.ndarray:
+    """Insert `size` chunks (50 per document) with embedded tasks and random unit vectors."""
+    prose = random.Random(1)
+    with write_transaction(kb.engine) as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO embedding_spaces (id, provider, model, dimensions, task_type, normalized, state,"
+            " created_at) VALUES (1, 'bench', 'synthetic', ?, 'RETRIEVAL_DOCUMENT', 1, 'active', 0)",
+            (dimensions,),
+        )
+        vectors.create_table(connection, 1, dimensions)
+        documents = size // 50
+        connection.exec_driver_sql(
+            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns, size,"
+            " metadata, created_at, updated_at) VALUES (?, ?, '', ?, 'markdown', 0, 0, '{}', 0, 0)",
+            [(d + 1, f"/bench/dir{d % 10}/doc{d}.md", f"Doc {d}") for d in range(documents)],
+        )
+        chunk_rows = []
+        task_rows = []
+        for i in range(size):
+            text = words(prose, 60) + f" ({i})"
+            chunk_rows.append((i + 1, i // 50 + 1, i % 50, text, f"{i:064x}", 80, f"Doc > Section {i % 50}"))
+            task_rows.append((i + 1, f"{i:064x}"))
+        connection.exec_driver_sql(
+            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate, heading_path,"
+            " start_offset, end_offset) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
+            chunk_rows,
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO embedding_tasks (id, space_id, text_sha256, token_estimate, status, attempts,"
+            " next_attempt_at, created_at, updated_at) VALUES (?, 1, ?, 80, 'embedded', 0, 0, 0, 0)",
+            task_rows,
+        )
+        matrix = rng.standard_normal((size, dimensions), dtype=np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        for start in range(0, size, 10_000):
+            block = matrix[start : start + 10_000]
+            vectors.write(connection, 1, [(start + j + 1, row) for j, row in enumerate(block)])
+    return matrix
+
+
+def _latency(p50: float, p95: float) -> str:
+    return f"p50 {p50 * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def bench_size(work: Path, size: int, queries: int, dimensions: int) -> None:
+    rng = np.random.default_rng(size)
+    settings = KbSettings(db=work / f"search-{size}.sqlite", provider="local", _env_file=None)  # type: ignore[call-arg]
+    with KnowledgeBase(settings=settings) as kb:
+        started = time.perf_counter()
+        matrix = build(kb, size, dimensions, rng)
+        print(f"\n{size:,} chunks ({dimensions} dims): built in {time.perf_counter() - started:.1f} s")
+        query_vectors = rng.standard_normal((queries, dimensions), dtype=np.float32)
+        query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+        texts = [question(random.Random(q)) for q in range(queries)]
+        by_text = {t: query_vectors[n : n + 1] for n, t in enumerate(texts)}
+        sqlite_space = SearchSpace(1, "bench", lambda text: by_text[text])
+        memory_space = SearchSpace(
+            1, "bench", lambda text: by_text[text], memory_index=vectors.MemoryIndex(1, dimensions)
+        )
+        for space in (sqlite_space, memory_space):  # warm caches (and load the in-memory index)
+            run_search(kb.engine, texts[0], k=10, mode=SearchMode.HYBRID, space=space)
+        floor = []
+        for q in query_vectors:
+            started = time.perf_counter()
+            scores = matrix @ q
+            top = np.argpartition(-scores, 10)[:10]
+            top[np.argsort(-scores[top])]
+            floor.append(time.perf_counter() - started)
+        floor_p50, floor_p95 = percentiles(floor)
+        print(f"  {'numpy brute force (k=10)':<40} {_latency(floor_p50, floor_p95)}")
+        runs = [
+            (SearchMode.TEXT, "", sqlite_space),
+            (SearchMode.VECTOR, "", sqlite_space),
+            (SearchMode.HYBRID, "", sqlite_space),
+            (SearchMode.VECTOR, " (memory index)", memory_space),
+            (SearchMode.HYBRID, " (memory index)", memory_space),
+        ]
+        for mode, label, space in runs:
+            samples = []
+            for text in texts:
+                started = time.perf_counter()
+                result = run_search(kb.engine, text, k=10, mode=mode, space=space)
+                samples.append(time.perf_counter() - started)
+                assert result.used == mode and result.hits, (mode, result.notes)
+            p50, p95 = percentiles(samples)
+            name = f"kb search --mode {mode.value}{label}"
+            print(f"  {name:<40} {_latency(p50, p95)}   ({p50 / floor_p50:.1f}x numpy p50)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--dimensions", type=int, default=768)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kb-bench-search-"))
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            bench_size(work, size, args.queries, args.dimensions)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
