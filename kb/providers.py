@@ -32,6 +32,10 @@ def _gemini(settings: KbSettings, spec: SpaceSpec) -> Embedder:
         base_url=settings.gemini_base_url,
         api_version=settings.gemini_api_version,
         timeout_s=settings.request_timeout_s,
-        retry=RetryPolicy(max_attempts=settings.max_retries),
+        retry=RetryPolicy(
+            max_attempts=settings.max_retries,
+            base_delay=settings.retry_base_delay_s,
+            max_delay=settings.retry_max_delay_s,
+        ),
         limiter=RateLimiter(settings.requests_per_minute, settings.tokens_per_minute),
     )

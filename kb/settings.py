@@ -50,6 +50,10 @@ class KbSettings(BaseSettings):
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Timeout of one online API request, in seconds.")
     max_retries: int = Field(6, ge=1, description="Attempts per online API request before giving up.")
+    retry_base_delay_s: float = Field(
+        1.0, gt=0, description="First retry delay; it doubles per attempt (with jitter)."
+    )
+    retry_max_delay_s: float = Field(60.0, gt=0, description="Longest delay between two retries.")
     requests_per_minute: float = Field(
         1500, ge=0, description="Client-side cap on online embedding requests per minute (0: none)."
     )

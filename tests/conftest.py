@@ -1,12 +1,16 @@
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
 from kb.settings import KbSettings
+
+if TYPE_CHECKING:
+    from kb.testing.gemini_emulator import GeminiEmulator
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 FASTAPI_DOCS = CORPUS / "fastapi-docs"
@@ -51,3 +55,27 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+EMULATOR_KEY = "test-key-0123456789"
+
+
+@pytest.fixture
+def emulator() -> "Iterator[GeminiEmulator]":
+    from kb.testing.gemini_emulator import GeminiEmulator
+
+    with GeminiEmulator(api_key=EMULATOR_KEY) as emu:
+        yield emu
+
+
+@pytest.fixture
+def gemini_settings(db_path: Path, emulator: "GeminiEmulator") -> KbSettings:
+    """Settings for the Gemini provider, pointed at the emulator (retries without real sleeping is up to
+    each test: the default policy's sleeps are short with these settings)."""
+    return KbSettings(
+        db=db_path,
+        provider="gemini",
+        gemini_api_key=EMULATOR_KEY,  # type: ignore[arg-type]
+        gemini_base_url=emulator.base_url,
+        max_retries=6,
+    )

@@ -25,7 +25,11 @@ def test_server_retry_delay_is_a_floor() -> None:
 
 def test_call_with_retries_retries_only_retryable_errors() -> None:
     slept: list[float] = []
-    outcomes: list[Exception | str] = [RateLimitedError("429", retry_after=2.0), RateLimitedError("429"), "ok"]
+    outcomes: list[Exception | str] = [
+        RateLimitedError("429", retry_after=2.0),
+        RateLimitedError("429"),
+        "ok",
+    ]
 
     def call() -> str:
         outcome = outcomes.pop(0)
