@@ -1,21 +1,25 @@
 """`KnowledgeBase`: the library entry point that wires settings, database and services together."""
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy.engine import Engine
 
-from kb import migrate, online, spaces, store, tasks, vectors
+from kb import ledger, migrate, online, spaces, store, tasks, vectors
+from kb.batches import BatchBackend, BatchManager, BatchPolicy
 from kb.chunking import ChunkingOptions
-from kb.db import create_engine
+from kb.db import create_engine, write_transaction
 from kb.embedder import Embedder
-from kb.errors import ConfigError, DatabaseError
+from kb.errors import ConfigError, DatabaseError, NotConfiguredError
 from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
 from kb.online import OnlineReport
 from kb.providers import build_embedder
 from kb.records import (
+    FailedText,
     IngestReport,
+    JobInfo,
     SearchMode,
     SearchResult,
     SpaceSpec,
@@ -23,9 +27,11 @@ from kb.records import (
     StatusReport,
     TaskStatus,
 )
-from kb.schema import EmbeddingSpace
+from kb.retry import RetryPolicy
+from kb.schema import BatchJob, EmbeddingSpace
 from kb.search import SearchSpace, run_search
 from kb.settings import KbSettings
+from kb.worker import Worker
 
 
 class KnowledgeBase:
@@ -49,6 +55,7 @@ class KnowledgeBase:
             raise DatabaseError(f"cannot open database {self.path}: {error}") from error
         self._embedders: dict[SpaceSpec, Embedder] = {}
         self._memory_indexes: dict[int, vectors.MemoryIndex] = {}
+        self._gemini_batches: BatchBackend | None = None
 
     def __enter__(self) -> "KnowledgeBase":
         return self
@@ -67,6 +74,9 @@ class KnowledgeBase:
             if close is not None:
                 close()
         self._embedders.clear()
+        close_batches = getattr(self._gemini_batches, "close", None)
+        if close_batches is not None:
+            close_batches()
         self.engine.dispose()
 
     def embedder(self, spec: SpaceSpec) -> Embedder:
@@ -105,6 +115,84 @@ class KnowledgeBase:
             path_glob=path,
             space=None if active is None else self._search_space(active),
         )
+
+    # -- batch pipeline -------------------------------------------------------------------------------
+
+    @property
+    def results_dir(self) -> Path:
+        """Where raw batch results are saved before they are applied (beside the database)."""
+        return self.path.parent / (self.path.name + ".results")
+
+    def batch_manager(self) -> BatchManager:
+        s = self.settings
+        policy = BatchPolicy(
+            max_items=s.batch_max_texts,
+            max_tokens=s.batch_max_tokens,
+            min_batch=s.batch_min_texts,
+            max_wait_s=s.batch_max_wait_s,
+            poll_initial_s=s.poll_initial_s,
+            poll_max_s=s.poll_max_s,
+            deadline_s=s.job_deadline_h * 3600,
+            max_attempts=s.task_max_attempts,
+            retry_base_s=s.task_retry_base_s,
+        )
+        return BatchManager(self.engine, self._batch_backend, self.results_dir, policy)
+
+    def worker(self, stop: threading.Event | None = None) -> Worker:
+        return Worker(
+            self.engine,
+            self.batch_manager(),
+            self._online_embedder_for,
+            lease_s=self.settings.worker_lease_s,
+            idle_s=self.settings.worker_idle_s,
+            stop=stop,
+        )
+
+    def flush(self) -> list[int]:
+        """Put every due pending text into batch jobs now and submit them (`kb flush`)."""
+        manager = self.batch_manager()
+        manager.flush(force=True)
+        return manager.submit_created()
+
+    def jobs(self, limit: int = 1000) -> list[JobInfo]:
+        with self.engine.connect() as connection:
+            return [_job_info(job) for job in ledger.all_jobs(connection, limit)]
+
+    def failed_texts(self, limit: int = 1000) -> list[FailedText]:
+        with self.engine.connect() as connection:
+            return tasks.failed(connection, limit)
+
+    def retry_failed(self, task_ids: Sequence[int] | None = None) -> int:
+        """Failed texts (all, or these) back to pending with fresh attempts; returns how many."""
+        with write_transaction(self.engine) as connection:
+            return tasks.requeue_failed(connection, task_ids)
+
+    def _batch_backend(self, space: EmbeddingSpace) -> BatchBackend | None:
+        if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
+            return None
+        if self._gemini_batches is None:
+            key = self.settings.gemini_api_key
+            if key is None:
+                raise NotConfiguredError("no Gemini API key: set GEMINI_API_KEY to run batch jobs")
+            from kb.gemini import GeminiBatchBackend
+
+            self._gemini_batches = GeminiBatchBackend(
+                api_key=key.get_secret_value(),
+                base_url=self.settings.gemini_base_url,
+                api_version=self.settings.gemini_api_version,
+                retry=RetryPolicy(
+                    max_attempts=self.settings.max_retries,
+                    base_delay=self.settings.retry_base_delay_s,
+                    max_delay=self.settings.retry_max_delay_s,
+                ),
+            )
+        return self._gemini_batches
+
+    def _online_embedder_for(self, space: EmbeddingSpace) -> Embedder | None:
+        """The embedder for spaces whose texts go online instead of through batch jobs."""
+        if space.provider == "gemini" and space.model in self.settings.batch_incompatible_models:
+            return self.embedder(_spec_of(space))
+        return None
 
     def _search_space(self, space: EmbeddingSpace) -> SearchSpace:
         label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d)"
@@ -195,6 +283,23 @@ def _spec_of(space: EmbeddingSpace) -> SpaceSpec:
         dimensions=space.dimensions,
         task_type=space.task_type,
         normalized=space.normalized,
+    )
+
+
+def _job_info(job: BatchJob) -> JobInfo:
+    return JobInfo(
+        id=job.id,
+        display_name=job.display_name,
+        remote_name=job.remote_name,
+        state=job.state,
+        remote_state=job.remote_state,
+        texts=job.item_count,
+        tokens=job.token_estimate,
+        created_at=job.created_at,
+        submitted_at=job.submitted_at,
+        finished_at=job.applied_at or job.finished_at,
+        deadline_at=job.deadline_at,
+        error=job.error,
     )
 
 

@@ -4,6 +4,8 @@ Errors: every `KbError` becomes one line on stderr and its exit code, here and n
 """
 
 import sys
+import threading
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +16,10 @@ from typer.core import TyperGroup
 from kb import __version__, migrate, ui
 from kb.app import KnowledgeBase
 from kb.db import create_engine
-from kb.errors import KbError
+from kb.errors import InputError, KbError
 from kb.records import SearchMode
 from kb.settings import KbSettings
+from kb.worker import ExitReason
 
 
 class Provider(StrEnum):
@@ -162,6 +165,84 @@ def search_command(
         ui.print_json(ui.search_json(result))
     else:
         ui.render_search(result)
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Drain everything (submit, wait, apply), then exit.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0, help="With --once: give up after this many seconds.")
+    ] = None,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="text for people, json for machines.")
+    ] = LogFormat.text,
+) -> None:
+    """Run the batch pipeline: flush pending texts into jobs, poll them, write vectors back."""
+    ui.configure_logging(log_format.value)
+    stop = threading.Event()
+    with _open(ctx) as kb, ui.stop_on_signals(stop):
+        result = kb.worker(stop=stop).run(once=once, timeout_s=timeout)
+    ui.render_worker(result)
+    if result.reason == ExitReason.TIMED_OUT:
+        raise typer.Exit(6)
+
+
+@app.command()
+def flush(ctx: typer.Context) -> None:
+    """Submit every pending text to batch jobs now, without waiting for the flush policy."""
+    with _open(ctx) as kb:
+        submitted = kb.flush()
+    ui.stdout.print(f"submitted {len(submitted)} batch job{'s' * (len(submitted) != 1)}")
+
+
+@app.command()
+def jobs(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List batch jobs: remote name, state, texts, age, deadline."""
+    with _open(ctx) as kb:
+        found = kb.jobs()
+    if as_json:
+        ui.print_json([asdict(job) for job in found])
+    else:
+        ui.render_jobs(found)
+
+
+@app.command()
+def errors(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List texts that failed for good, with their reasons and documents."""
+    with _open(ctx) as kb:
+        found = kb.failed_texts()
+    if as_json:
+        ui.print_json([asdict(item) for item in found])
+    else:
+        ui.render_errors(found)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    task_ids: Annotated[list[int] | None, typer.Argument(help="Task ids (from `kb errors`).")] = None,
+    all_failed: Annotated[bool, typer.Option("--all", help="Requeue every failed text.")] = False,
+) -> None:
+    """Requeue failed texts for embedding."""
+    if not task_ids and not all_failed:
+        raise InputError("name task ids to retry, or use --all")
+    with _open(ctx) as kb:
+        count = kb.retry_failed(None if all_failed else task_ids)
+    ui.stdout.print(f"requeued {count} text{'s' * (count != 1)}")
 
 
 @app.command()

@@ -6,11 +6,15 @@ well under the 4 MiB payload limit. The SDK does not retry (and ignores RetryInf
 limits are kb's. SDK errors become `KbError`s here; nothing above this module sees an SDK type.
 """
 
+import contextlib
 import json
+import os
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx2
 from google import genai
@@ -29,8 +33,10 @@ from kb.errors import (
     RateLimitedError,
 )
 from kb.ratelimit import RateLimiter
-from kb.records import SpaceSpec
+from kb.records import JobState, RemoteStatus, SpaceSpec
 from kb.retry import RetryPolicy, call_with_retries
+
+T = TypeVar("T")
 
 MAX_TEXTS_PER_REQUEST = 100
 # The API refuses bodies over 4 MiB; stay well under it, counting JSON escaping and per-item overhead.
@@ -188,3 +194,139 @@ def _retry_delay(body: dict[str, Any]) -> float | None:
             if match:
                 return float(match.group(1))
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batch API (file mode): JSONL input uploaded with the Files API, results downloaded and joined by key.
+# ---------------------------------------------------------------------------------------------------------
+
+_STATES = {
+    "PENDING": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "SUCCEEDED": JobState.SUCCEEDED,
+    "FAILED": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "EXPIRED": JobState.EXPIRED,
+}
+
+
+class BatchJobNotFoundError(ProviderError):
+    """The remote batch job no longer exists."""
+
+
+def map_state(raw: str) -> JobState | None:
+    """`BATCH_STATE_SUCCEEDED` (wire) or `JOB_STATE_SUCCEEDED` (SDK) -> JobState.SUCCEEDED."""
+    return _STATES.get(raw.rsplit("_STATE_", 1)[-1])
+
+
+class GeminiBatchBackend:
+    """Gemini's Batch API through google-genai: upload, create, get, list, cancel, download."""
+
+    mode = "file"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        api_version: str | None = None,
+        timeout_s: float = 300.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self._secret = api_key
+        options = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000))
+        self._client = genai.Client(api_key=api_key, http_options=options)
+        self._retry = retry or RetryPolicy()
+        self._sleep_kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+
+    def upload_input(
+        self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
+    ) -> str:
+        """Write the JSONL request file and upload it; returns the remote file name (`files/...`)."""
+        path = folder / f"{display_name}.input.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for key, text in lines:
+                request = {
+                    "content": {"parts": [{"text": text}]},
+                    "task_type": DOCUMENT_TASK,
+                    "output_dimensionality": dimensions,
+                }
+                handle.write(json.dumps({"key": key, "request": request}, ensure_ascii=False) + "\n")
+        config = types.UploadFileConfig(mime_type="jsonl", display_name=display_name)
+        try:
+            uploaded = self._retried(lambda: self._client.files.upload(file=str(path), config=config), model)
+        finally:
+            path.unlink(missing_ok=True)
+        return str(uploaded.name)
+
+    def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
+        """Create the job. Never retried here: a create that timed out may exist remotely, so the caller
+        looks for it by display name before trying again."""
+        source = types.EmbeddingsBatchJobSource(file_name=input_file)
+        config = types.CreateEmbeddingsBatchJobConfig(display_name=display_name)
+        with _translated_errors(model, self._secret), warnings.catch_warnings():
+            warnings.simplefilter("ignore", genai_errors.ExperimentalWarning)
+            job = self._client.batches.create_embeddings(model=model, src=source, config=config)
+        return _remote(job)
+
+    def get(self, name: str) -> RemoteStatus:
+        try:
+            return self._retried(lambda: _remote(self._client.batches.get(name=name)), name)
+        except ModelNotFoundError as error:
+            raise BatchJobNotFoundError(f"batch job {name} not found: {error.message}") from None
+
+    def find(self, display_names: set[str], max_pages: int = 50) -> dict[str, RemoteStatus]:
+        """Remote jobs whose display names are among `display_names` (newest pages first)."""
+        found: dict[str, RemoteStatus] = {}
+
+        def scan() -> None:
+            pager = self._client.batches.list(config=types.ListBatchJobsConfig(page_size=100))
+            for number, job in enumerate(pager):
+                if number >= max_pages * 100 or len(found) == len(display_names):
+                    break
+                if job.display_name in display_names:
+                    found[str(job.display_name)] = _remote(job)
+
+        self._retried(scan, "batches")
+        return found
+
+    def cancel(self, name: str) -> None:
+        self._retried(lambda: self._client.batches.cancel(name=name), name)
+
+    def download(self, file_name: str, destination: Path) -> None:
+        """Save the result file to `destination` atomically (written, synced, then renamed)."""
+        data = self._retried(lambda: self._client.files.download(file=file_name), file_name)
+        partial = destination.with_suffix(destination.suffix + ".part")
+        with partial.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(destination)
+
+    def delete_file(self, file_name: str) -> None:
+        """Best effort: remote files expire after 48 h anyway."""
+        with contextlib.suppress(KbError):
+            self._retried(lambda: self._client.files.delete(name=file_name), file_name)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _retried(self, call: Callable[[], T], subject: str) -> T:
+        def attempt() -> T:
+            with _translated_errors(subject, self._secret):
+                return call()
+
+        return call_with_retries(attempt, self._retry, **self._sleep_kwargs)
+
+
+def _remote(job: types.BatchJob) -> RemoteStatus:
+    raw = job.state.value if job.state is not None else "STATE_UNSPECIFIED"
+    output = job.dest.file_name if job.dest is not None else None
+    return RemoteStatus(
+        name=str(job.name),
+        display_name=job.display_name,
+        state=map_state(str(raw)),
+        raw_state=str(raw),
+        output_file=output,
+    )

@@ -1,5 +1,6 @@
 """Alembic from code, on kb's own connection (no alembic.ini): upgrade, current revision, head."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -38,17 +39,26 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.connect() as connection:
-        connection = connection.execution_options(kb_begin="IMMEDIATE")
-        command.upgrade(_config(connection), revision)
-        connection.commit()
+    _run(engine, lambda config: command.upgrade(config, revision))
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    _run(engine, lambda config: command.downgrade(config, revision))
+
+
+def _run(engine: Engine, step: Callable[[Config], None]) -> None:
+    """Run a migration step with foreign keys off, as SQLite's table rebuilds require: dropping a parent
+    table with them on would cascade-delete its children's rows."""
     with engine.connect() as connection:
-        connection = connection.execution_options(kb_begin="IMMEDIATE")
-        command.downgrade(_config(connection), revision)
-        connection.commit()
+        driver_connection = connection.connection.dbapi_connection
+        assert driver_connection is not None
+        driver_connection.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, or it is ignored
+        try:
+            connection = connection.execution_options(kb_begin="IMMEDIATE")
+            step(_config(connection))
+            connection.commit()
+        finally:
+            driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def ensure_current(engine: Engine) -> None:

@@ -120,3 +120,63 @@ class SearchResult:
     hits: list[SearchHit]
     notes: list[str] = field(default_factory=list)
     space_id: int | None = None
+
+
+class JobState(StrEnum):
+    """A batch job's life in kb's ledger. `created` jobs have no remote job yet (or kb does not know it)."""
+
+    CREATED = "created"
+    PENDING = "pending"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"  # results downloaded and saved, not yet applied
+    APPLIED = "applied"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def live(self) -> bool:
+        """The job may still hold paid work: its tasks must not be submitted again."""
+        return self in LIVE_JOB_STATES
+
+
+LIVE_JOB_STATES = frozenset(
+    {JobState.CREATED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStatus:
+    """A remote batch job as its service reports it. `state` is None for a state kb does not know."""
+
+    name: str
+    display_name: str | None
+    state: JobState | None
+    raw_state: str
+    output_file: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    id: int
+    display_name: str
+    remote_name: str | None
+    state: str
+    remote_state: str | None
+    texts: int
+    tokens: int
+    created_at: float
+    submitted_at: float | None
+    finished_at: float | None
+    deadline_at: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedText:
+    task_id: int
+    space_id: int
+    attempts: int
+    error: str | None
+    documents: list[str]

@@ -130,6 +130,10 @@ class BatchJob(Base):
     poll_count: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    submit_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tokens_billed: Mapped[int | None] = mapped_column(Integer)
+    applied_at: Mapped[float | None] = mapped_column(Float)
+    remote_state: Mapped[str | None] = mapped_column(String(64))
 
 
 class BatchJobItem(Base):
@@ -140,6 +144,27 @@ class BatchJobItem(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("embedding_tasks.id", ondelete="CASCADE"), index=True)
+
+
+class Meta(Base):
+    """Facts about this database, such as its instance id (which makes job display names unique)."""
+
+    __tablename__ = "kb_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class WorkerLease(Base):
+    """Who may submit and apply batch work on this database, until when; also the worker's heartbeat."""
+
+    __tablename__ = "worker_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    acquired_at: Mapped[float] = mapped_column(Float)
 
 
 class QueryEmbedding(Base):

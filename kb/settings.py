@@ -60,6 +60,35 @@ class KbSettings(BaseSettings):
     tokens_per_minute: float = Field(
         1_000_000, ge=0, description="Client-side cap on online embedding tokens per minute (0: none)."
     )
+    batch_min_texts: int = Field(
+        100, ge=1, description="The worker submits a batch job once this many texts are pending..."
+    )
+    batch_max_wait_s: float = Field(
+        600.0, ge=0, description="...or once the oldest pending text has waited this long (seconds)."
+    )
+    batch_max_texts: int = Field(
+        10_000, ge=1, le=10_000, description="Texts per batch job (API limit 10,000)."
+    )
+    batch_max_tokens: int = Field(0, ge=0, description="Estimated tokens per batch job (0: no limit).")
+    poll_initial_s: float = Field(15.0, gt=0, description="First poll of a batch job after submitting it.")
+    poll_max_s: float = Field(600.0, gt=0, description="Longest interval between two polls of a job.")
+    job_deadline_h: float = Field(
+        36.0, gt=0, description="A job still unfinished after this many hours is cancelled and resubmitted."
+    )
+    task_max_attempts: int = Field(5, ge=1, description="Attempts per text before it is marked failed.")
+    task_retry_base_s: float = Field(
+        60.0, gt=0, description="Back-off before a text is retried; doubles per attempt."
+    )
+    worker_lease_s: float = Field(
+        120.0, gt=0, description="How long a worker's claim on the batch work lasts without renewal."
+    )
+    worker_idle_s: float = Field(
+        5.0, gt=0, description="How long the worker sleeps when there is nothing to do."
+    )
+    batch_incompatible_models: list[str] = Field(
+        default_factory=lambda: ["text-embedding-004", "embedding-001"],
+        description="Models that refuse the Batch API: their texts are embedded online, with a warning.",
+    )
     search_index: Literal["sqlite", "memory"] = Field(
         "sqlite",
         description="Vector search: scan the sqlite-vec table (`sqlite`), or keep the active space's vectors "

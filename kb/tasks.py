@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from kb.records import TaskStatus
-from kb.schema import Chunk, EmbeddingTask, table_of
+from kb.records import FailedText, TaskStatus
+from kb.schema import Chunk, Document, EmbeddingTask, table_of
 from kb.store import in_batches
 
 TASKS = table_of(EmbeddingTask)
@@ -169,3 +169,41 @@ def record_attempt_failure(
                 updated_at=now,
             )
         )
+
+
+def failed(connection: Connection, limit: int = 1000) -> list[FailedText]:
+    """Failed tasks with their reasons and the documents holding their text (dead letters)."""
+    documents = table_of(Document)
+    chunks = table_of(Chunk)
+    rows = connection.execute(
+        select(TASKS.c.id, TASKS.c.space_id, TASKS.c.attempts, TASKS.c.last_error, TASKS.c.text_sha256)
+        .where(TASKS.c.status == TaskStatus.FAILED)
+        .order_by(TASKS.c.updated_at.desc())
+        .limit(limit)
+    ).all()
+    paths: dict[str, list[str]] = {}
+    for batch in in_batches([row[4] for row in rows], 500):
+        for sha, path in connection.execute(
+            select(chunks.c.text_sha256, documents.c.source_path)
+            .join(documents, documents.c.id == chunks.c.document_id)
+            .where(chunks.c.text_sha256.in_(batch))
+            .distinct()
+        ):
+            paths.setdefault(str(sha), []).append(str(path))
+    return [
+        FailedText(int(a), int(b), int(c), d, sorted(paths.get(str(sha), []))) for a, b, c, d, sha in rows
+    ]
+
+
+def requeue_failed(connection: Connection, task_ids: Sequence[int] | None = None) -> int:
+    """Failed tasks (all, or these) back to pending, attempts reset."""
+    statement = update(TASKS).where(TASKS.c.status == TaskStatus.FAILED)
+    if task_ids is not None:
+        statement = statement.where(TASKS.c.id.in_(list(task_ids)))
+    now = time.time()
+    result = connection.execute(
+        statement.values(
+            status=TaskStatus.PENDING, attempts=0, next_attempt_at=now, updated_at=now, job_id=None
+        )
+    )
+    return int(result.rowcount)

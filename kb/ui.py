@@ -1,7 +1,11 @@
 """Rendering for the CLI: Rich on stderr for people, plain text or JSON on stdout for data."""
 
 import json
+import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -14,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kb.ingest import ProgressCallback
 from kb.online import OnlineReport
-from kb.records import IngestReport, SearchResult, StatusReport
+from kb.records import FailedText, IngestReport, JobInfo, SearchResult, StatusReport
+from kb.worker import WorkerResult
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -167,3 +172,95 @@ def render_search(result: SearchResult) -> None:
             body = body[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
         stdout.print("    " + escape(body).replace("\n", "\n    "))
         stdout.print()
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def configure_logging(log_format: str) -> None:
+    """kb's logs on stderr: readable lines, or one JSON object per line."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("kb")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the worker to finish its step and exit (a second SIGINT interrupts)."""
+    previous = {}
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stderr.print("stopping after the current step (Ctrl-C again to interrupt)")
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, request_stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def render_worker(result: WorkerResult) -> None:
+    stdout.print(
+        f"worker {result.reason.value}: {result.jobs_submitted} jobs submitted, "
+        f"{result.jobs_applied} applied, {result.embedded:,} texts embedded by batch, "
+        f"{result.embedded_online:,} online, {result.failed:,} failed"
+    )
+    for error in result.errors[-5:]:
+        stderr.print(f"[yellow]error:[/yellow] {escape(error)}")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def render_jobs(jobs: list[JobInfo]) -> None:
+    if not jobs:
+        stdout.print("No batch jobs yet.")
+        return
+    now = time.time()
+    for job in jobs:
+        deadline = "" if job.deadline_at is None else f"  deadline in {_age(max(0, job.deadline_at - now))}"
+        live = job.state not in ("applied", "failed", "expired", "cancelled")
+        stdout.print(
+            f"#{job.id:<5} {job.state:<10} {job.texts:>6,} texts  age {_age(now - job.created_at):>6}"
+            f"{deadline if live else ''}  {escape(job.remote_name or '(not submitted)')}"
+        )
+        if job.error:
+            stdout.print(f"       {escape(job.error)}")
+
+
+def render_errors(items: list[FailedText]) -> None:
+    if not items:
+        stdout.print("No failed texts.")
+        return
+    for item in items:
+        stdout.print(
+            f"task {item.task_id} (space #{item.space_id}, {item.attempts} attempts): "
+            f"{escape(item.error or '?')}"
+        )
+        for path in item.documents[:3]:
+            stdout.print(f"    {escape(display_path(path))}")

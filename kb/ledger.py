@@ -1,0 +1,169 @@
+"""The batch job ledger: jobs, their manifests (request key -> task), and task hand-offs between them.
+
+Every function runs in the caller's transaction. The rule that keeps money safe: a task is `submitted` with a
+`job_id` for as long as that job is live, so it can never be claimed for a second job.
+"""
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from kb.records import LIVE_JOB_STATES, JobState, TaskStatus
+from kb.schema import BatchJob, BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
+from kb.store import in_batches
+
+JOBS = table_of(BatchJob)
+ITEMS = table_of(BatchJobItem)
+TASKS = table_of(EmbeddingTask)
+CHUNKS = table_of(Chunk)
+META = table_of(Meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimable:
+    task_id: int
+    token_estimate: int
+
+
+def database_id(connection: Connection) -> str:
+    """A random id of this database, made on first use: job display names carry it, so two databases that
+    share an API key never mistake each other's jobs."""
+    found = connection.execute(select(META.c.value).where(META.c.key == "database_id")).scalar()
+    if found is not None:
+        return str(found)
+    value = secrets.token_hex(4)
+    connection.execute(insert(META).values(key="database_id", value=value))
+    return value
+
+
+def display_name(database: str, job_id: int) -> str:
+    return f"kb-{database}-{job_id}"
+
+
+def due_pending(connection: Connection, space_id: int, now: float, limit: int) -> list[Claimable]:
+    rows = connection.execute(
+        select(TASKS.c.id, TASKS.c.token_estimate)
+        .where(
+            TASKS.c.space_id == space_id,
+            TASKS.c.status == TaskStatus.PENDING,
+            TASKS.c.next_attempt_at <= now,
+        )
+        .order_by(TASKS.c.id)
+        .limit(limit)
+    )
+    return [Claimable(int(a), int(b)) for a, b in rows]
+
+
+def pending_summary(connection: Connection, space_id: int, now: float) -> tuple[int, float | None]:
+    """(due pending tasks, creation time of the oldest of them) in the space."""
+    count, oldest = connection.execute(
+        select(func.count(), func.min(TASKS.c.created_at)).where(
+            TASKS.c.space_id == space_id,
+            TASKS.c.status == TaskStatus.PENDING,
+            TASKS.c.next_attempt_at <= now,
+        )
+    ).one()
+    return int(count), None if oldest is None else float(oldest)
+
+
+def create_job(
+    connection: Connection,
+    space_id: int,
+    mode: str,
+    items: Sequence[Claimable],
+    now: float,
+    deadline_s: float,
+) -> int:
+    """Record a job and its manifest, and hand its tasks over to it, before any remote call."""
+    job_id = int(connection.execute(select(func.coalesce(func.max(JOBS.c.id), 0) + 1)).scalar_one())
+    connection.execute(
+        insert(JOBS).values(
+            id=job_id,
+            space_id=space_id,
+            display_name=display_name(database_id(connection), job_id),
+            mode=mode,
+            state=JobState.CREATED,
+            item_count=len(items),
+            token_estimate=sum(item.token_estimate for item in items),
+            created_at=now,
+            deadline_at=now + deadline_s,
+            next_poll_at=now,
+            poll_count=0,
+            submit_attempts=0,
+        )
+    )
+    connection.execute(
+        insert(ITEMS),
+        [{"job_id": job_id, "key": f"t{item.task_id}", "task_id": item.task_id} for item in items],
+    )
+    for batch in in_batches([item.task_id for item in items], 500):
+        connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING)
+            .values(status=TaskStatus.SUBMITTED, job_id=job_id, updated_at=now)
+        )
+    return job_id
+
+
+def job(connection: Connection, job_id: int) -> BatchJob:
+    row = connection.execute(select(JOBS).where(JOBS.c.id == job_id)).one()
+    return BatchJob(**row._mapping)
+
+
+def jobs_in(connection: Connection, states: Sequence[JobState]) -> list[BatchJob]:
+    rows = connection.execute(select(JOBS).where(JOBS.c.state.in_(list(states))).order_by(JOBS.c.id))
+    return [BatchJob(**row._mapping) for row in rows]
+
+
+def live_jobs(connection: Connection) -> list[BatchJob]:
+    return jobs_in(connection, sorted(LIVE_JOB_STATES))
+
+
+def all_jobs(connection: Connection, limit: int = 1000) -> list[BatchJob]:
+    rows = connection.execute(select(JOBS).order_by(JOBS.c.id.desc()).limit(limit))
+    return [BatchJob(**row._mapping) for row in rows]
+
+
+def manifest_texts(connection: Connection, job_id: int) -> list[tuple[str, str]]:
+    """(request key, text) for every item of the job, in key order (one chunk's copy of each text)."""
+    one_chunk = (
+        select(CHUNKS.c.text_sha256, func.min(CHUNKS.c.id).label("chunk_id"))
+        .group_by(CHUNKS.c.text_sha256)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(ITEMS.c.key, CHUNKS.c.text)
+        .join(TASKS, TASKS.c.id == ITEMS.c.task_id)
+        .join(one_chunk, one_chunk.c.text_sha256 == TASKS.c.text_sha256)
+        .join(CHUNKS, CHUNKS.c.id == one_chunk.c.chunk_id)
+        .where(ITEMS.c.job_id == job_id)
+        .order_by(ITEMS.c.task_id)
+    )
+    return [(str(key), str(text)) for key, text in rows]
+
+
+def manifest(connection: Connection, job_id: int) -> dict[str, int]:
+    rows = connection.execute(select(ITEMS.c.key, ITEMS.c.task_id).where(ITEMS.c.job_id == job_id))
+    return {str(key): int(task_id) for key, task_id in rows}
+
+
+def update_job(connection: Connection, job_id: int, **values: object) -> None:
+    connection.execute(update(JOBS).where(JOBS.c.id == job_id).values(**values))
+
+
+def held_tasks(connection: Connection, job_id: int) -> list[tuple[int, int]]:
+    """(task id, attempts) of the tasks this job still holds (submitted, not yet answered)."""
+    rows = connection.execute(
+        select(TASKS.c.id, TASKS.c.attempts).where(
+            TASKS.c.job_id == job_id, TASKS.c.status == TaskStatus.SUBMITTED
+        )
+    )
+    return [(int(a), int(b)) for a, b in rows]
+
+
+def set_tasks(connection: Connection, task_ids: Sequence[int], **values: object) -> None:
+    for batch in in_batches(task_ids, 500):
+        connection.execute(update(TASKS).where(TASKS.c.id.in_(batch)).values(**values))

@@ -1,0 +1,164 @@
+"""`kb worker`: the loop that flushes pending texts into batch jobs, polls them, and applies their results.
+
+Small injectable parts (engine, manager, clock, stop event) so tests drive it without sleeping or signals;
+only the CLI installs signal handlers, which set `stop`: the worker then finishes its current step and exits.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from kb import lease, ledger, online, spaces
+from kb.batches import BatchManager
+from kb.embedder import Embedder
+from kb.errors import KbError
+from kb.records import TaskStatus
+from kb.schema import EmbeddingSpace, EmbeddingTask, table_of
+
+log = logging.getLogger("kb.worker")
+TASKS = table_of(EmbeddingTask)
+
+OnlineEmbedderFor = Callable[[EmbeddingSpace], Embedder | None]
+
+
+class ExitReason(StrEnum):
+    DRAINED = "drained"  # --once: nothing pending, nothing in flight
+    STOPPED = "stopped"  # SIGINT/SIGTERM
+    TIMED_OUT = "timed_out"  # --once hit its time limit
+
+
+@dataclass(slots=True)
+class WorkerResult:
+    reason: ExitReason
+    steps: int = 0
+    jobs_submitted: int = 0
+    jobs_applied: int = 0
+    embedded: int = 0
+    embedded_online: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Engine,
+        manager: BatchManager,
+        online_embedder_for: OnlineEmbedderFor,
+        *,
+        owner: str | None = None,
+        lease_s: float = 120.0,
+        idle_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.engine = engine
+        self.manager = manager
+        self.online_embedder_for = online_embedder_for
+        self.owner = owner or default_owner()
+        self.lease_s = lease_s
+        self.idle_s = idle_s
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self._warned_online: set[int] = set()
+
+    def run(self, once: bool = False, timeout_s: float | None = None) -> WorkerResult:
+        """Work until stopped; with `once`, until nothing is pending or in flight (or `timeout_s` passes)."""
+        result = WorkerResult(ExitReason.STOPPED)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        reconciled = False
+        waiting_logged = False
+        try:
+            while not self.stop.is_set():
+                if deadline is not None and time.monotonic() > deadline:
+                    result.reason = ExitReason.TIMED_OUT
+                    break
+                if not lease.acquire(self.engine, self.owner, self.clock(), self.lease_s):
+                    if not waiting_logged:
+                        holder = lease.holder(self.engine)
+                        log.info(
+                            "another worker (%s) holds the lease; waiting", holder.owner if holder else "?"
+                        )
+                        waiting_logged = True
+                    self.stop.wait(self.idle_s)
+                    continue
+                if not reconciled:
+                    self.manager.submit_created(reconcile_all=True)
+                    reconciled = True
+                self._step(result, force=once)
+                result.steps += 1
+                if once and self.drained():
+                    result.reason = ExitReason.DRAINED
+                    break
+                self.stop.wait(self._pause())
+        finally:
+            lease.release(self.engine, self.owner)
+        return result
+
+    def _step(self, result: WorkerResult, force: bool) -> None:
+        for phase in (self._online_phase, self._batch_phase):
+            if self.stop.is_set():
+                return
+            try:
+                phase(result, force)
+            except KbError as error:  # recorded and retried on the next step; the loop never dies of it
+                result.errors.append(error.message)
+                log.error("%s", error.message)
+
+    def _online_phase(self, result: WorkerResult, _force: bool) -> None:
+        with self.engine.connect() as connection:
+            filling = [s for s in spaces.all_spaces(connection) if s.state in ("active", "building")]
+        for space in filling:
+            embedder = self.online_embedder_for(space)
+            if embedder is None:
+                continue
+            if space.id not in self._warned_online:
+                log.warning(
+                    "model %s does not support the Batch API: its texts are embedded online at full price",
+                    space.model,
+                )
+                self._warned_online.add(space.id)
+            report = online.embed_pending(self.engine, embedder, space.id)
+            result.embedded_online += report.embedded
+            result.errors.extend(report.errors)
+
+    def _batch_phase(self, result: WorkerResult, force: bool) -> None:
+        self.manager.flush(force=force)
+        result.jobs_submitted += len(self.manager.submit_created())
+        report = self.manager.poll()
+        result.jobs_applied += len(report.applied)
+        result.embedded += report.embedded
+        result.failed += report.failed
+        result.errors.extend(report.errors)
+
+    def drained(self) -> bool:
+        """Nothing pending in any space being filled, and no job in flight."""
+        with self.engine.connect() as connection:
+            filling = [s.id for s in spaces.all_spaces(connection) if s.state in ("active", "building")]
+            pending = connection.execute(
+                select(func.count()).where(
+                    TASKS.c.space_id.in_(filling), TASKS.c.status == TaskStatus.PENDING
+                )
+            ).scalar_one()
+            live = ledger.live_jobs(connection)
+        return pending == 0 and not live
+
+    def _pause(self) -> float:
+        """Until the next job poll is due, at most the idle interval."""
+        with self.engine.connect() as connection:
+            due = [j.next_poll_at for j in ledger.live_jobs(connection) if j.next_poll_at is not None]
+        if not due:
+            return self.idle_s
+        return max(0.01, min(self.idle_s, min(due) - self.clock()))
