@@ -135,6 +135,7 @@ class KnowledgeBase:
             deadline_s=s.job_deadline_h * 3600,
             max_attempts=s.task_max_attempts,
             retry_base_s=s.task_retry_base_s,
+            submit_retry_s=s.poll_initial_s,
         )
         return BatchManager(self.engine, self._batch_backend, self.results_dir, policy)
 

@@ -71,7 +71,7 @@ class BatchPolicy:
     max_attempts: int = 5
     retry_base_s: float = 60.0
     retry_max_s: float = 6 * 3600.0
-    submit_retry_s: float = 30.0
+    submit_retry_s: float = 15.0  # a refused or failed create is tried again after this, doubling
 
     def task_retry_delay(self, attempts: int) -> float:
         return float(min(self.retry_max_s, self.retry_base_s * 2 ** max(0, attempts - 1)))
@@ -224,7 +224,8 @@ class BatchManager:
                 job.id,
                 submit_attempts=job.submit_attempts + 1,
                 error=reason,
-                next_poll_at=now + self.policy.submit_retry_s * 2 ** min(job.submit_attempts, 6),
+                next_poll_at=now
+                + min(self.policy.poll_max_s, self.policy.submit_retry_s * 2 ** min(job.submit_attempts, 6)),
             )
 
     def _record_remote(self, job_id: int, remote: RemoteStatus, input_file: str | None) -> None:
@@ -490,10 +491,14 @@ class _Outcome:
 
 
 def _read_results(path: Path, keys: dict[str, int], dimensions: int) -> _Outcome:
-    """Stream the saved result file: join by key, check every vector, normalise."""
+    """Stream the saved result file: join by key, check every vector, normalise.
+
+    Rows go straight into one preallocated float32 matrix, so 10,000 results never exist as Python lists.
+    """
     outcome = _Outcome()
+    matrix = np.empty((len(keys), dimensions), dtype=np.float32)
+    task_ids: list[int] = []
     seen: set[int] = set()
-    rows: list[tuple[int, list[float]]] = []
     with path.open("rb") as handle:
         for item in parse_lines(handle):
             if isinstance(item, BadLine):
@@ -506,39 +511,27 @@ def _read_results(path: Path, keys: dict[str, int], dimensions: int) -> _Outcome
             if task_id in seen:
                 continue
             seen.add(task_id)
-            _take(item, task_id, dimensions, rows, outcome)
-    if rows:
-        matrix = np.asarray([values for _, values in rows], dtype=np.float32)
-        finite = np.isfinite(matrix).all(axis=1) & (np.abs(matrix).sum(axis=1) > 0)
-        for (task_id, _), ok in zip(rows, finite, strict=True):
-            if not ok:
-                outcome.errors[task_id] = (
-                    ErrorKind.TRANSIENT,
-                    "embedding has NaN, infinite or all-zero values",
-                )
+            if item.values is None:
+                outcome.errors[task_id] = (classify(item.error_code, item.error_message), _error_text(item))
+            elif len(item.values) != dimensions:
+                message = f"expected {dimensions} dimensions, got {len(item.values)}"
+                outcome.errors[task_id] = (ErrorKind.TRANSIENT, message)
                 outcome.invalid += 1
-        good = matrix[finite]
-        unit = normalized(good) if len(good) else good
-        outcome.vectors = list(
-            zip([t for (t, _), ok in zip(rows, finite, strict=True) if ok], unit, strict=True)
-        )
+            else:
+                matrix[len(task_ids)] = item.values
+                task_ids.append(task_id)
+                outcome.tokens += item.token_count or 0
+    rows = matrix[: len(task_ids)]
+    usable = np.isfinite(rows).all(axis=1) & (np.abs(rows).sum(axis=1) > 0)
+    for task_id, ok in zip(task_ids, usable, strict=True):
+        if not ok:
+            outcome.errors[task_id] = (ErrorKind.TRANSIENT, "embedding has NaN, infinite or all-zero values")
+            outcome.invalid += 1
+    good = rows[usable]
+    unit = normalized(good) if len(good) else good
+    kept = [task_id for task_id, ok in zip(task_ids, usable, strict=True) if ok]
+    outcome.vectors = list(zip(kept, unit, strict=True))
     return outcome
-
-
-def _take(
-    item: ResultItem, task_id: int, dimensions: int, rows: list[tuple[int, list[float]]], outcome: _Outcome
-) -> None:
-    if item.values is None:
-        outcome.errors[task_id] = (classify(item.error_code, item.error_message), _error_text(item))
-    elif len(item.values) != dimensions:
-        outcome.errors[task_id] = (
-            ErrorKind.TRANSIENT,
-            f"expected {dimensions} dimensions, got {len(item.values)}",
-        )
-        outcome.invalid += 1
-    else:
-        rows.append((task_id, item.values))
-        outcome.tokens += item.token_count or 0
 
 
 def _error_text(item: ResultItem) -> str:
