@@ -56,6 +56,7 @@ class KnowledgeBase:
         self._embedders: dict[SpaceSpec, Embedder] = {}
         self._memory_indexes: dict[int, vectors.MemoryIndex] = {}
         self._gemini_batches: BatchBackend | None = None
+        self._local_batches: BatchBackend | None = None
 
     def __enter__(self) -> "KnowledgeBase":
         return self
@@ -169,6 +170,14 @@ class KnowledgeBase:
             return tasks.requeue_failed(connection, task_ids)
 
     def _batch_backend(self, space: EmbeddingSpace) -> BatchBackend | None:
+        if space.provider == "local":
+            if self._local_batches is None:
+                from kb.local import LocalBatchBackend, LocalEmbedder
+
+                embedder = self.embedder(_spec_of(space))
+                assert isinstance(embedder, LocalEmbedder)
+                self._local_batches = LocalBatchBackend(embedder)
+            return self._local_batches
         if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
             return None
         if self._gemini_batches is None:
@@ -201,7 +210,18 @@ class KnowledgeBase:
             embedder = self.embedder(_spec_of(space))
         except ConfigError as error:
             return SearchSpace(space.id, label, None, error.message)
-        return SearchSpace(space.id, label, embedder.embed_query, memory_index=self._memory_index(space))
+        return SearchSpace(
+            space.id,
+            label,
+            embedder.embed_query,
+            memory_index=self._memory_index(space),
+            vector_weight=self._vector_weight(space),
+        )
+
+    def _vector_weight(self, space: EmbeddingSpace) -> float:
+        if self.settings.hybrid_vector_weight is not None:
+            return self.settings.hybrid_vector_weight
+        return 0.5 if space.provider == "local" else 1.0
 
     def _memory_index(self, space: EmbeddingSpace) -> vectors.MemoryIndex | None:
         if self.settings.search_index != "memory":

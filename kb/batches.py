@@ -239,7 +239,8 @@ class BatchManager:
                 state=JobState.PENDING,
                 remote_state=remote.raw_state,
                 submitted_at=now,
-                next_poll_at=now + self.policy.poll_delay(0),
+                # A job already finished (the local runner's are) is collected at once.
+                next_poll_at=now if remote.state == JobState.SUCCEEDED else now + self.policy.poll_delay(0),
                 poll_count=0,
                 error=None,
             )

@@ -84,8 +84,10 @@ def main_options(
         raise typer.BadParameter(f"invalid configuration: {error}") from None
 
 
-def _open(ctx: typer.Context) -> KnowledgeBase:
+def _open(ctx: typer.Context, announce: bool = False) -> KnowledgeBase:
     settings: KbSettings = ctx.obj
+    if announce:
+        ui.announce_provider(settings)
     return KnowledgeBase(settings=settings)
 
 
@@ -120,7 +122,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Read documents, chunk them, and queue new text for embedding. Unchanged files cost nothing."""
-    with _open(ctx) as kb:
+    with _open(ctx, announce=True) as kb:
         if [str(p) for p in paths] == ["-"]:
             report = kb.ingest_text(sys.stdin.buffer.read(), stdin_name, dry_run=dry_run)
         else:
@@ -157,7 +159,7 @@ def search_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Find the chunks that best answer a question."""
-    with _open(ctx) as kb:
+    with _open(ctx, announce=True) as kb:
         result = kb.search(query, k=k, mode=mode, path=path)
     for note in result.notes:
         ui.stderr.print(f"[yellow]note:[/yellow] {ui.escape(note)}")
@@ -188,7 +190,7 @@ def worker(
     """Run the batch pipeline: flush pending texts into jobs, poll them, write vectors back."""
     ui.configure_logging(log_format.value)
     stop = threading.Event()
-    with _open(ctx) as kb, ui.stop_on_signals(stop):
+    with _open(ctx, announce=True) as kb, ui.stop_on_signals(stop):
         result = kb.worker(stop=stop).run(once=once, timeout_s=timeout)
     ui.render_worker(result)
     if result.reason == ExitReason.TIMED_OUT:

@@ -5,13 +5,17 @@ from kb.errors import NotConfiguredError
 from kb.ratelimit import RateLimiter
 from kb.records import SpaceSpec
 from kb.retry import RetryPolicy
-from kb.settings import KbSettings
+from kb.settings import LOCAL_MODEL, KbSettings
 
 
 def build_embedder(settings: KbSettings, spec: SpaceSpec) -> Embedder:
     """An embedder for `spec`; raises NotConfiguredError when its provider cannot be used here."""
     if spec.provider == "gemini":
         return _gemini(settings, spec)
+    if spec.provider == "local" and spec.model == LOCAL_MODEL:
+        from kb.local import LocalEmbedder
+
+        return LocalEmbedder()
     raise NotConfiguredError(
         f"no embedding provider for space {spec.provider}/{spec.model}: set GEMINI_API_KEY for Gemini"
     )

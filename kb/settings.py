@@ -89,6 +89,12 @@ class KbSettings(BaseSettings):
         default_factory=lambda: ["text-embedding-004", "embedding-001"],
         description="Models that refuse the Batch API: their texts are embedded online, with a warning.",
     )
+    hybrid_vector_weight: float | None = Field(
+        None,
+        ge=0,
+        description="Weight of vector ranks against full text's 1.0 in hybrid search "
+        "(default: 1.0 for Gemini, 0.5 for the weaker local model).",
+    )
     search_index: Literal["sqlite", "memory"] = Field(
         "sqlite",
         description="Vector search: scan the sqlite-vec table (`sqlite`), or keep the active space's vectors "

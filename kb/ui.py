@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kb.ingest import ProgressCallback
 from kb.online import OnlineReport
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult, StatusReport
+from kb.settings import KbSettings
 from kb.worker import WorkerResult
 
 stderr = Console(stderr=True, highlight=False)
@@ -264,3 +265,15 @@ def render_errors(items: list[FailedText]) -> None:
         )
         for path in item.documents[:3]:
             stdout.print(f"    {escape(display_path(path))}")
+
+
+def announce_provider(settings: KbSettings) -> None:
+    """Say once, on stderr, which embedding provider is in force and why."""
+    if settings.resolved_provider() == "local":
+        why = "KB_PROVIDER=local" if settings.provider == "local" else "no Gemini API key is set"
+        stderr.print(f"[dim]kb: local embeddings (wordllama, offline, free) because {why}[/dim]")
+    else:
+        stderr.print(
+            f"[dim]kb: Gemini embeddings ({escape(settings.embedding_model)}, "
+            f"{settings.embedding_dimensions} dims)[/dim]"
+        )

@@ -31,9 +31,12 @@ def test_match_expression_is_safe_and_meaningful(query: str, expected: str | Non
 
 
 def test_rank_fusion_rewards_agreement() -> None:
-    fused = rank_fusion([[1, 2, 3], [3, 4, 1]])
+    fused = rank_fusion([[1, 2, 3], [3, 4, 1]], k=60)
     assert [item for item, _ in fused][:2] == [1, 3]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 63)
+    weighted = rank_fusion([[1, 2], [2, 1]], k=10, weights=[1.0, 0.5])
+    assert [item for item, _ in weighted] == [1, 2]
+    assert weighted[0][1] == pytest.approx(1 / 11 + 0.5 / 12)
 
 
 def test_globs_match_anywhere_unless_anchored() -> None:

@@ -1,0 +1,273 @@
+"""The local embedding provider: wordllama `l2_supercat`, 256 dimensions, offline, on the CPU.
+
+wordllama (MIT) ships its weights (`weights/l2_supercat_256.safetensors`, a 32,000 x 256 float32 table of
+token embeddings) and its Llama-2 tokenizer (`tokenizers/l2_supercat_tokenizer_config.json`) inside its
+wheel, so this provider needs no key, no network and no model download. Nothing is ever fetched: the model
+is loaded with `disable_download=True` from the installed package's own folder.
+
+wordllama 0.4.0.post1 looks for its bundled tokenizer in `wordllama/tokenizer/` (singular, a folder that
+does not exist) and then in `<cache_dir>/tokenizers/` (default `~/.cache/wordllama`), and would download it
+from Hugging Face when both miss. Passing the package folder itself as `cache_dir` makes the second lookup
+find the bundled file; the weights are found in the package folder by the first lookup.
+
+A text's vector is the L2-normalised sum of its tokens' embeddings (wordllama's mean pooling, which
+normalisation makes the same direction), so it is deterministic and has no length limit. The pooling is
+done here rather than by `WordLlamaInference.embed`, which pads every batch to its longest text (memory
+grows with batch size x longest text) and is several times slower. Tokens are gathered a window at a time,
+so a very long text costs time in proportion to its length but bounded memory.
+
+Texts that are empty or whitespace only (and, in theory, texts whose token embeddings sum to zero) have no
+direction: they all get the fixed unit vector e0 = (1, 0, ..., 0). It is deterministic, never raises, and
+is far from real text (cosine below about 0.2 with the fastapi docs, which are about 0.4 from each other).
+
+The model is loaded once per process, on first use, under a lock; `import kb.local` does not import
+wordllama.
+"""
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from kb.embedder import Matrix, normalized
+from kb.errors import ConfigError
+from kb.records import JobState, RemoteStatus, SpaceSpec
+from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
+
+PROVIDER = "local"
+WORDLLAMA_CONFIG = "l2_supercat"
+WEIGHTS_FILE = f"weights/{WORDLLAMA_CONFIG}_{LOCAL_DIMENSIONS}.safetensors"
+TOKENIZER_FILE = f"tokenizers/{WORDLLAMA_CONFIG}_tokenizer_config.json"
+DEFAULT_BATCH_SIZE = 512
+
+_REINSTALL = "reinstall kb's local model: pip install --force-reinstall 'wordllama>=0.4.0,<0.5'"
+_TOKEN_WINDOW = 8192  # token embeddings gathered at once when pooling one text (8 MiB at 256 dims)
+
+
+@dataclass(frozen=True, slots=True)
+class _Model:
+    tokenizer: Any  # tokenizers.Tokenizer, padding and truncation off
+    table: NDArray[np.float32]  # (vocabulary, LOCAL_DIMENSIONS), C-contiguous
+
+
+_lock = threading.Lock()
+_model: _Model | None = None
+
+
+def _empty_vector() -> Matrix:
+    vector = np.zeros((1, LOCAL_DIMENSIONS), dtype=np.float32)
+    vector[0, 0] = 1.0
+    return vector
+
+
+class LocalEmbedder:
+    """wordllama l2_supercat, 256 dims, on the CPU; loaded once per process (module-level cache, thread-safe).
+
+    Documents and queries are embedded the same way (the model has no task types), so they share one space.
+    """
+
+    def __init__(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self._batch_size = batch_size
+        self._spec = SpaceSpec(provider=PROVIDER, model=LOCAL_MODEL, dimensions=LOCAL_DIMENSIONS)
+
+    @property
+    def spec(self) -> SpaceSpec:
+        return self._spec
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def embed_documents(self, texts: Sequence[str]) -> Matrix:
+        """One unit row per text, float32, shape (len(texts), 256)."""
+        batches = list(self.embed_in_batches(texts))
+        if not batches:
+            return np.empty((0, LOCAL_DIMENSIONS), dtype=np.float32)
+        if len(batches) == 1:
+            return batches[0]
+        return np.concatenate(batches)
+
+    def embed_query(self, text: str) -> Matrix:
+        """One unit row, shape (1, 256), in the same space as the documents."""
+        return _embed([text])
+
+    def embed_in_batches(self, texts: Sequence[str]) -> Iterator[Matrix]:
+        """The rows of `embed_documents`, `batch_size` texts at a time (for progress reporting)."""
+        for start in range(0, len(texts), self._batch_size):
+            yield _embed(texts[start : start + self._batch_size])
+
+
+def load_model() -> None:
+    """Load the model now (it is otherwise loaded on first use); raises ConfigError if it cannot be."""
+    _get_model()
+
+
+def _embed(texts: Sequence[str]) -> Matrix:
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be strings, got {type(text).__name__}")
+    model = _get_model()
+    rows = np.zeros((len(texts), LOCAL_DIMENSIONS), dtype=np.float32)
+    blank = [not text.strip() for text in texts]
+    wanted = [index for index, is_blank in enumerate(blank) if not is_blank]
+    if wanted:
+        encodings = _encode(model, [texts[index] for index in wanted])
+        for index, encoding in zip(wanted, encodings, strict=True):
+            rows[index] = _pool(model.table, encoding.ids)
+    # A text with no tokens, or whose token embeddings cancel out, has no direction.
+    empty = np.asarray(blank, dtype=bool) | ~(np.abs(rows) > 0).any(axis=1)
+    rows[empty] = _empty_vector()
+    return normalized(rows)
+
+
+def _encode(model: _Model, texts: list[str]) -> list[Any]:
+    try:
+        encodings: list[Any] = model.tokenizer.encode_batch(texts, add_special_tokens=False)
+    except TypeError:
+        # Lone surrogates ("\ud800") are valid `str` but not UTF-8, which the tokenizer refuses.
+        texts = [text.encode("utf-8", "replace").decode("utf-8") for text in texts]
+        encodings = model.tokenizer.encode_batch(texts, add_special_tokens=False)
+    return encodings
+
+
+def _pool(table: NDArray[np.float32], token_ids: list[int]) -> NDArray[np.float32]:
+    ids = np.asarray(token_ids, dtype=np.intp)
+    # wordllama clamps ids beyond its table (the tokenizer's vocabulary matches it for l2_supercat).
+    np.clip(ids, 0, table.shape[0] - 1, out=ids)
+    total: NDArray[np.float32] = table[ids[:_TOKEN_WINDOW]].sum(axis=0, dtype=np.float32)
+    for start in range(_TOKEN_WINDOW, len(ids), _TOKEN_WINDOW):
+        total += table[ids[start : start + _TOKEN_WINDOW]].sum(axis=0, dtype=np.float32)
+    return total
+
+
+def _get_model() -> _Model:
+    global _model
+    model = _model
+    if model is None:
+        with _lock:
+            if _model is None:
+                _model = _load_model()
+            model = _model
+    return model
+
+
+def _load_model() -> _Model:
+    wordllama_module, wordllama_class = _import_wordllama()
+    package = Path(wordllama_module.__file__).resolve().parent
+    missing = [name for name in (WEIGHTS_FILE, TOKENIZER_FILE) if not (package / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"the local embedding model is incomplete: {', '.join(missing)} missing from {package}; "
+            + _REINSTALL
+        )
+    try:
+        # cache_dir=<package>: works around wordllama 0.4.0.post1 looking for its bundled tokenizer in
+        # `wordllama/tokenizer/`; disable_download: never fall back to Hugging Face.
+        inference = wordllama_class.load(
+            config=WORDLLAMA_CONFIG,
+            dim=LOCAL_DIMENSIONS,
+            cache_dir=package,
+            disable_download=True,
+        )
+    except Exception as exc:  # FileNotFoundError, or a damaged safetensors or tokenizer file
+        raise ConfigError(
+            f"cannot load the local embedding model from {package}: {exc}; {_REINSTALL}"
+        ) from exc
+    table = np.ascontiguousarray(inference.embedding, dtype=np.float32)
+    if table.ndim != 2 or table.shape[1] != LOCAL_DIMENSIONS or not np.isfinite(table).all():
+        raise ConfigError(
+            f"the local embedding model in {package} has unexpected weights {table.shape}; {_REINSTALL}"
+        )
+    tokenizer = inference.tokenizer
+    # WordLlamaInference turns padding on for its own batching; _pool works on unpadded token ids.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return _Model(tokenizer=tokenizer, table=table)
+
+
+def _import_wordllama() -> tuple[Any, Any]:
+    # wordllama calls logging.basicConfig(level=INFO) when imported, which would make every library's
+    # INFO records (HTTP clients included) print to stderr: undo that.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import wordllama  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ConfigError(
+            f"the local embedding provider needs the wordllama package ({exc}); {_REINSTALL}"
+        ) from exc
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    return wordllama, wordllama.WordLlama
+
+
+class LocalBatchBackend:
+    """Runs "batch jobs" in-process with the local model, so local texts take the same road as Gemini's:
+    tasks, ledger, worker, results saved then applied. A job completes inside `create`; it costs nothing,
+    so a job lost in a crash is simply run again."""
+
+    mode = "local"
+
+    def __init__(self, embedder: LocalEmbedder | None = None) -> None:
+        self._embedder = embedder or LocalEmbedder()
+        self._jobs: dict[str, RemoteStatus] = {}
+
+    def upload_input(
+        self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
+    ) -> str:
+        path = folder / f"{display_name}.input.jsonl"
+        with path.open("wb") as handle:
+            for key, text in lines:
+                handle.write(orjson.dumps({"key": key, "text": text}) + b"\n")
+        return str(path)
+
+    def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
+        source = Path(input_file)
+        items = [orjson.loads(line) for line in source.read_bytes().splitlines() if line.strip()]
+        output = source.with_name(f"{display_name}.local-results.jsonl")
+        with output.open("wb") as handle:
+            for start in range(0, len(items), self._embedder.batch_size):
+                batch = items[start : start + self._embedder.batch_size]
+                matrix = self._embedder.embed_documents([item["text"] for item in batch])
+                for item, vector in zip(batch, matrix, strict=True):
+                    line = {"response": {"embedding": {"values": vector.tolist()}}, "key": item["key"]}
+                    handle.write(orjson.dumps(line) + b"\n")
+        status = RemoteStatus(
+            name=f"local/{display_name}",
+            display_name=display_name,
+            state=JobState.SUCCEEDED,
+            raw_state="LOCAL_SUCCEEDED",
+            output_file=str(output),
+        )
+        self._jobs[status.name] = status
+        return status
+
+    def get(self, name: str) -> RemoteStatus:
+        status = self._jobs.get(name)
+        if status is None or status.output_file is None or not Path(status.output_file).exists():
+            # Another process ran it, or the process died: the job is lost, and rerunning it is free.
+            return RemoteStatus(name, None, JobState.FAILED, "LOCAL_LOST", None)
+        return status
+
+    def find(self, display_names: set[str]) -> dict[str, RemoteStatus]:
+        return {}  # nothing remote to adopt: a local job that never finished is run again, at no cost
+
+    def cancel(self, name: str) -> None:
+        self._jobs.pop(name, None)
+
+    def download(self, file_name: str, destination: Path) -> None:
+        Path(file_name).replace(destination)
+
+    def delete_file(self, file_name: str) -> None:
+        Path(file_name).unlink(missing_ok=True)
