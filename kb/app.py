@@ -1,5 +1,6 @@
 """`KnowledgeBase`: the library entry point that wires settings, database and services together."""
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -7,12 +8,12 @@ from types import TracebackType
 
 from sqlalchemy.engine import Engine
 
-from kb import ledger, migrate, online, spaces, store, tasks, vectors
+from kb import ledger, migrate, online, reindex, spaces, store, tasks, vectors
 from kb.batches import BatchBackend, BatchManager, BatchPolicy
 from kb.chunking import ChunkingOptions
 from kb.db import create_engine, write_transaction
 from kb.embedder import Embedder
-from kb.errors import ConfigError, DatabaseError, NotConfiguredError
+from kb.errors import ConfigError, DatabaseError, InputError, NotConfiguredError
 from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
 from kb.online import OnlineReport
 from kb.providers import build_embedder
@@ -23,6 +24,7 @@ from kb.records import (
     SearchMode,
     SearchResult,
     SpaceSpec,
+    SpaceState,
     SpaceSummary,
     StatusReport,
     TaskStatus,
@@ -30,7 +32,7 @@ from kb.records import (
 from kb.retry import RetryPolicy
 from kb.schema import BatchJob, EmbeddingSpace
 from kb.search import SearchSpace, run_search
-from kb.settings import KbSettings
+from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.worker import Worker
 
 
@@ -104,17 +106,29 @@ class KnowledgeBase:
         k: int = 10,
         mode: SearchMode | str = SearchMode.HYBRID,
         path: str | None = None,
+        space: int | None = None,
     ) -> SearchResult:
-        """The best chunks for a question: vectors and full text fused (hybrid), or either alone."""
+        """The best chunks for a question: vectors and full text fused (hybrid), or either alone.
+
+        Vectors come from the active space (or `space`). If its question cannot be embedded (its model shut
+        down, say) the part of a space being built that is already embedded is used instead, and the result's
+        notes say so."""
         with self.engine.connect() as connection:
-            active = spaces.active(connection)
+            if space is not None:
+                chosen = spaces.by_id(connection, space)
+                if chosen is None:
+                    raise InputError(f"no embedding space #{space}: see `kb status`")
+            else:
+                chosen = spaces.active(connection)
+            building = [] if space is not None else spaces.in_state(connection, SpaceState.BUILDING)
         return run_search(
             self.engine,
             query,
             k=k,
             mode=SearchMode(mode),
             path_glob=path,
-            space=None if active is None else self._search_space(active),
+            space=None if chosen is None else self._search_space(chosen),
+            fallbacks=[self._search_space(b) for b in reversed(building)],
         )
 
     # -- batch pipeline -------------------------------------------------------------------------------
@@ -148,6 +162,67 @@ class KnowledgeBase:
             lease_s=self.settings.worker_lease_s,
             idle_s=self.settings.worker_idle_s,
             stop=stop,
+            after_step=self._cut_over,
+        )
+
+    def _cut_over(self) -> None:
+        activated = reindex.activate_if_complete(self.engine)
+        if activated is not None:
+            logging.getLogger("kb.reindex").warning(
+                "space #%s is complete and now active; the previous space is retired (kb reindex --rollback)",
+                activated,
+            )
+
+    # -- reindex --------------------------------------------------------------------------------------
+
+    def reindex_spec(self, model: str | None = None, dimensions: int | None = None) -> SpaceSpec:
+        """The target of a reindex: a Gemini model (default: the configured one) or the local model."""
+        model = model or self.settings.embedding_model
+        if model == LOCAL_MODEL:
+            return SpaceSpec(provider="local", model=LOCAL_MODEL, dimensions=LOCAL_DIMENSIONS)
+        return SpaceSpec(
+            provider="gemini", model=model, dimensions=dimensions or self.settings.embedding_dimensions
+        )
+
+    def reindex_estimate(self, spec: SpaceSpec) -> reindex.Estimate:
+        """Texts, tokens, dollars (batch and online) and jobs that building `spec` would take now."""
+        online, batch = self.settings.model_prices.get(spec.model, (None, None))
+        counter = None
+        if spec.provider == "gemini":
+            try:
+                embedder = self.embedder(spec)
+            except ConfigError:
+                embedder = None
+            counter = getattr(embedder, "count_tokens", None)
+        prices = reindex.Prices(online=online, batch=batch)
+        return reindex.estimate(self.engine, spec, prices, self.settings.batch_max_texts, counter)
+
+    def reindex_start(self, spec: SpaceSpec) -> int:
+        """Create or resume the space for `spec` and queue what it lacks; `kb worker` fills it."""
+        return reindex.start(self.engine, spec)
+
+    def reindex_status(self) -> reindex.ReindexStatus | None:
+        return reindex.status(self.engine)
+
+    def activate(self, strict: bool = False, force: bool = False) -> int:
+        return reindex.activate(self.engine, strict=strict, force=force)
+
+    def rollback(self) -> int:
+        return reindex.rollback(self.engine)
+
+    def drop_retired(self) -> list[int]:
+        return reindex.drop_retired(self.engine)
+
+    def legacy_hint(self) -> str | None:
+        """A one-line suggestion when the active space uses a retired or batch-incompatible model."""
+        with self.engine.connect() as connection:
+            active = spaces.active(connection)
+        legacy = set(self.settings.retired_models) | set(self.settings.batch_incompatible_models)
+        if active is None or active.model not in legacy:
+            return None
+        return (
+            f"the active space uses {active.model}, which is retired or cannot use the Batch API: "
+            f"run `kb reindex` to move to {self.settings.embedding_model}"
         )
 
     def flush(self) -> list[int]:
@@ -216,7 +291,16 @@ class KnowledgeBase:
             embedder.embed_query,
             memory_index=self._memory_index(space),
             vector_weight=self._vector_weight(space),
+            coverage=self._coverage(space),
         )
+
+    def _coverage(self, space: EmbeddingSpace) -> str:
+        if space.state != SpaceState.BUILDING:
+            return ""
+        with self.engine.connect() as connection:
+            counts = tasks.counts_by_status(connection, space.id)
+        total = sum(counts.values())
+        return f"{counts['embedded'] / total:.0%}" if total else "0%"
 
     def _vector_weight(self, space: EmbeddingSpace) -> float:
         if self.settings.hybrid_vector_weight is not None:

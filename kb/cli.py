@@ -88,7 +88,11 @@ def _open(ctx: typer.Context, announce: bool = False) -> KnowledgeBase:
     settings: KbSettings = ctx.obj
     if announce:
         ui.announce_provider(settings)
-    return KnowledgeBase(settings=settings)
+    kb = KnowledgeBase(settings=settings)
+    hint = kb.legacy_hint()
+    if hint:
+        ui.stderr.print(f"[yellow]hint:[/yellow] {ui.escape(hint)}")
+    return kb
 
 
 @app.command()
@@ -156,11 +160,14 @@ def search_command(
     path: Annotated[
         str | None, typer.Option("--path", help="Only documents whose path matches this glob.")
     ] = None,
+    space: Annotated[
+        int | None, typer.Option("--space", help="Search this embedding space (id from `kb status`).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Find the chunks that best answer a question."""
     with _open(ctx, announce=True) as kb:
-        result = kb.search(query, k=k, mode=mode, path=path)
+        result = kb.search(query, k=k, mode=mode, path=path, space=space)
     for note in result.notes:
         ui.stderr.print(f"[yellow]note:[/yellow] {ui.escape(note)}")
     if as_json:
@@ -245,6 +252,84 @@ def retry(
     with _open(ctx) as kb:
         count = kb.retry_failed(None if all_failed else task_ids)
     ui.stdout.print(f"requeued {count} text{'s' * (count != 1)}")
+
+
+@app.command("reindex")
+def reindex_command(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Target model [default: KB_EMBEDDING_MODEL].")
+    ] = None,
+    dimensions: Annotated[
+        int | None, typer.Option("--dimensions", min=1, max=3072, help="Target dimensions [default: 768].")
+    ] = None,
+    estimate_only: Annotated[
+        bool, typer.Option("--estimate", help="Print what the reindex would cost; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking for confirmation.")] = False,
+    show_status: Annotated[
+        bool, typer.Option("--status", help="Coverage of the space being built, jobs, ETA.")
+    ] = False,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="Switch search to the space being built now.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse to activate while any text failed.")
+    ] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Reactivate the previous (retired) space.")
+    ] = False,
+    drop_retired: Annotated[
+        bool, typer.Option("--drop-retired", help="Delete retired spaces and reclaim their disk space.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status or --estimate: JSON.")] = False,
+) -> None:
+    """Move the index to another embedding model; search keeps working meanwhile."""
+    with _open(ctx) as kb:
+        if show_status:
+            report = kb.reindex_status()
+            if as_json:
+                ui.print_json(None if report is None else ui.reindex_status_json(report))
+            else:
+                ui.render_reindex_status(report)
+            return
+        if activate:
+            space_id = kb.activate(strict=strict, force=True)
+            ui.stdout.print(
+                f"space #{space_id} is now active; the previous one is retired (--rollback undoes)"
+            )
+            return
+        if rollback:
+            space_id = kb.rollback()
+            ui.stdout.print(f"space #{space_id} is active again")
+            return
+        if drop_retired:
+            before = kb.path.stat().st_size
+            dropped = kb.drop_retired()
+            after = kb.path.stat().st_size
+            ui.stdout.print(
+                f"dropped {len(dropped)} retired space{'s' * (len(dropped) != 1)}; "
+                f"database {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB"
+            )
+            return
+        spec = kb.reindex_spec(model, dimensions)
+        plan = kb.reindex_estimate(spec)
+        if as_json:
+            ui.print_json(ui.estimate_json(plan))
+        else:
+            ui.render_estimate(plan)
+        if estimate_only or (plan.texts == 0 and kb.reindex_status() is not None):
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InputError("not starting a reindex without confirmation: add --yes")
+            if not typer.confirm("Start the reindex?", default=False):
+                raise typer.Exit(1)
+        space_id = kb.reindex_start(spec)
+    ui.stdout.print(
+        f"space #{space_id} is being built: `kb worker` fills it through the Batch API and switches search "
+        "to it when it is complete (`kb reindex --status` shows progress)"
+    )
 
 
 @app.command()

@@ -98,6 +98,20 @@ class GeminiEmbedder:
     def embed_query(self, text: str) -> Matrix:
         return self._embed([text], QUERY_TASK)
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """The model's own token count for the texts (free of charge), for calibrated estimates."""
+        total = 0
+        for indexes in plan_requests(texts):
+            contents = [texts[i] for i in indexes]
+
+            def send(contents: list[str] = contents) -> int:
+                with self._translated_errors():
+                    response = self._client.models.count_tokens(model=self._spec.model, contents=contents)
+                return int(response.total_tokens or 0)
+
+            total += call_with_retries(send, self._retry, **self._sleep_kwargs)
+        return total
+
     def embed_in_requests(self, texts: Sequence[str], task_type: str = DOCUMENT_TASK) -> Iterator[Matrix]:
         """Embed request by request, yielding each request's rows as they arrive."""
         for indexes in plan_requests(texts):

@@ -34,6 +34,7 @@ class SearchSpace:
     unavailable_reason: str | None = None
     memory_index: vectors.MemoryIndex | None = None  # None: scan the sqlite-vec table
     vector_weight: float = 1.0  # in hybrid fusion, relative to full text's 1.0
+    coverage: str = ""  # e.g. "41% embedded", for notes about a space still being built
 
 
 def normalize_glob(pattern: str | None) -> str | None:
@@ -63,7 +64,9 @@ def run_search(
     mode: SearchMode = SearchMode.HYBRID,
     path_glob: str | None = None,
     space: SearchSpace | None = None,
+    fallbacks: Sequence[SearchSpace] = (),
 ) -> SearchResult:
+    """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built)."""
     glob = normalize_glob(path_glob)
     depth = max(k * 5, 50)
     notes: list[str] = []
@@ -75,17 +78,27 @@ def run_search(
     text_future = (
         _EXECUTOR.submit(_text_search, engine, query, depth, glob) if mode != SearchMode.VECTOR else None
     )
+    used_space = space
     if wants_vectors:
         vector_ranked, reason = _vector_search(engine, query, space, depth, glob)
+        for fallback in fallbacks if reason is not None else ():
+            ranked, fallback_reason = _vector_search(engine, query, fallback, depth, glob)
+            if fallback_reason is None:
+                notes.append(
+                    f"vector search unavailable ({reason}): answering from full text and "
+                    f"{fallback.label}, {fallback.coverage or 'partly'} embedded"
+                )
+                vector_ranked, reason, used_space = ranked, None, fallback
+                break
         if reason is not None:
             notes.append(f"vector search unavailable ({reason}): answering from full text")
-    vectors_used = wants_vectors and not notes
+    vectors_used = wants_vectors and (not notes or used_space is not space)
     if text_future is not None:
         text_ranked = text_future.result()
     elif not vectors_used:
         text_ranked = _text_search(engine, query, depth, glob)
     used = _used_mode(mode, vectors_used)
-    fused = _combine(used, text_ranked, vector_ranked, space.vector_weight if space else 1.0)[:k]
+    fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[:k]
     text_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(text_ranked, start=1)}
     vector_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(vector_ranked, start=1)}
     with engine.connect() as connection:
@@ -96,7 +109,7 @@ def run_search(
         used=used,
         hits=hits,
         notes=notes,
-        space_id=space.id if space else None,
+        space_id=used_space.id if used_space and vectors_used else None,
     )
 
 

@@ -95,6 +95,19 @@ class KbSettings(BaseSettings):
         description="Weight of vector ranks against full text's 1.0 in hybrid search "
         "(default: 1.0 for Gemini, 0.5 for the weaker local model).",
     )
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "gemini-embedding-001": (0.15, 0.075),
+            "gemini-embedding-2": (0.20, 0.10),
+            "wordllama-l2-supercat": (0.0, 0.0),
+        },
+        description="US dollars per million input tokens, (online, batch), per model.",
+    )
+    retired_models: list[str] = Field(
+        default_factory=lambda: ["text-embedding-004", "embedding-001", "embedding-gecko-001"],
+        description="Models shut down or on their way out: an active space on one makes kb suggest "
+        "`kb reindex`.",
+    )
     search_index: Literal["sqlite", "memory"] = Field(
         "sqlite",
         description="Vector search: scan the sqlite-vec table (`sqlite`), or keep the active space's vectors "

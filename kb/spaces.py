@@ -91,3 +91,36 @@ def ensure_active(connection: Connection, spec: SpaceSpec) -> int:
 def all_spaces(connection: Connection) -> list[EmbeddingSpace]:
     rows = connection.execute(select(SPACES).order_by(SPACES.c.id))
     return [EmbeddingSpace(**row._mapping) for row in rows]
+
+
+def by_id(connection: Connection, space_id: int) -> EmbeddingSpace | None:
+    row = connection.execute(select(SPACES).where(SPACES.c.id == space_id)).one_or_none()
+    return None if row is None else EmbeddingSpace(**row._mapping)
+
+
+def in_state(connection: Connection, state: SpaceState) -> list[EmbeddingSpace]:
+    rows = connection.execute(select(SPACES).where(SPACES.c.state == state).order_by(SPACES.c.id))
+    return [EmbeddingSpace(**row._mapping) for row in rows]
+
+
+def set_state(connection: Connection, space_id: int, state: SpaceState, now: float) -> None:
+    values: dict[str, object] = {"state": state}
+    if state == SpaceState.ACTIVE:
+        values["activated_at"] = now
+    elif state == SpaceState.RETIRED:
+        values["retired_at"] = now
+    connection.execute(SPACES.update().where(SPACES.c.id == space_id).values(**values))
+
+
+def spec_of(space: EmbeddingSpace) -> SpaceSpec:
+    return SpaceSpec(
+        provider=space.provider,
+        model=space.model,
+        dimensions=space.dimensions,
+        task_type=space.task_type,
+        normalized=space.normalized,
+    )
+
+
+def label(space: EmbeddingSpace) -> str:
+    return f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d, {space.state})"

@@ -156,3 +156,16 @@ def in_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     """Slices of `items`, so that IN (...) lists stay under SQLite's variable limit."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def distinct_texts(connection: Connection) -> dict[str, int]:
+    """Every distinct chunk text (sha256) with its token estimate."""
+    rows = connection.execute(
+        select(CHUNKS.c.text_sha256, func.max(CHUNKS.c.token_estimate)).group_by(CHUNKS.c.text_sha256)
+    )
+    return {str(sha): int(tokens) for sha, tokens in rows}
+
+
+def sample_texts(connection: Connection, limit: int) -> list[str]:
+    rows = connection.execute(select(CHUNKS.c.text).order_by(CHUNKS.c.id).limit(limit))
+    return [str(row[0]) for row in rows]

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kb.ingest import ProgressCallback
 from kb.online import OnlineReport
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult, StatusReport
+from kb.reindex import Estimate, ReindexStatus
 from kb.settings import KbSettings
 from kb.worker import WorkerResult
 
@@ -277,3 +278,53 @@ def announce_provider(settings: KbSettings) -> None:
             f"[dim]kb: Gemini embeddings ({escape(settings.embedding_model)}, "
             f"{settings.embedding_dimensions} dims)[/dim]"
         )
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.2f}"
+
+
+def estimate_json(plan: Estimate) -> dict[str, Any]:
+    return {
+        "provider": plan.spec.provider,
+        "model": plan.spec.model,
+        "dimensions": plan.spec.dimensions,
+        "texts": plan.texts,
+        "already_embedded": plan.already_embedded,
+        "tokens": plan.tokens,
+        "tokens_calibrated": plan.tokens_calibrated,
+        "usd_batch": plan.usd_batch,
+        "usd_online": plan.usd_online,
+        "jobs": plan.jobs,
+    }
+
+
+def render_estimate(plan: Estimate) -> None:
+    how = "counted by the model on a sample" if plan.tokens_calibrated else "estimated"
+    stdout.print(f"Reindex to {escape(plan.spec.model)} at {plan.spec.dimensions} dimensions:")
+    stdout.print(
+        f"  texts to embed   {plan.texts:,} ({plan.already_embedded:,} already embedded there cost nothing)"
+    )
+    stdout.print(f"  tokens           {plan.tokens:,} ({how})")
+    stdout.print(f"  cost, batch      {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
+    stdout.print(f"  cost, online     {_usd(plan.usd_online)}   (the same at online prices)")
+    stdout.print(f"  batch jobs       {plan.jobs:,}")
+
+
+def reindex_status_json(report: ReindexStatus) -> dict[str, Any]:
+    return {**asdict(report), "coverage": round(report.coverage, 6), "complete": report.complete}
+
+
+def render_reindex_status(report: ReindexStatus | None) -> None:
+    if report is None:
+        stdout.print("No reindex in progress.")
+        return
+    eta = "unknown" if report.eta_s is None else _age(report.eta_s)
+    done = f"{report.embedded:,} / {report.total:,} texts embedded ({report.coverage:.1%})"
+    stdout.print(f"{escape(report.label)}: {done}")
+    stdout.print(
+        f"  pending {report.pending:,} · submitted {report.submitted:,} · failed {report.failed:,} · "
+        f"jobs in flight {report.jobs_in_flight} · ETA {eta}"
+    )
+    if report.previous:
+        stdout.print(f"  search still uses {escape(report.previous)} until this one is complete")

@@ -63,6 +63,7 @@ class Worker:
         idle_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         stop: threading.Event | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.manager = manager
@@ -72,6 +73,7 @@ class Worker:
         self.idle_s = idle_s
         self.clock = clock
         self.stop = stop or threading.Event()
+        self.after_step = after_step
         self._warned_online: set[int] = set()
 
     def run(self, once: bool = False, timeout_s: float | None = None) -> WorkerResult:
@@ -108,7 +110,7 @@ class Worker:
         return result
 
     def _step(self, result: WorkerResult, force: bool) -> None:
-        for phase in (self._online_phase, self._batch_phase):
+        for phase in (self._online_phase, self._batch_phase, self._after_phase):
             if self.stop.is_set():
                 return
             try:
@@ -142,6 +144,10 @@ class Worker:
         result.embedded += report.embedded
         result.failed += report.failed
         result.errors.extend(report.errors)
+
+    def _after_phase(self, _result: WorkerResult, _force: bool) -> None:
+        if self.after_step is not None:
+            self.after_step()
 
     def drained(self) -> bool:
         """Nothing pending in any space being filled, and no job in flight."""

@@ -200,7 +200,7 @@ def test_jobs_errors_and_retry_commands(
     with KnowledgeBase(settings=fast_settings) as kb:
         kb.ingest([tmp_path / "corpus"])
     for name, value in fast_settings.model_dump().items():
-        if value is not None and name != "gemini_api_key" and not isinstance(value, list):
+        if value is not None and name != "gemini_api_key" and not isinstance(value, list | dict):
             monkeypatch.setenv(f"KB_{name.upper()}", str(value))
     monkeypatch.setenv("GEMINI_API_KEY", fast_settings.gemini_api_key.get_secret_value())  # type: ignore[union-attr]
     runner = CliRunner()

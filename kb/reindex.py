@@ -1,0 +1,264 @@
+"""Reindex: move the whole index to another embedding space (model, dimensions), with search staying up.
+
+A reindex builds a new space beside the active one: one task per distinct chunk text, content-addressed, so
+texts the target space already has cost nothing and running it again continues rather than restarts. The
+worker fills it through the batch API like any space. When every text is embedded (failures reported, not
+blocking unless strict), the space is activated in one transaction; the old one is retired and kept until
+`drop_retired`, so `rollback` can bring it back.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection, Engine
+
+from kb import spaces, store, tasks, vectors
+from kb.chunking import estimate_tokens
+from kb.db import write_transaction
+from kb.errors import InputError
+from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
+from kb.schema import BatchJob, EmbeddingSpace, EmbeddingTask, table_of
+
+TASKS = table_of(EmbeddingTask)
+JOBS = table_of(BatchJob)
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """US dollars per million input tokens, or None where the price is unknown."""
+
+    online: float | None
+    batch: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    spec: SpaceSpec
+    texts: int  # distinct texts the target space still needs
+    already_embedded: int
+    tokens: int
+    tokens_calibrated: bool  # scaled by the provider's own token count on a sample
+    usd_batch: float | None
+    usd_online: float | None
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexStatus:
+    space_id: int
+    label: str
+    state: str
+    total: int
+    embedded: int
+    pending: int
+    submitted: int
+    failed: int
+    jobs_in_flight: int
+    eta_s: float | None
+    previous: str | None
+
+    @property
+    def coverage(self) -> float:
+        return self.embedded / self.total if self.total else 1.0
+
+    @property
+    def complete(self) -> bool:
+        return self.pending == 0 and self.submitted == 0
+
+
+TokenCounter = Callable[[list[str]], int]  # the provider's own count for a few texts
+
+
+def estimate(
+    engine: Engine,
+    spec: SpaceSpec,
+    prices: Prices,
+    texts_per_job: int,
+    count_tokens: TokenCounter | None = None,
+) -> Estimate:
+    """What building `spec` would cost now: only texts the space does not have yet count."""
+    with engine.connect() as connection:
+        wanted = store.distinct_texts(connection)
+        existing = spaces.find(connection, spec)
+        have = set(wanted) - set(tasks.missing(connection, existing.id, list(wanted))) if existing else set()
+        embedded = _embedded_hashes(connection, existing.id, have) if existing else set()
+        sample = store.sample_texts(connection, 200) if count_tokens else []
+    needed = {sha: tokens for sha, tokens in wanted.items() if sha not in embedded}
+    tokens = sum(needed.values())
+    factor = _calibration(sample, count_tokens)
+    tokens = round(tokens * factor) if factor else tokens
+    return Estimate(
+        spec=spec,
+        texts=len(needed),
+        already_embedded=len(embedded),
+        tokens=tokens,
+        tokens_calibrated=factor is not None,
+        usd_batch=None if prices.batch is None else tokens / 1e6 * prices.batch,
+        usd_online=None if prices.online is None else tokens / 1e6 * prices.online,
+        jobs=math.ceil(len(needed) / texts_per_job) if needed else 0,
+    )
+
+
+def _calibration(sample: list[str], count_tokens: TokenCounter | None) -> float | None:
+    """The provider's tokens per kb-estimated token, measured on a sample (None: not measured)."""
+    if not sample or count_tokens is None:
+        return None
+    estimated = sum(estimate_tokens(t) for t in sample)
+    try:
+        counted = count_tokens(sample)
+    except Exception:  # an estimate without calibration is still an estimate
+        return None
+    return counted / estimated if estimated and counted > 0 else None
+
+
+def _embedded_hashes(connection: Connection, space_id: int, hashes: set[str]) -> set[str]:
+    found: set[str] = set()
+    for batch in store.in_batches(sorted(hashes), 500):
+        rows = connection.execute(
+            select(TASKS.c.text_sha256).where(
+                TASKS.c.space_id == space_id,
+                TASKS.c.status == TaskStatus.EMBEDDED,
+                TASKS.c.text_sha256.in_(batch),
+            )
+        )
+        found.update(row[0] for row in rows)
+    return found
+
+
+def start(engine: Engine, spec: SpaceSpec) -> int:
+    """Create (or resume) the building space for `spec` and queue every text it lacks."""
+    now = time.time()
+    with write_transaction(engine) as connection:
+        active = spaces.active(connection)
+        if active is not None and spaces.spec_of(active) == spec:
+            raise InputError(f"the active space already is {spec.model} at {spec.dimensions} dimensions")
+        target = spaces.find(connection, spec)
+        if target is None:
+            space_id = spaces.create(connection, spec, SpaceState.BUILDING)
+        else:
+            space_id = target.id
+            if target.state == SpaceState.RETIRED:
+                spaces.set_state(connection, space_id, SpaceState.BUILDING, now)
+            vectors.create_table(connection, space_id, spec.dimensions)
+        tasks.queue(connection, space_id, store.distinct_texts(connection), now)
+    return space_id
+
+
+def building(engine: Engine) -> EmbeddingSpace | None:
+    with engine.connect() as connection:
+        found = spaces.in_state(connection, SpaceState.BUILDING)
+    return found[-1] if found else None
+
+
+def status(engine: Engine, space_id: int | None = None) -> ReindexStatus | None:
+    """Coverage of the space being built (or the given one), jobs in flight, and an ETA."""
+    with engine.connect() as connection:
+        space = spaces.by_id(connection, space_id) if space_id else None
+        if space is None:
+            candidates = spaces.in_state(connection, SpaceState.BUILDING)
+            space = candidates[-1] if candidates else None
+        if space is None:
+            return None
+        counts = tasks.counts_by_status(connection, space.id)
+        total = len(store.distinct_texts(connection))
+        in_flight = connection.execute(
+            select(func.count()).where(JOBS.c.space_id == space.id, JOBS.c.state.in_(_LIVE))
+        ).scalar_one()
+        eta = _eta(connection, space.id, counts["pending"] + counts["submitted"])
+        previous = spaces.active(connection) if space.state == SpaceState.BUILDING else None
+    return ReindexStatus(
+        space_id=space.id,
+        label=spaces.label(space),
+        state=space.state,
+        total=total,
+        embedded=counts["embedded"],
+        pending=counts["pending"],
+        submitted=counts["submitted"],
+        failed=counts["failed"],
+        jobs_in_flight=int(in_flight),
+        eta_s=eta,
+        previous=spaces.label(previous) if previous else None,
+    )
+
+
+_LIVE = [state.value for state in (JobState.CREATED, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED)]
+
+
+def _eta(connection: Connection, space_id: int, remaining: int) -> float | None:
+    """Remaining texts at the rate observed over this space's finished jobs (submission to apply)."""
+    row = connection.execute(
+        select(func.sum(JOBS.c.item_count), func.min(JOBS.c.submitted_at), func.max(JOBS.c.applied_at)).where(
+            JOBS.c.space_id == space_id, JOBS.c.state == JobState.APPLIED
+        )
+    ).one()
+    done, first, last = row
+    if not remaining:
+        return 0.0
+    if not done or first is None or last is None or last <= first:
+        return None
+    return float(remaining / (done / (last - first)))
+
+
+def activate(engine: Engine, space_id: int | None = None, strict: bool = False, force: bool = False) -> int:
+    """Make the building space (or `space_id`) active and retire the active one, in one transaction."""
+    report = status(engine, space_id)
+    if report is None:
+        raise InputError("no space is being built: start one with `kb reindex`")
+    if not force and not report.complete:
+        raise InputError(
+            f"{report.label} is not complete ({report.embedded:,} of {report.total:,} texts embedded); "
+            "wait for `kb worker`, or use --activate to switch now"
+        )
+    if strict and report.failed:
+        raise InputError(f"{report.failed:,} texts failed in {report.label}; see `kb errors` (--strict)")
+    now = time.time()
+    with write_transaction(engine) as connection:
+        for space in spaces.in_state(connection, SpaceState.ACTIVE):
+            spaces.set_state(connection, space.id, SpaceState.RETIRED, now)
+        spaces.set_state(connection, report.space_id, SpaceState.ACTIVE, now)
+    return report.space_id
+
+
+def activate_if_complete(engine: Engine, strict: bool = False) -> int | None:
+    """The worker's automatic cut-over: activate the building space once nothing is left to embed."""
+    report = status(engine)
+    if report is None or report.state != SpaceState.BUILDING or not report.complete:
+        return None
+    if strict and report.failed:
+        return None
+    return activate(engine, report.space_id)
+
+
+def rollback(engine: Engine) -> int:
+    """Reactivate the most recently retired space; the current active one is retired (and kept)."""
+    now = time.time()
+    with write_transaction(engine) as connection:
+        retired = sorted(
+            spaces.in_state(connection, SpaceState.RETIRED), key=lambda s: s.retired_at or 0, reverse=True
+        )
+        if not retired:
+            raise InputError("no retired space to roll back to (dropped already?)")
+        for space in spaces.in_state(connection, SpaceState.ACTIVE):
+            spaces.set_state(connection, space.id, SpaceState.RETIRED, now)
+        spaces.set_state(connection, retired[0].id, SpaceState.ACTIVE, now)
+        return retired[0].id
+
+
+def drop_retired(engine: Engine) -> list[int]:
+    """Drop retired spaces (vector tables, tasks, jobs), then VACUUM so the file gives the space back:
+    sqlite-vec never reclaims deleted rows, so whole tables go."""
+    with write_transaction(engine) as connection:
+        dropped = [space.id for space in spaces.in_state(connection, SpaceState.RETIRED)]
+        for space_id in dropped:
+            vectors.drop_table(connection, space_id)
+            connection.execute(text("DELETE FROM batch_jobs WHERE space_id = :id"), {"id": space_id})
+            connection.execute(text("DELETE FROM embedding_tasks WHERE space_id = :id"), {"id": space_id})
+            connection.execute(text("DELETE FROM query_embeddings WHERE space_id = :id"), {"id": space_id})
+            connection.execute(text("DELETE FROM embedding_spaces WHERE id = :id"), {"id": space_id})
+    if dropped:
+        with engine.connect() as connection:
+            connection.connection.dbapi_connection.execute("VACUUM")  # type: ignore[union-attr]
+    return dropped
