@@ -8,11 +8,11 @@ from types import TracebackType
 
 from sqlalchemy.engine import Engine
 
-from kb import ledger, migrate, online, reindex, spaces, store, tasks, vectors
+from kb import ledger, migrate, online, reindex, spaces, tasks, usage, vectors
 from kb.batches import BatchBackend, BatchManager, BatchPolicy
-from kb.chunking import ChunkingOptions
+from kb.chunking import ChunkingOptions, estimate_tokens
 from kb.db import create_engine, write_transaction
-from kb.embedder import Embedder
+from kb.embedder import Embedder, Matrix
 from kb.errors import ConfigError, DatabaseError, InputError, NotConfiguredError
 from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
 from kb.online import OnlineReport
@@ -25,14 +25,15 @@ from kb.records import (
     SearchResult,
     SpaceSpec,
     SpaceState,
-    SpaceSummary,
     StatusReport,
-    TaskStatus,
 )
 from kb.retry import RetryPolicy
-from kb.schema import BatchJob, EmbeddingSpace
+from kb.schema import EmbeddingSpace
 from kb.search import SearchSpace, run_search
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
+from kb.status import StatusOptions, job_info
+from kb.status import collect as collect_status
+from kb.usage import Budget, PriceBook, Prices, Quote
 from kb.worker import Worker
 
 
@@ -97,7 +98,30 @@ class KnowledgeBase:
         if active is None:
             return OnlineReport()
         embedder = self.embedder(_spec_of(active))
-        return online.embed_pending(self.engine, embedder, active.id, hashes, on_progress)
+        return online.embed_pending(
+            self.engine, embedder, active.id, hashes, on_progress, self.prices, self.budget
+        )
+
+    def quote(self, tokens: int, texts: int) -> Quote:
+        """What embedding `texts` texts of `tokens` tokens would cost in the active (or configured) space."""
+        with self.engine.connect() as connection:
+            active = spaces.active(connection)
+        model = active.model if active else self.space_spec.model
+        prices = self.prices.prices(model)
+        return Quote(
+            model=model,
+            usd_batch=None if prices.batch is None else prices.batch * tokens / 1e6,
+            usd_online=None if prices.online is None else prices.online * tokens / 1e6,
+            jobs=-(-texts // self.settings.batch_max_texts),
+        )
+
+    @property
+    def prices(self) -> PriceBook:
+        return PriceBook(self.settings.model_prices)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.settings.max_spend_usd, self.settings.max_spend_usd_per_day)
 
     def search(
         self,
@@ -152,7 +176,9 @@ class KnowledgeBase:
             retry_base_s=s.task_retry_base_s,
             submit_retry_s=s.poll_initial_s,
         )
-        return BatchManager(self.engine, self._batch_backend, self.results_dir, policy)
+        return BatchManager(
+            self.engine, self._batch_backend, self.results_dir, policy, prices=self.prices, budget=self.budget
+        )
 
     def worker(self, stop: threading.Event | None = None) -> Worker:
         return Worker(
@@ -194,7 +220,7 @@ class KnowledgeBase:
             except ConfigError:
                 embedder = None
             counter = getattr(embedder, "count_tokens", None)
-        prices = reindex.Prices(online=online, batch=batch)
+        prices = Prices(online=online, batch=batch)
         return reindex.estimate(self.engine, spec, prices, self.settings.batch_max_texts, counter)
 
     def reindex_start(self, spec: SpaceSpec) -> int:
@@ -233,7 +259,7 @@ class KnowledgeBase:
 
     def jobs(self, limit: int = 1000) -> list[JobInfo]:
         with self.engine.connect() as connection:
-            return [_job_info(job) for job in ledger.all_jobs(connection, limit)]
+            return [job_info(job) for job in ledger.all_jobs(connection, limit)]
 
     def failed_texts(self, limit: int = 1000) -> list[FailedText]:
         with self.engine.connect() as connection:
@@ -285,10 +311,25 @@ class KnowledgeBase:
             embedder = self.embedder(_spec_of(space))
         except ConfigError as error:
             return SearchSpace(space.id, label, None, error.message)
+
+        def embed_query(question: str) -> Matrix:
+            vector = embedder.embed_query(question)
+            with write_transaction(self.engine) as connection:
+                usage.record(
+                    connection,
+                    self.prices,
+                    kind="query",
+                    model=space.model,
+                    texts=1,
+                    tokens=estimate_tokens(question),
+                    space_id=space.id,
+                )
+            return vector
+
         return SearchSpace(
             space.id,
             label,
-            embedder.embed_query,
+            embed_query,
             memory_index=self._memory_index(space),
             vector_weight=self._vector_weight(space),
             coverage=self._coverage(space),
@@ -358,27 +399,11 @@ class KnowledgeBase:
         return ingest_bytes(self.engine, raw, name, self.space_spec, options)
 
     def status(self) -> StatusReport:
-        """Counts of documents, chunks and embedding tasks."""
-        with self.engine.connect() as connection:
-            active = spaces.active(connection)
-            summaries = [
-                _summary(space, tasks.counts_by_status(connection, space.id))
-                for space in spaces.all_spaces(connection)
-            ]
-            chunk_statuses = (
-                tasks.chunk_statuses(connection, active.id)
-                if active
-                else {status.value: 0 for status in TaskStatus}
-            )
-            return StatusReport(
-                database=self.path,
-                revision=migrate.current_revision(self.engine),
-                documents=store.count_documents(connection),
-                chunks=store.count_chunks(connection),
-                tasks=next((s.tasks for s in summaries if s.state == "active"), _zero_counts()),
-                chunk_statuses=chunk_statuses,
-                spaces=summaries,
-            )
+        """Documents, chunks, tasks per space, live jobs, warnings, errors, spend and the worker."""
+        options = StatusOptions(
+            stuck_after_s=self.settings.stuck_after_h * 3600, lease_s=self.settings.worker_lease_s
+        )
+        return collect_status(self.engine, self.path, options)
 
 
 def _spec_of(space: EmbeddingSpace) -> SpaceSpec:
@@ -388,36 +413,4 @@ def _spec_of(space: EmbeddingSpace) -> SpaceSpec:
         dimensions=space.dimensions,
         task_type=space.task_type,
         normalized=space.normalized,
-    )
-
-
-def _job_info(job: BatchJob) -> JobInfo:
-    return JobInfo(
-        id=job.id,
-        display_name=job.display_name,
-        remote_name=job.remote_name,
-        state=job.state,
-        remote_state=job.remote_state,
-        texts=job.item_count,
-        tokens=job.token_estimate,
-        created_at=job.created_at,
-        submitted_at=job.submitted_at,
-        finished_at=job.applied_at or job.finished_at,
-        deadline_at=job.deadline_at,
-        error=job.error,
-    )
-
-
-def _zero_counts() -> dict[str, int]:
-    return {status.value: 0 for status in TaskStatus}
-
-
-def _summary(space: EmbeddingSpace, counts: dict[str, int]) -> SpaceSummary:
-    return SpaceSummary(
-        id=space.id,
-        provider=space.provider,
-        model=space.model,
-        dimensions=space.dimensions,
-        state=space.state,
-        tasks=counts,
     )

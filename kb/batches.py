@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
-from kb import ledger, spaces, vectors
+from kb import ledger, spaces, usage, vectors
 from kb.db import write_transaction
 from kb.embedder import normalized
 from kb.errors import (
@@ -108,12 +108,16 @@ class BatchManager:
         results_dir: Path,
         policy: BatchPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        prices: usage.PriceBook | None = None,
+        budget: usage.Budget | None = None,
     ) -> None:
         self.engine = engine
         self.backend_for = backend_for
         self.results_dir = results_dir
         self.policy = policy or BatchPolicy()
         self.clock = clock
+        self.prices = prices or usage.PriceBook()
+        self.budget = budget or usage.Budget()
 
     # -- flush -----------------------------------------------------------------------------------------
 
@@ -149,6 +153,20 @@ class BatchManager:
             due = ledger.due_pending(connection, space.id, now, self.policy.max_items)
             items = _within_tokens(due, self.policy.max_tokens)
             if not items:
+                return None
+            cost, _ = self.prices.cost(space.model, sum(i.token_estimate for i in items), batch=True)
+            # Jobs in flight will be billed too: count them, or one flush could commit far past the cap.
+            in_flight = ledger.live_jobs(connection)
+            committed = sum(
+                self.prices.cost(self._space(job.space_id).model, job.token_estimate, batch=True)[0]
+                for job in in_flight
+            )
+            refusal = self.budget.refusal(connection, cost + committed, now)
+            if refusal != usage.block(connection):
+                usage.set_block(connection, refusal)
+                if refusal:
+                    log.warning("not submitting: %s", refusal)
+            if refusal:
                 return None
             job_id = ledger.create_job(connection, space.id, backend.mode, items, now, self.policy.deadline_s)
         log.info("job %s recorded: %d texts for space %s", job_id, len(items), space.id)
@@ -353,6 +371,21 @@ class BatchManager:
             self._requeue(
                 connection, [(t, held[t]) for t in missing], "no result returned for this text", now
             )
+            reported = outcome.tokens > 0
+            tokens = outcome.tokens if reported else ledger.token_estimates(connection, sorted(answered))
+            if embedded:
+                usage.record(
+                    connection,
+                    self.prices,
+                    kind="batch",
+                    model=space.model,
+                    texts=len(embedded),
+                    tokens=tokens,
+                    tokens_reported=reported,
+                    space_id=space.id,
+                    job_id=job.id,
+                    now=now,
+                )
             ledger.update_job(
                 connection,
                 job.id,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from kb import __version__, migrate, ui
+from kb import __version__, migrate, statusview, ui
 from kb.app import KnowledgeBase
 from kb.db import create_engine
 from kb.errors import InputError, KbError
@@ -139,14 +139,15 @@ def ingest(
                     dry_run=dry_run,
                     on_progress=on_progress,
                 )
+        quote = kb.quote(report.tokens_queued, report.tasks_queued)
         embedded = None
         if now and not dry_run and report.queued_hashes:
             with ui.progress("Embedding") as on_progress:
                 embedded = kb.embed_now(report.queued_hashes, on_progress)
     if as_json:
-        ui.print_json(ui.ingest_json(report, embedded))
+        ui.print_json(ui.ingest_json(report, embedded, quote))
     else:
-        ui.render_ingest(report, embedded)
+        ui.render_ingest(report, embedded, quote)
 
 
 @app.command("search")
@@ -336,14 +337,23 @@ def reindex_command(
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    prometheus: Annotated[
+        bool, typer.Option("--prometheus", help="Print metrics in the Prometheus text format.")
+    ] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 seconds until Ctrl-C.")] = False,
 ) -> None:
-    """Show documents, chunks, and embedding tasks by status."""
+    """Show documents, tasks per space, jobs in flight, warnings, errors, spend, and the worker."""
     with _open(ctx) as kb:
+        if watch:
+            ui.watch(kb.status)
+            return
         report = kb.status()
     if as_json:
-        ui.print_json(ui.status_json(report))
+        ui.print_json(statusview.status_json(report))
+    elif prometheus:
+        ui.stdout.out(statusview.prometheus(report), end="")
     else:
-        ui.render_status(report)
+        statusview.render(report, ui.stdout)
 
 
 @db_app.command("upgrade")

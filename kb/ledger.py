@@ -167,3 +167,14 @@ def held_tasks(connection: Connection, job_id: int) -> list[tuple[int, int]]:
 def set_tasks(connection: Connection, task_ids: Sequence[int], **values: object) -> None:
     for batch in in_batches(task_ids, 500):
         connection.execute(update(TASKS).where(TASKS.c.id.in_(batch)).values(**values))
+
+
+def token_estimates(connection: Connection, task_ids: Sequence[int]) -> int:
+    total = 0
+    for batch in in_batches(task_ids, 500):
+        total += int(
+            connection.execute(
+                select(func.coalesce(func.sum(TASKS.c.token_estimate), 0)).where(TASKS.c.id.in_(batch))
+            ).scalar_one()
+        )
+    return total

@@ -73,11 +73,30 @@ class SpaceSummary:
     dimensions: int
     state: str
     tasks: dict[str, int]
+    coverage: float = 0.0  # embedded / all tasks of the space
+    oldest_pending_age_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeat:
+    owner: str
+    heartbeat_age_s: float
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSummary:
+    tokens: int
+    usd: float
+    usd_online_equivalent: float
+    saved_usd: float
+    last_24h_usd: float
+    by_kind: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
-    """Counts for `kb status`. `tasks` and `chunk_statuses` are for the active space."""
+    """Everything `kb status` shows. `tasks` and `chunk_statuses` are for the active space."""
 
     database: Path
     revision: str | None
@@ -85,7 +104,13 @@ class StatusReport:
     chunks: int
     tasks: dict[str, int]
     chunk_statuses: dict[str, int]
-    spaces: list[SpaceSummary]
+    spaces: list["SpaceSummary"]
+    jobs: list["JobInfo"] = field(default_factory=list)  # live jobs
+    warnings: list[str] = field(default_factory=list)  # stuck jobs, budget, no worker
+    recent_errors: list[str] = field(default_factory=list)
+    spend: SpendSummary | None = None
+    worker: WorkerHeartbeat | None = None
+    budget_block: str | None = None
 
 
 class SearchMode(StrEnum):

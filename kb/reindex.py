@@ -21,17 +21,10 @@ from kb.db import write_transaction
 from kb.errors import InputError
 from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
 from kb.schema import BatchJob, EmbeddingSpace, EmbeddingTask, table_of
+from kb.usage import Prices
 
 TASKS = table_of(EmbeddingTask)
 JOBS = table_of(BatchJob)
-
-
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """US dollars per million input tokens, or None where the price is unknown."""
-
-    online: float | None
-    batch: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,26 @@ class WorkerLease(Base):
     acquired_at: Mapped[float] = mapped_column(Float)
 
 
+class UsageRecord(Base):
+    """Money spent: one row per applied batch job, online embedding call, or embedded question.
+
+    Space and job are plain numbers, not foreign keys: the spend history outlives dropped spaces."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # batch | online | query
+    space_id: Mapped[int | None] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    texts: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(Integer)
+    tokens_reported: Mapped[bool] = mapped_column(Boolean)  # counted by the API, not estimated by kb
+    usd: Mapped[float] = mapped_column(Float)
+    usd_online_equivalent: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 class QueryEmbedding(Base):
     """Query vectors already paid for: a repeated `kb search` question makes no API call."""
 

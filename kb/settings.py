@@ -103,6 +103,15 @@ class KbSettings(BaseSettings):
         },
         description="US dollars per million input tokens, (online, batch), per model.",
     )
+    max_spend_usd: float | None = Field(
+        None, ge=0, description="Stop submitting new work once this many US dollars have been spent in all."
+    )
+    max_spend_usd_per_day: float | None = Field(
+        None, ge=0, description="Stop submitting new work once this much was spent in the last 24 hours."
+    )
+    stuck_after_h: float = Field(
+        24.0, gt=0, description="`kb status` flags a job still pending or running after this many hours."
+    )
     retired_models: list[str] = Field(
         default_factory=lambda: ["text-embedding-004", "embedding-001", "embedding-gecko-001"],
         description="Models shut down or on their way out: an active space on one makes kb suggest "

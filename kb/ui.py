@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -18,9 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kb.ingest import ProgressCallback
 from kb.online import OnlineReport
-from kb.records import FailedText, IngestReport, JobInfo, SearchResult, StatusReport
+from kb.records import FailedText, IngestReport, JobInfo, SearchResult
 from kb.reindex import Estimate, ReindexStatus
 from kb.settings import KbSettings
+from kb.usage import Quote
 from kb.worker import WorkerResult
 
 stderr = Console(stderr=True, highlight=False)
@@ -64,8 +65,11 @@ def print_json(data: Any) -> None:
     stdout.out(json.dumps(data, indent=2, default=str), highlight=False)
 
 
-def ingest_json(report: IngestReport, embedded: OnlineReport | None = None) -> dict[str, Any]:
+def ingest_json(
+    report: IngestReport, embedded: OnlineReport | None = None, quote: Quote | None = None
+) -> dict[str, Any]:
     return {
+        "cost": None if quote is None else asdict(quote),
         "embedded_now": None if embedded is None else asdict(embedded),
         **report.counts(),
         "dry_run": report.dry_run,
@@ -82,7 +86,9 @@ def ingest_json(report: IngestReport, embedded: OnlineReport | None = None) -> d
     }
 
 
-def render_ingest(report: IngestReport, embedded: OnlineReport | None = None) -> None:
+def render_ingest(
+    report: IngestReport, embedded: OnlineReport | None = None, quote: Quote | None = None
+) -> None:
     counts = report.counts()
     files = sum(counts[k] for k in ("added", "changed", "unchanged", "skipped"))
     verb = "Would ingest" if report.dry_run else "Ingested"
@@ -95,6 +101,11 @@ def render_ingest(report: IngestReport, embedded: OnlineReport | None = None) ->
         f"  {report.chunks_written:,} chunks {'to write' if report.dry_run else 'written'}; "
         f"{report.tasks_queued:,} new texts {queued} for embedding (~{report.tokens_queued:,} tokens)"
     )
+    if quote is not None and report.tasks_queued:
+        stdout.print(
+            f"  cost with {escape(quote.model)}: {_usd(quote.usd_batch)} by batch ({quote.jobs} "
+            f"job{'s' * (quote.jobs != 1)}), {_usd(quote.usd_online)} online"
+        )
     if embedded is not None:
         stdout.print(
             f"  embedded {embedded.embedded:,} texts online now (~{embedded.tokens:,} tokens at online price)"
@@ -108,35 +119,6 @@ def render_ingest(report: IngestReport, embedded: OnlineReport | None = None) ->
         stdout.print(f"  removed  {escape(display_path(path))}")
     for skipped in report.skipped:
         stdout.print(f"  skipped  {escape(display_path(skipped.path))}: {escape(skipped.reason)}")
-
-
-def status_json(report: StatusReport) -> dict[str, Any]:
-    return {
-        "database": str(report.database),
-        "revision": report.revision,
-        "documents": report.documents,
-        "chunks": report.chunks,
-        "tasks": report.tasks,
-        "chunk_statuses": report.chunk_statuses,
-        "spaces": [asdict(space) for space in report.spaces],
-    }
-
-
-def render_status(report: StatusReport) -> None:
-    stdout.print(f"Database   {escape(str(report.database))} (schema {report.revision or 'none'})")
-    stdout.print(f"Documents  {report.documents:,}")
-    breakdown = " · ".join(f"{name} {n:,}" for name, n in report.chunk_statuses.items())
-    stdout.print(f"Chunks     {report.chunks:,}  ({breakdown})")
-    if not report.spaces:
-        stdout.print("Spaces     none yet: `kb ingest PATH` creates one")
-        return
-    stdout.print("Spaces")
-    for space in report.spaces:
-        tasks = " · ".join(f"{name} {n:,}" for name, n in space.tasks.items())
-        stdout.print(
-            f"  #{space.id} {escape(space.provider)}/{escape(space.model)} {space.dimensions}d "
-            f"{escape(f'[{space.state}]')}  texts: {tasks}"
-        )
 
 
 def search_json(result: SearchResult) -> list[dict[str, Any]]:
@@ -328,3 +310,18 @@ def render_reindex_status(report: ReindexStatus | None) -> None:
     )
     if report.previous:
         stdout.print(f"  search still uses {escape(report.previous)} until this one is complete")
+
+
+def watch(read: Callable[[], Any], every_s: float = 2.0) -> None:
+    """Redraw the status every `every_s` seconds until Ctrl-C."""
+    from kb import statusview
+
+    try:
+        while True:
+            report = read()
+            stdout.clear()
+            statusview.render(report, stdout)
+            stdout.print(f"[dim]refreshing every {every_s:.0f}s; Ctrl-C to stop[/dim]")
+            time.sleep(every_s)
+    except KeyboardInterrupt:
+        return

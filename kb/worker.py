@@ -132,7 +132,9 @@ class Worker:
                     space.model,
                 )
                 self._warned_online.add(space.id)
-            report = online.embed_pending(self.engine, embedder, space.id)
+            report = online.embed_pending(
+                self.engine, embedder, space.id, prices=self.manager.prices, budget=self.manager.budget
+            )
             result.embedded_online += report.embedded
             result.errors.extend(report.errors)
 

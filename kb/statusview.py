@@ -1,0 +1,170 @@
+"""`kb status` for people (a screen under 100 columns), for programs (JSON) and for Prometheus."""
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kb.records import StatusReport
+
+WIDTH = 100
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    """Stable keys, documented in docs/status.md."""
+    spend = report.spend
+    return {
+        "database": str(report.database),
+        "revision": report.revision,
+        "documents": report.documents,
+        "chunks": report.chunks,
+        "tasks": report.tasks,
+        "chunk_statuses": report.chunk_statuses,
+        "spaces": [asdict(space) for space in report.spaces],
+        "jobs": [asdict(job) for job in report.jobs],
+        "warnings": report.warnings,
+        "recent_errors": report.recent_errors,
+        "spend": None if spend is None else asdict(spend),
+        "worker": None if report.worker is None else asdict(report.worker),
+        "budget_block": report.budget_block,
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86_400:.1f}d"
+
+
+def render(report: StatusReport, console: Console) -> None:
+    """The whole picture; every line fits in 100 columns."""
+    console.print(f"[bold]kb[/bold]  {escape(str(report.database))}  (schema {report.revision or 'none'})")
+    console.print(f"Documents {report.documents:,}   Chunks {report.chunks:,}")
+    _spaces(report, console)
+    _jobs(report, console)
+    _spend(report, console)
+    _worker(report, console)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if report.recent_errors:
+        console.print("Last errors")
+        for error in report.recent_errors:
+            console.print(f"  {escape(error[: WIDTH - 4])}")
+
+
+def _spaces(report: StatusReport, console: Console) -> None:
+    if not report.spaces:
+        console.print("Spaces: none yet (`kb ingest PATH` creates one)")
+        return
+    table = Table(title="Embedding spaces (texts by status)", title_justify="left", box=None, width=WIDTH)
+    for column in ("space", "model", "state", "pending", "submitted", "embedded", "failed", "oldest"):
+        table.add_column(column, justify="right" if column not in ("space", "model", "state") else "left")
+    for space in report.spaces:
+        counts = space.tasks
+        table.add_row(
+            f"#{space.id}",
+            escape(f"{space.model} {space.dimensions}d"[:34]),
+            f"{space.state} {space.coverage:.0%}",
+            f"{counts['pending']:,}",
+            f"{counts['submitted']:,}",
+            f"{counts['embedded']:,}",
+            f"{counts['failed']:,}",
+            _age(space.oldest_pending_age_s),
+        )
+    console.print(table)
+
+
+def _jobs(report: StatusReport, console: Console) -> None:
+    if not report.jobs:
+        console.print("Jobs in flight: none")
+        return
+    now = time.time()
+    table = Table(title="Jobs in flight", title_justify="left", box=None, width=WIDTH)
+    for column in ("job", "state", "texts", "age", "deadline in", "remote"):
+        table.add_column(column)
+    for job in report.jobs:
+        deadline = None if job.deadline_at is None else max(0.0, job.deadline_at - now)
+        table.add_row(
+            f"#{job.id}",
+            job.state,
+            f"{job.texts:,}",
+            _age(now - job.created_at),
+            _age(deadline),
+            escape((job.remote_name or "(not submitted)")[:44]),
+        )
+    console.print(table)
+
+
+def _spend(report: StatusReport, console: Console) -> None:
+    spend = report.spend
+    if spend is None:
+        return
+    console.print(
+        f"Spend   {spend.tokens:,} tokens · ${spend.usd:,.4f} paid · "
+        f"${spend.usd_online_equivalent:,.4f} at online prices · [green]${spend.saved_usd:,.4f} saved[/green]"
+    )
+    console.print(f"        last 24 h: ${spend.last_24h_usd:,.4f}")
+
+
+def _worker(report: StatusReport, console: Console) -> None:
+    worker = report.worker
+    if worker is None:
+        console.print("Worker: none running (start `kb worker`)")
+    elif worker.alive:
+        console.print(f"Worker: alive ({escape(worker.owner)}, heartbeat {_age(worker.heartbeat_age_s)} ago)")
+    else:
+        console.print(
+            f"[yellow]Worker: silent[/yellow] ({escape(worker.owner)}, last heartbeat "
+            f"{_age(worker.heartbeat_age_s)} ago; its lease has expired)"
+        )
+
+
+def prometheus(report: StatusReport) -> str:
+    """Counters and gauges in the Prometheus text exposition format."""
+    lines = [
+        "# HELP kb_documents Documents stored.",
+        "# TYPE kb_documents gauge",
+        f"kb_documents {report.documents}",
+        "# HELP kb_chunks Chunks stored.",
+        "# TYPE kb_chunks gauge",
+        f"kb_chunks {report.chunks}",
+        "# HELP kb_tasks Embedding tasks by space and status.",
+        "# TYPE kb_tasks gauge",
+    ]
+    for space in report.spaces:
+        for status, count in space.tasks.items():
+            lines.append(
+                f'kb_tasks{{space="{space.id}",model="{space.model}",state="{space.state}",'
+                f'status="{status}"}} {count}'
+            )
+    lines += ["# HELP kb_jobs_in_flight Batch jobs not finished.", "# TYPE kb_jobs_in_flight gauge"]
+    lines.append(f"kb_jobs_in_flight {len(report.jobs)}")
+    if report.spend is not None:
+        spend = report.spend
+        lines += [
+            "# HELP kb_tokens_total Input tokens paid for.",
+            "# TYPE kb_tokens_total counter",
+            f"kb_tokens_total {spend.tokens}",
+            "# HELP kb_spend_usd_total US dollars spent.",
+            "# TYPE kb_spend_usd_total counter",
+            f"kb_spend_usd_total {spend.usd:.6f}",
+            "# HELP kb_spend_online_equivalent_usd_total What the same tokens would have cost online.",
+            "# TYPE kb_spend_online_equivalent_usd_total counter",
+            f"kb_spend_online_equivalent_usd_total {spend.usd_online_equivalent:.6f}",
+        ]
+    if report.worker is not None:
+        lines += [
+            "# HELP kb_worker_heartbeat_age_seconds Seconds since the worker's last heartbeat.",
+            "# TYPE kb_worker_heartbeat_age_seconds gauge",
+            f"kb_worker_heartbeat_age_seconds {report.worker.heartbeat_age_s:.1f}",
+        ]
+    return "\n".join(lines) + "\n"

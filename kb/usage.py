@@ -1,0 +1,159 @@
+"""The cost ledger: tokens and dollars per applied batch job, online call and embedded question, and the
+budget guard that stops new spending at a cap.
+
+Dollars are at the price actually paid (batch or online) next to what the same tokens would have cost
+online; the difference is what the Batch API saved.
+"""
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Connection
+
+from kb.schema import Meta, UsageRecord, table_of
+
+USAGE = table_of(UsageRecord)
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """US dollars per million input tokens, or None where the price is unknown."""
+
+    online: float | None
+    batch: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBook:
+    by_model: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def prices(self, model: str) -> Prices:
+        found = self.by_model.get(model)
+        return Prices(None, None) if found is None else Prices(online=found[0], batch=found[1])
+
+    def cost(self, model: str, tokens: int, batch: bool) -> tuple[float, float]:
+        """(dollars at the price paid, dollars at the online price); unknown prices count as 0."""
+        prices = self.prices(model)
+        online = (prices.online or 0.0) * tokens / 1e6
+        paid = (prices.batch or 0.0) * tokens / 1e6 if batch else online
+        return paid, online
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The price of some work before it is done."""
+
+    model: str
+    usd_batch: float | None
+    usd_online: float | None
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    tokens: int
+    usd: float
+    usd_online_equivalent: float
+    by_kind: dict[str, dict[str, float]]
+
+    @property
+    def saved_usd(self) -> float:
+        return self.usd_online_equivalent - self.usd
+
+
+def record(
+    connection: Connection,
+    prices: PriceBook,
+    *,
+    kind: str,
+    model: str,
+    texts: int,
+    tokens: int,
+    tokens_reported: bool = False,
+    space_id: int | None = None,
+    job_id: int | None = None,
+    now: float | None = None,
+) -> None:
+    usd, online = prices.cost(model, tokens, batch=kind == "batch")
+    connection.execute(
+        insert(USAGE).values(
+            kind=kind,
+            space_id=space_id,
+            model=model,
+            job_id=job_id,
+            texts=texts,
+            tokens=tokens,
+            tokens_reported=tokens_reported,
+            usd=usd,
+            usd_online_equivalent=online,
+            created_at=time.time() if now is None else now,
+        )
+    )
+
+
+def spend(connection: Connection, since: float | None = None) -> Spend:
+    statement = select(
+        USAGE.c.kind,
+        func.coalesce(func.sum(USAGE.c.tokens), 0),
+        func.coalesce(func.sum(USAGE.c.usd), 0.0),
+        func.coalesce(func.sum(USAGE.c.usd_online_equivalent), 0.0),
+    ).group_by(USAGE.c.kind)
+    if since is not None:
+        statement = statement.where(USAGE.c.created_at >= since)
+    by_kind = {
+        str(kind): {"tokens": int(tokens), "usd": float(usd), "usd_online_equivalent": float(online)}
+        for kind, tokens, usd, online in connection.execute(statement)
+    }
+    return Spend(
+        tokens=sum(int(v["tokens"]) for v in by_kind.values()),
+        usd=sum(v["usd"] for v in by_kind.values()),
+        usd_online_equivalent=sum(v["usd_online_equivalent"] for v in by_kind.values()),
+        by_kind=by_kind,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Spending caps in US dollars (None: no cap)."""
+
+    total_usd: float | None = None
+    per_day_usd: float | None = None
+
+    def refusal(self, connection: Connection, extra_usd: float, now: float | None = None) -> str | None:
+        """Why spending `extra_usd` more now would break a cap, or None if it would not."""
+        if self.total_usd is not None:
+            spent = spend(connection).usd
+            if spent + extra_usd > self.total_usd:
+                return (
+                    f"budget reached: ${spent:,.4f} spent of KB_MAX_SPEND_USD=${self.total_usd:,.2f} "
+                    f"(the next job would cost ${extra_usd:,.4f}); raise the cap to continue"
+                )
+        if self.per_day_usd is not None:
+            day_start = (time.time() if now is None else now) - DAY_S
+            spent = spend(connection, since=day_start).usd
+            if spent + extra_usd > self.per_day_usd:
+                return (
+                    f"daily budget reached: ${spent:,.4f} spent in the last 24 h of "
+                    f"KB_MAX_SPEND_USD_PER_DAY=${self.per_day_usd:,.2f}; submissions resume as it frees up"
+                )
+        return None
+
+
+_BLOCK_KEY = "budget_block"
+
+
+def set_block(connection: Connection, reason: str | None) -> None:
+    """Remember why submissions are stopped (None: they are not), for `kb status`."""
+    meta = table_of(Meta)
+    connection.execute(meta.delete().where(meta.c.key == _BLOCK_KEY))
+    if reason is not None:
+        connection.execute(insert(meta).values(key=_BLOCK_KEY, value=reason))
+
+
+def block(connection: Connection) -> str | None:
+    meta = table_of(Meta)
+    found = connection.execute(select(meta.c.value).where(meta.c.key == _BLOCK_KEY)).scalar()
+    return None if found is None else str(found)

@@ -1,0 +1,142 @@
+"""kb status and the cost ledger: totals match the bill, savings, stuck jobs, budget caps, the screen."""
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from kb import lease, statusview
+from kb.app import KnowledgeBase
+from kb.cli import app
+from kb.settings import KbSettings
+from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
+from kb.worker import ExitReason
+from tests.conftest import EMULATOR_KEY, FASTAPI_DOCS
+
+FAST = {
+    "poll_initial_s": 0.01,
+    "poll_max_s": 0.05,
+    "worker_idle_s": 0.01,
+    "task_retry_base_s": 0.01,
+    "retry_base_delay_s": 0.01,
+    "batch_min_texts": 1,
+}
+BATCH_PRICE, ONLINE_PRICE = 0.075, 0.15
+
+
+@pytest.fixture
+def fast(gemini_settings: KbSettings) -> KbSettings:
+    return gemini_settings.model_copy(update=FAST)
+
+
+def test_spend_matches_the_bill_and_savings_are_online_minus_batch(
+    fast: KbSettings, emulator: GeminiEmulator, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    with KnowledgeBase(settings=fast) as kb:
+        kb.ingest([FASTAPI_DOCS])
+        assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
+        kb.search("How do I enable CORS?")  # a question: online price, counted too
+    monkeypatch.setenv("GEMINI_API_KEY", EMULATOR_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("KB_DB", str(fast.db))
+    status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    spend = status["spend"]
+    billed_batch = emulator.billed_tokens(mode="batch")
+    billed = emulator.billed_tokens()
+    assert abs(spend["tokens"] - billed) / billed < 0.02
+    assert spend["by_kind"]["batch"]["tokens"] == billed_batch  # counted by the API, not estimated
+    expected_usd = billed_batch * BATCH_PRICE / 1e6 + (billed - billed_batch) * ONLINE_PRICE / 1e6
+    assert abs(spend["usd"] - expected_usd) / expected_usd < 0.02
+    assert spend["saved_usd"] == pytest.approx(spend["usd_online_equivalent"] - spend["usd"])
+    assert spend["saved_usd"] == pytest.approx(billed_batch * (ONLINE_PRICE - BATCH_PRICE) / 1e6, rel=1e-6)
+    assert {"documents", "chunks", "tasks", "spaces", "jobs", "spend"} <= set(status)
+    assert status["spaces"][0]["coverage"] == 1.0 and status["jobs"] == []
+    metrics = runner.invoke(app, ["status", "--prometheus"]).stdout
+    assert f"kb_tokens_total {spend['tokens']}" in metrics
+    assert 'kb_tasks{space="1",model="gemini-embedding-001",state="active",status="embedded"}' in metrics
+
+
+def test_a_stuck_job_shows_as_stuck(fast: KbSettings, emulator: GeminiEmulator) -> None:
+    emulator.job_plan = JobPlan(pending_s=10 * 3600)
+    settings = fast.model_copy(update={"stuck_after_h": 0.0001})
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        kb.flush()
+        kb.batch_manager().poll(only_due=False)
+        time.sleep(0.5)
+        report = kb.status()
+    assert len(report.jobs) == 1 and report.jobs[0].state == "pending"
+    assert any("is stuck: pending" in warning for warning in report.warnings)
+
+
+def test_budget_cap_stops_submission_and_status_says_why(
+    fast: KbSettings, emulator: GeminiEmulator, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = fast.model_copy(update={"max_spend_usd": 0.004, "batch_max_texts": 100})
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([FASTAPI_DOCS / "tutorial"])
+        result = kb.worker().run(once=True, timeout_s=3)
+        assert result.reason == ExitReason.TIMED_OUT  # work is left, but no more money may be spent
+        report = kb.status()
+        assert report.spend is not None and report.spend.usd <= 0.004
+        assert report.tasks["pending"] > 0 and report.tasks["embedded"] > 0
+        assert report.budget_block and "KB_MAX_SPEND_USD" in report.budget_block
+        assert any("submissions stopped" in w for w in report.warnings)
+        assert report.jobs == []  # nothing in flight was lost: every submitted job was applied
+    monkeypatch.setenv("KB_DB", str(settings.db))
+    screen = runner.invoke(app, ["status"]).stdout
+    assert "budget reached" in screen
+
+
+def test_status_screen_fits_100_columns_and_names_every_section(
+    fast: KbSettings, emulator: GeminiEmulator
+) -> None:
+    emulator.plan_next_jobs([JobPlan(pending_s=3600)])
+    with KnowledgeBase(settings=fast.model_copy(update={"stuck_after_h": 0.0001})) as kb:
+        kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        kb.flush()
+        with kb.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "UPDATE embedding_tasks SET status = 'failed', last_error = 'permanent: 3 invalid argument' "
+                "WHERE id = (SELECT min(id) FROM embedding_tasks)"
+            )
+        kb.batch_manager().poll(only_due=False)
+        lease.acquire(kb.engine, "host:123", time.time(), 60.0)  # a worker's heartbeat
+        time.sleep(0.5)  # the job is now older than stuck_after_h
+        report = kb.status()
+    buffer = io.StringIO()
+    statusview.render(report, Console(file=buffer, width=100, color_system=None))
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for section in (
+        "Documents",
+        "Embedding spaces",
+        "Jobs in flight",
+        "Spend",
+        "Worker",
+        "warning:",
+        "Last errors",
+    ):
+        assert section in text, section
+    assert "oldest" in text and "deadline in" in text and "saved" in text and "alive (host:123" in text
+
+
+def test_dry_run_prices_the_work_before_spending(
+    fast: KbSettings, emulator: GeminiEmulator, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", EMULATOR_KEY)
+    monkeypatch.setenv("KB_DB", str(fast.db))
+    result = runner.invoke(app, ["ingest", str(FASTAPI_DOCS), "--dry-run", "--json"])
+    report = json.loads(result.stdout)
+    tokens = report["tokens_queued"]
+    assert report["cost"]["usd_batch"] == pytest.approx(tokens * BATCH_PRICE / 1e6)
+    assert report["cost"]["usd_online"] == pytest.approx(tokens * ONLINE_PRICE / 1e6)
+    assert report["cost"]["jobs"] == 1 and emulator.log == []
+    assert (
+        not Path(fast.db).exists()
+        or json.loads(runner.invoke(app, ["status", "--json"]).stdout)["chunks"] == 0
+    )
