@@ -26,6 +26,7 @@ from kb.embedder import normalized
 from kb.errors import (
     InvalidResponseError,
     KbError,
+    LeaseLostError,
     NotConfiguredError,
     ProviderError,
     RetryableProviderError,
@@ -110,6 +111,7 @@ class BatchManager:
         clock: Callable[[], float] = time.time,
         prices: usage.PriceBook | None = None,
         budget: usage.Budget | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.backend_for = backend_for
@@ -118,6 +120,8 @@ class BatchManager:
         self.clock = clock
         self.prices = prices or usage.PriceBook()
         self.budget = budget or usage.Budget()
+        # Called before each remote step: the worker renews its lease there, and raises if it lost it.
+        self.guard: Callable[[], None] = guard or (lambda: None)
 
     # -- flush -----------------------------------------------------------------------------------------
 
@@ -209,11 +213,21 @@ class BatchManager:
     def _submit(self, job: BatchJob) -> bool:
         space = self._space(job.space_id)
         backend = self._backend(space)
+        self.guard()
         try:
             input_file = job.input_file
             if input_file is None:
-                with self.engine.connect() as connection:
+                with write_transaction(self.engine) as connection:
+                    dropped = ledger.drop_orphans(connection, job.id)
                     lines = ledger.manifest_texts(connection, job.id)
+                    if not lines:
+                        ledger.update_job(
+                            connection, job.id, state=JobState.CANCELLED, error="no texts left to embed"
+                        )
+                if dropped:
+                    log.info("job %s: %d texts no longer in any document were left out", job.id, dropped)
+                if not lines:
+                    return False
                 self.results_dir.mkdir(parents=True, exist_ok=True)
                 input_file = backend.upload_input(
                     job.display_name, space.model, space.dimensions, lines, self.results_dir
@@ -278,6 +292,8 @@ class BatchManager:
                 continue
             try:
                 self._poll_one(job, report)
+            except LeaseLostError:
+                raise
             except KbError as error:
                 report.errors.append(f"job {job.id}: {error.message}")
                 log.warning("job %s: %s", job.id, error.message)
@@ -285,6 +301,7 @@ class BatchManager:
         return report
 
     def _poll_one(self, job: BatchJob, report: StepReport) -> None:
+        self.guard()
         if job.state == JobState.SUCCEEDED:  # saved results not yet applied (a crash, or an apply error)
             self._apply(job, report)
             return

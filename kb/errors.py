@@ -82,3 +82,7 @@ class AuthenticationError(ConfigError):
 
 class InvalidResponseError(RetryableProviderError):
     """The provider answered with something kb cannot use (wrong count, dimensions, or non-finite values)."""
+
+
+class LeaseLostError(KbError):
+    """Another worker took over this database's batch work."""

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -258,7 +259,7 @@ class GeminiBatchBackend:
         self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
     ) -> str:
         """Write the JSONL request file and upload it; returns the remote file name (`files/...`)."""
-        path = folder / f"{display_name}.input.jsonl"
+        path = folder / f"{display_name}.{os.getpid()}.{secrets.token_hex(4)}.input.jsonl"
         with path.open("w", encoding="utf-8") as handle:
             for key, text in lines:
                 request = {

@@ -178,3 +178,31 @@ def token_estimates(connection: Connection, task_ids: Sequence[int]) -> int:
             ).scalar_one()
         )
     return total
+
+
+def drop_orphans(connection: Connection, job_id: int) -> int:
+    """Remove from a job not yet sent the texts that no chunk holds any more (edited or deleted since the
+    job was recorded): there is nothing to embed, and nothing was paid. Returns how many went."""
+    orphans = [
+        int(task_id)
+        for (task_id,) in connection.execute(
+            select(ITEMS.c.task_id)
+            .join(TASKS, TASKS.c.id == ITEMS.c.task_id)
+            .where(
+                ITEMS.c.job_id == job_id,
+                ~select(CHUNKS.c.id).where(CHUNKS.c.text_sha256 == TASKS.c.text_sha256).exists(),
+            )
+        )
+    ]
+    for batch in in_batches(orphans, 500):
+        connection.execute(ITEMS.delete().where(ITEMS.c.job_id == job_id, ITEMS.c.task_id.in_(batch)))
+        connection.execute(
+            TASKS.delete().where(
+                TASKS.c.id.in_(batch), TASKS.c.job_id == job_id, TASKS.c.status == TaskStatus.SUBMITTED
+            )
+        )
+    if orphans:
+        connection.execute(
+            update(JOBS).where(JOBS.c.id == job_id).values(item_count=JOBS.c.item_count - len(orphans))
+        )
+    return len(orphans)

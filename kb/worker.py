@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from kb import lease, ledger, online, spaces
 from kb.batches import BatchManager
 from kb.embedder import Embedder
-from kb.errors import KbError
+from kb.errors import KbError, LeaseLostError
 from kb.records import TaskStatus
 from kb.schema import EmbeddingSpace, EmbeddingTask, table_of
 
@@ -75,6 +75,7 @@ class Worker:
         self.stop = stop or threading.Event()
         self.after_step = after_step
         self._warned_online: set[int] = set()
+        manager.guard = self._renew_lease
 
     def run(self, once: bool = False, timeout_s: float | None = None) -> WorkerResult:
         """Work until stopped; with `once`, until nothing is pending or in flight (or `timeout_s` passes)."""
@@ -108,6 +109,12 @@ class Worker:
         finally:
             lease.release(self.engine, self.owner)
         return result
+
+    def _renew_lease(self) -> None:
+        """Renew before every job submitted or applied: a long step must not outlive the lease, or a
+        second worker could take over work this one is still doing."""
+        if not lease.acquire(self.engine, self.owner, self.clock(), self.lease_s):
+            raise LeaseLostError(f"worker {self.owner} lost its lease to another worker; stepping back")
 
     def _step(self, result: WorkerResult, force: bool) -> None:
         for phase in (self._online_phase, self._batch_phase, self._after_phase):
