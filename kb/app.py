@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from kb import ledger, migrate, online, reindex, spaces, tasks, usage, vectors
 from kb.batches import BatchBackend, BatchManager, BatchPolicy
 from kb.chunking import ChunkingOptions, estimate_tokens
-from kb.db import create_engine, write_transaction
+from kb.db import create_engine, safe_url, write_transaction
 from kb.embedder import Embedder, Matrix
 from kb.errors import ConfigError, DatabaseError, InputError, NotConfiguredError
 from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
@@ -48,14 +48,17 @@ class KnowledgeBase:
         base = settings or KbSettings()
         self.settings = base if db is None else base.model_copy(update={"db": Path(db)})
         self.path = self.settings.db
-        self.engine: Engine = create_engine(self.path, busy_timeout_ms=self.settings.busy_timeout_ms)
+        self.location = safe_url(self.settings.database)  # for messages: no password
+        self.engine: Engine = create_engine(
+            self.settings.database, busy_timeout_ms=self.settings.busy_timeout_ms
+        )
         try:
             migrate.ensure_current(self.engine)
         except DatabaseError:
             raise
         except Exception as error:  # a file that is not SQLite, a read-only folder, a newer schema ...
             self.engine.dispose()
-            raise DatabaseError(f"cannot open database {self.path}: {error}") from error
+            raise DatabaseError(f"cannot open database {self.location}: {error}") from error
         self._embedders: dict[SpaceSpec, Embedder] = {}
         self._memory_indexes: dict[int, vectors.MemoryIndex] = {}
         self._gemini_batches: BatchBackend | None = None
@@ -160,6 +163,10 @@ class KnowledgeBase:
     @property
     def results_dir(self) -> Path:
         """Where raw batch results are saved before they are applied (beside the database)."""
+        if self.settings.results_dir is not None:
+            return self.settings.results_dir
+        if self.settings.database_url:
+            return Path("kb-results").absolute()
         return self.path.parent / (self.path.name + ".results")
 
     def batch_manager(self) -> BatchManager:
@@ -235,6 +242,15 @@ class KnowledgeBase:
 
     def rollback(self) -> int:
         return reindex.rollback(self.engine)
+
+    def size_bytes(self) -> int:
+        """The database's size on disk (SQLite file, or PostgreSQL's pg_database_size)."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                return int(
+                    connection.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
+                )
+        return self.path.stat().st_size
 
     def drop_retired(self) -> list[int]:
         return reindex.drop_retired(self.engine)
@@ -403,7 +419,7 @@ class KnowledgeBase:
         options = StatusOptions(
             stuck_after_s=self.settings.stuck_after_h * 3600, lease_s=self.settings.worker_lease_s
         )
-        return collect_status(self.engine, self.path, options)
+        return collect_status(self.engine, self.location, options)
 
 
 def _spec_of(space: EmbeddingSpace) -> SpaceSpec:

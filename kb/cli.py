@@ -15,10 +15,11 @@ from typer.core import TyperGroup
 
 from kb import __version__, migrate, statusview, ui
 from kb.app import KnowledgeBase
-from kb.db import create_engine
+from kb.db import create_engine, is_postgres_url, safe_url
 from kb.errors import InputError, KbError
 from kb.records import SearchMode
 from kb.settings import KbSettings
+from kb.transfer import copy_database
 from kb.worker import ExitReason
 
 
@@ -62,8 +63,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: Annotated[
-        Path | None, typer.Option("--db", help="Database file [env: KB_DB; default: ./kb.sqlite].")
+    db_text: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="SQLite file, or a postgresql:// URL [env: KB_DB, KB_DATABASE_URL; default: ./kb.sqlite].",
+        ),
     ] = None,
     provider: Annotated[
         Provider | None,
@@ -73,8 +78,11 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
+    db = None if db_text is None else Path(db_text)
     overrides: dict[str, Any] = {}
-    if db is not None:
+    if db is not None and is_postgres_url(str(db_text)):
+        overrides["database_url"] = db_text
+    elif db is not None:
         overrides["db"] = db
     if provider is not None:
         overrides["provider"] = provider.value
@@ -305,9 +313,9 @@ def reindex_command(
             ui.stdout.print(f"space #{space_id} is active again")
             return
         if drop_retired:
-            before = kb.path.stat().st_size
+            before = kb.size_bytes()
             dropped = kb.drop_retired()
-            after = kb.path.stat().st_size
+            after = kb.size_bytes()
             ui.stdout.print(
                 f"dropped {len(dropped)} retired space{'s' * (len(dropped) != 1)}; "
                 f"database {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB"
@@ -356,28 +364,48 @@ def status(
         statusview.render(report, ui.stdout)
 
 
+@app.command("migrate-db")
+def migrate_db(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="The target: a postgresql:// URL or a SQLite file.")],
+) -> None:
+    """Copy this knowledge base to another database (e.g. PostgreSQL) without re-embedding anything."""
+    settings: KbSettings = ctx.obj
+    with _open(ctx) as kb:
+        target = create_engine(to, busy_timeout_ms=settings.busy_timeout_ms)
+        try:
+            report = copy_database(kb.engine, target)
+        finally:
+            target.dispose()
+    rows = ", ".join(f"{n:,} {name}" for name, n in report.rows.items() if n)
+    ui.stdout.print(f"copied to {safe_url(to)}: {rows}")
+    vectors = sum(report.vectors.values())
+    ui.stdout.print(f"  {vectors:,} vectors in {len(report.vectors)} spaces; nothing was embedded again")
+
+
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending schema migrations (kb also does this on open)."""
     with _open(ctx) as kb:
-        ui.stdout.print(f"{kb.path}: schema at {migrate.current_revision(kb.engine)} (head)")
+        ui.stdout.print(f"{kb.location}: schema at {migrate.current_revision(kb.engine)} (head)")
 
 
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the database's schema revision and the newest one kb knows."""
     settings: KbSettings = ctx.obj
-    if not settings.db.exists():
-        ui.stdout.print(f"{settings.db}: no database yet (head {migrate.head_revision()})")
+    location = safe_url(settings.database)
+    if not settings.database_url and not settings.db.exists():
+        ui.stdout.print(f"{location}: no database yet (head {migrate.head_revision()})")
         return
-    engine = create_engine(settings.db, busy_timeout_ms=settings.busy_timeout_ms)
+    engine = create_engine(settings.database, busy_timeout_ms=settings.busy_timeout_ms)
     try:
         current = migrate.current_revision(engine)
     finally:
         engine.dispose()
     head = migrate.head_revision()
     state = "up to date" if current == head else "behind: run `kb db upgrade`"
-    ui.stdout.print(f"{settings.db}: {current or 'empty'} (head {head}; {state})")
+    ui.stdout.print(f"{location}: {current or 'empty'} (head {head}; {state})")
 
 
 def main() -> None:

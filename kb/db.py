@@ -73,8 +73,38 @@ def sqlite_driver() -> ModuleType:
     return _driver
 
 
-def create_engine(path: Path, *, busy_timeout_ms: int = 10_000) -> Engine:
-    """An engine on the SQLite file at `path` with sqlite-vec loaded and kb's pragmas set."""
+def is_postgres_url(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgresql+", "postgres://"))
+
+
+def create_engine(target: Path | str, *, busy_timeout_ms: int = 10_000) -> Engine:
+    """An engine on a SQLite file (sqlite-vec loaded, kb's pragmas set) or a PostgreSQL URL (pgvector)."""
+    if is_postgres_url(target):
+        return _postgres_engine(str(target))
+    return _sqlite_engine(Path(target), busy_timeout_ms)
+
+
+def _postgres_engine(url: str) -> Engine:
+    """PostgreSQL through psycopg 3: `postgresql://...` is taken to mean `postgresql+psycopg://...`."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except ImportError as error:
+        raise DatabaseError(
+            "PostgreSQL needs the psycopg driver: pip install 'kb[postgres]' (or 'psycopg[binary]')"
+        ) from error
+
+
+def safe_url(target: Path | str) -> str:
+    """A database location fit for output: a URL's password is hidden."""
+    if not is_postgres_url(target):
+        return str(target)
+    return sa.engine.make_url(str(target)).render_as_string(hide_password=True)
+
+
+def _sqlite_engine(path: Path, busy_timeout_ms: int) -> Engine:
     driver = sqlite_driver()
     if str(path) != ":memory:":
         parent = path.expanduser().parent
@@ -109,6 +139,17 @@ def create_engine(path: Path, *, busy_timeout_ms: int = 10_000) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def insert_ignoring_conflicts(connection: Connection, table: sa.Table) -> Any:
+    """An INSERT that skips rows whose key already exists, in the connection's dialect."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
 
 
 @contextmanager

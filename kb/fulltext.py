@@ -1,5 +1,6 @@
 """Full-text search over chunks with SQLite FTS5 and BM25; all FTS SQL lives here."""
 
+import fnmatch
 import re
 
 from sqlalchemy import text
@@ -64,23 +65,37 @@ _STOPWORDS = frozenset(
 )
 
 
+def _meaningful_words(query: str) -> list[str]:
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
+    return [word for word in words if word not in _STOPWORDS] or words
+
+
 def match_expression(query: str) -> str | None:
     """An FTS5 MATCH expression for a free-text question: its words OR-ed, each quoted.
 
     Quoting makes any user input safe (no FTS5 syntax errors); common words are dropped unless nothing else
     is left; BM25 then ranks chunks that match more, and rarer, words first.
     """
-    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
-    meaningful = [word for word in words if word not in _STOPWORDS] or words
+    meaningful = _meaningful_words(query)
     if not meaningful:
         return None
     return " OR ".join('"' + word.replace('"', '""') + '"' for word in meaningful)
 
 
+def tsquery_expression(query: str) -> str | None:
+    """The same OR of words for PostgreSQL's to_tsquery; each word quoted, so no input is syntax."""
+    meaningful = _meaningful_words(query)
+    if not meaningful:
+        return None
+    return " | ".join("'" + word.replace("'", "''") + "'" for word in meaningful)
+
+
 def search(
     connection: Connection, query: str, limit: int, path_glob: str | None = None
 ) -> list[tuple[int, float]]:
-    """(chunk id, BM25 score) pairs, best first; higher scores are better."""
+    """(chunk id, relevance) pairs, best first; higher scores are better (BM25, or ts_rank_cd)."""
+    if connection.dialect.name == "postgresql":
+        return _postgres_search(connection, query, limit, path_glob)
     expression = match_expression(query)
     if expression is None:
         return []
@@ -96,3 +111,34 @@ def search(
         {"expression": expression, "limit": limit, "glob": path_glob},
     )
     return [(int(chunk_id), -float(rank)) for chunk_id, rank in rows]
+
+
+# Matches the expression index of migration 0001: `to_tsvector('english', text || ' ' || heading_path)`.
+_DOCUMENT_VECTOR = "to_tsvector('english', c.text || ' ' || c.heading_path)"
+# ts_rank normalised by document length (flag 1) is the closest to BM25 on the labelled FastAPI questions:
+# text recall@1/@5 0.85 / 0.95, against 0.50 / 0.80 for ts_rank_cd (docs/postgres.md).
+_RANK = "ts_rank({v}, q, 1)"
+
+
+def _postgres_search(
+    connection: Connection, query: str, limit: int, path_glob: str | None
+) -> list[tuple[int, float]]:
+    expression = tsquery_expression(query)
+    if expression is None:
+        return []
+    rows = connection.execute(
+        text(
+            f"SELECT c.id, d.source_path, {_RANK.format(v=_DOCUMENT_VECTOR)} AS rank "
+            "FROM chunks c JOIN documents d ON d.id = c.document_id, "
+            "to_tsquery('english', :expression) AS q "
+            f"WHERE {_DOCUMENT_VECTOR} @@ q ORDER BY rank DESC, c.id LIMIT :limit"
+        ),
+        # A path filter is applied here, after ranking: fetch deeper so that enough hits remain.
+        {"expression": expression, "limit": limit * 20 if path_glob else limit},
+    )
+    ranked = [
+        (int(chunk_id), float(rank))
+        for chunk_id, path, rank in rows
+        if path_glob is None or fnmatch.fnmatchcase(str(path), path_glob)
+    ]
+    return ranked[:limit]

@@ -50,6 +50,10 @@ def _run(engine: Engine, step: Callable[[Config], None]) -> None:
     """Run a migration step with foreign keys off, as SQLite's table rebuilds require: dropping a parent
     table with them on would cascade-delete its children's rows."""
     with engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            step(_config(connection))
+            connection.commit()
+            return
         driver_connection = connection.connection.dbapi_connection
         assert driver_connection is not None
         driver_connection.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, or it is ignored

@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection
 
+from kb.db import insert_ignoring_conflicts
 from kb.embedder import Matrix
 from kb.schema import QueryEmbedding, table_of
 
@@ -33,13 +33,11 @@ def get(connection: Connection, space_id: int, query: str) -> Matrix | None:
 def put(connection: Connection, space_id: int, query: str, vector: Matrix) -> None:
     now = time.time()
     connection.execute(
-        insert(QUERIES)
-        .values(
+        insert_ignoring_conflicts(connection, QUERIES).values(
             space_id=space_id,
             query_sha256=query_key(query),
             vector=np.asarray(vector, dtype="<f4").tobytes(),
             created_at=now,
             last_used_at=now,
         )
-        .on_conflict_do_nothing()
     )

@@ -252,6 +252,10 @@ def drop_retired(engine: Engine) -> list[int]:
             connection.execute(text("DELETE FROM query_embeddings WHERE space_id = :id"), {"id": space_id})
             connection.execute(text("DELETE FROM embedding_spaces WHERE id = :id"), {"id": space_id})
     if dropped:
-        with engine.connect() as connection:
-            connection.connection.dbapi_connection.execute("VACUUM")  # type: ignore[union-attr]
+        # VACUUM cannot run inside a transaction (on either database): an autocommit connection it is.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            if connection.dialect.name == "sqlite":
+                connection.connection.dbapi_connection.execute("VACUUM")  # type: ignore[union-attr]
+            else:
+                connection.exec_driver_sql("VACUUM")
     return dropped

@@ -28,6 +28,16 @@ class KbSettings(BaseSettings):
     )
 
     db: Path = Field(Path("kb.sqlite"), description="SQLite database file (also `kb --db PATH`).")
+    database_url: str | None = Field(
+        None,
+        description="A PostgreSQL database instead of SQLite, e.g. `postgresql://user@host/kb` "
+        "(also `kb --db postgresql://...`).",
+    )
+    results_dir: Path | None = Field(
+        None,
+        description="Where batch results are saved before they are applied (default: beside the SQLite "
+        "file; `./kb-results` with PostgreSQL).",
+    )
     provider: ProviderName | None = Field(
         None,
         description="Embedding provider: `gemini` or `local`. Default: `gemini` when a key is set.",
@@ -133,6 +143,11 @@ class KbSettings(BaseSettings):
     busy_timeout_ms: int = Field(
         10_000, ge=0, description="How long SQLite waits for a lock before giving up."
     )
+
+    @property
+    def database(self) -> str | Path:
+        """The database in force: the PostgreSQL URL if one is set, else the SQLite file."""
+        return self.database_url or self.db
 
     def resolved_provider(self) -> ProviderName:
         """The provider in force: explicit choice, else `gemini` when a key is configured."""

@@ -1,7 +1,8 @@
-"""All sqlite-vec SQL: one vec0 table per embedding space, float32 serialisation, KNN.
+"""All vector SQL: one table per embedding space, float32 serialisation, KNN.
 
-Nothing else in kb writes raw vector SQL. A space's table is dropped whole when the space goes (sqlite-vec
-never reclaims deleted rows), and its rowids are embedding task ids.
+SQLite: a sqlite-vec `vec0` table. PostgreSQL: a pgvector table with an HNSW cosine index. Nothing else in kb
+writes raw vector SQL. A space's table is dropped whole when the space goes (sqlite-vec never reclaims deleted
+rows), and its row ids are embedding task ids.
 """
 
 from collections.abc import Iterable, Sequence
@@ -21,7 +22,25 @@ def table_name(space_id: int) -> str:
     return f"vec_space_{int(space_id)}"
 
 
+def _postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _literal(vector: NDArray[np.float32] | Sequence[float]) -> str:
+    """pgvector's text form, '[0.1,0.2,...]' (float32 values round-trip exactly with repr)."""
+    return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
+
+
 def create_table(connection: Connection, space_id: int, dimensions: int) -> None:
+    if _postgres(connection):
+        name = table_name(space_id)
+        columns = f"rowid BIGINT PRIMARY KEY, embedding vector({int(dimensions)})"
+        connection.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+        if dimensions <= 2000:  # pgvector's HNSW limit for float vectors; larger ones are scanned exactly
+            connection.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS {name}_hnsw ON {name} USING hnsw (embedding vector_cosine_ops)"
+            )
+        return
     connection.exec_driver_sql(
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {table_name(space_id)} USING vec0("
         f"embedding float[{int(dimensions)}] distance_metric=cosine, chunk_size={VEC_CHUNK_SIZE})"
@@ -38,10 +57,20 @@ def serialize(vector: NDArray[np.float32] | Sequence[float]) -> bytes:
 
 def write(connection: Connection, space_id: int, rows: Iterable[tuple[int, NDArray[np.float32]]]) -> None:
     """Insert or replace the vectors of (task id, vector) rows; replacing makes re-application idempotent."""
-    payload = [(task_id, serialize(vector)) for task_id, vector in rows]
-    if not payload:
+    rows = list(rows)
+    if not rows:
         return
     name = table_name(space_id)
+    if _postgres(connection):
+        connection.execute(
+            text(
+                f"INSERT INTO {name} (rowid, embedding) VALUES (:id, CAST(:v AS vector)) "
+                "ON CONFLICT (rowid) DO UPDATE SET embedding = EXCLUDED.embedding"
+            ),
+            [{"id": int(task_id), "v": _literal(vector)} for task_id, vector in rows],
+        )
+        return
+    payload = [(task_id, serialize(vector)) for task_id, vector in rows]
     ids = [(task_id,) for task_id, _ in payload]
     connection.exec_driver_sql(f"DELETE FROM {name} WHERE rowid = ?", ids)
     connection.exec_driver_sql(
@@ -54,7 +83,8 @@ def count(connection: Connection, space_id: int) -> int:
     """Vectors stored for the space. Counts vec0's rowid shadow table: `count(*)` on the virtual table scans
     every vector (25 ms at 100k), the shadow table's b-tree answers in microseconds."""
     name = table_name(space_id)
-    result = connection.exec_driver_sql(f"SELECT count(*) FROM {name}_rowids").scalar()
+    shadow = name if _postgres(connection) else f"{name}_rowids"
+    result = connection.exec_driver_sql(f"SELECT count(*) FROM {shadow}").scalar()
     return int(result or 0)
 
 
@@ -62,6 +92,17 @@ def nearest(
     connection: Connection, space_id: int, query: NDArray[np.float32], k: int
 ) -> list[tuple[int, float]]:
     """The k nearest (task id, cosine distance) pairs, nearest first."""
+    if _postgres(connection):
+        # HNSW search is approximate; ef_search above k keeps its recall high for k up to a few hundred.
+        connection.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(k) * 2))}")
+        rows = connection.execute(
+            text(
+                f"SELECT rowid, embedding <=> CAST(:query AS vector) AS distance FROM {table_name(space_id)} "
+                "ORDER BY distance LIMIT :k"
+            ),
+            {"query": _literal(query), "k": int(k)},
+        )
+        return [(int(row[0]), float(row[1])) for row in rows]
     rows = connection.execute(
         text(
             f"SELECT rowid, distance FROM {table_name(space_id)} "
@@ -74,12 +115,18 @@ def nearest(
 
 def load_all(connection: Connection, space_id: int, dimensions: int) -> tuple[NDArray[np.int64], Matrix]:
     """Every (rowid, vector) of the space as arrays, for an in-memory index."""
-    rows = connection.exec_driver_sql(f"SELECT rowid, embedding FROM {table_name(space_id)}").fetchall()
+    postgres = _postgres(connection)
+    column = "embedding::text" if postgres else "embedding"
+    rows = connection.exec_driver_sql(f"SELECT rowid, {column} FROM {table_name(space_id)}").fetchall()
     ids = np.empty(len(rows), dtype=np.int64)
     matrix = np.empty((len(rows), dimensions), dtype=np.float32)
-    for n, (rowid, blob) in enumerate(rows):
+    for n, (rowid, value) in enumerate(rows):
         ids[n] = rowid
-        matrix[n] = np.frombuffer(blob, dtype="<f4")
+        matrix[n] = (
+            np.array(value[1:-1].split(","), dtype=np.float32)
+            if postgres
+            else np.frombuffer(value, dtype="<f4")
+        )
     return ids, matrix
 
 

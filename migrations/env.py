@@ -10,10 +10,13 @@ from kb.schema import metadata
 _UNMANAGED_PREFIXES = ("vec_", "chunks_fts", "sqlite_")
 
 
+_UNMANAGED_INDEXES = {"ix_chunks_fulltext"}  # PostgreSQL's full-text expression index
+
+
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
     if type_ == "table" and name is not None:
         return not name.startswith(_UNMANAGED_PREFIXES)
-    return True
+    return not (type_ == "index" and name in _UNMANAGED_INDEXES)
 
 
 def run_migrations() -> None:

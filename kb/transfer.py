@@ -1,0 +1,106 @@
+"""Copy a knowledge base to another database (SQLite to PostgreSQL, say) without re-embedding anything.
+
+Every row keeps its id, so tasks still point at their jobs and vectors at their tasks; vectors are read
+from the source's vector tables and written to the target's. Jobs in flight are copied too: the target's
+worker goes on polling them, so nothing paid for is lost.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
+from kb import migrate, vectors
+from kb.db import write_transaction
+from kb.errors import InputError
+from kb.schema import (
+    BatchJob,
+    BatchJobItem,
+    Chunk,
+    Document,
+    EmbeddingSpace,
+    EmbeddingTask,
+    Meta,
+    QueryEmbedding,
+    UsageRecord,
+    table_of,
+)
+
+# Parents before children, so that foreign keys hold at every insert.
+TABLES = [
+    Meta,
+    Document,
+    EmbeddingSpace,
+    Chunk,
+    BatchJob,
+    EmbeddingTask,
+    BatchJobItem,
+    UsageRecord,
+    QueryEmbedding,
+]
+_BATCH = 5_000
+
+
+@dataclass(slots=True)
+class TransferReport:
+    rows: dict[str, int] = field(default_factory=dict)
+    vectors: dict[int, int] = field(default_factory=dict)
+
+
+def copy_database(
+    source: Engine, target: Engine, on_progress: Callable[[str, int], None] | None = None
+) -> TransferReport:
+    """Copy everything from `source` into the empty, migrated `target`."""
+    migrate.ensure_current(target)
+    documents = table_of(Document)
+    with target.connect() as connection:
+        if connection.execute(select(func.count()).select_from(documents)).scalar_one():
+            raise InputError("the target database already holds documents: copy into an empty one")
+    report = TransferReport()
+    for model in TABLES:
+        table = table_of(model)
+        copied = 0
+        with source.connect() as reading:
+            result = reading.execute(select(table)).mappings()
+            while batch := result.fetchmany(_BATCH):
+                with write_transaction(target) as writing:
+                    writing.execute(table.insert(), [dict(row) for row in batch])
+                copied += len(batch)
+        report.rows[table.name] = copied
+        if on_progress is not None:
+            on_progress(table.name, copied)
+    for space in _spaces(source):
+        with source.connect() as reading:
+            ids, matrix = vectors.load_all(reading, space.id, space.dimensions)
+        with write_transaction(target) as writing:
+            vectors.create_table(writing, space.id, space.dimensions)
+            for start in range(0, len(ids), _BATCH):
+                block = zip(ids[start : start + _BATCH].tolist(), matrix[start : start + _BATCH], strict=True)
+                vectors.write(writing, space.id, list(block))
+        report.vectors[space.id] = len(ids)
+    _restart_sequences(target)
+    return report
+
+
+def _spaces(engine: Engine) -> list[EmbeddingSpace]:
+    spaces = table_of(EmbeddingSpace)
+    with engine.connect() as connection:
+        return [EmbeddingSpace(**row._mapping) for row in connection.execute(select(spaces))]
+
+
+def _restart_sequences(engine: Engine) -> None:
+    """PostgreSQL's id sequences must continue after the copied ids (SQLite needs nothing)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with write_transaction(engine) as connection:
+        for model in TABLES:
+            table = table_of(model)
+            if "id" not in table.c:
+                continue
+            connection.execute(
+                text(
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                    f"GREATEST((SELECT max(id) FROM {table.name}), 1))"
+                )
+            )

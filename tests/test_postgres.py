@@ -1,0 +1,144 @@
+"""The same end-to-end flows on both backends: SQLite (sqlite-vec, FTS5), PostgreSQL (pgvector)."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from kb import migrate, schema
+from kb.app import KnowledgeBase
+from kb.cli import app
+from kb.records import SearchMode
+from kb.settings import KbSettings
+from kb.testing.gemini_emulator import GeminiEmulator
+from kb.worker import ExitReason
+from tests.conftest import EMULATOR_KEY, FASTAPI_DOCS
+
+FAST = {"poll_initial_s": 0.01, "poll_max_s": 0.05, "worker_idle_s": 0.01, "batch_min_texts": 1}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, db_path: Path, tmp_path: Path) -> KbSettings:
+    """Local-provider settings on each backend."""
+    if request.param == "sqlite":
+        return KbSettings(db=db_path, provider="local", **FAST)
+    url = request.getfixturevalue("postgres_url")
+    return KbSettings(database_url=url, provider="local", results_dir=tmp_path / "results", **FAST)
+
+
+def test_migrations_match_models(backend: KbSettings) -> None:
+    with KnowledgeBase(settings=backend) as kb:
+        assert migrate.current_revision(kb.engine) == migrate.head_revision()
+        with kb.engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"include_name": _managed, "compare_type": True}
+            )
+            assert compare_metadata(context, schema.metadata) == []
+
+
+def _managed(name: str | None, type_: str, _parents: object) -> bool:
+    if type_ == "index":
+        return name != "ix_chunks_fulltext"
+    return not (type_ == "table" and name is not None and name.startswith(("vec_", "chunks_fts")))
+
+
+def test_ingest_is_idempotent_and_text_search_works(backend: KbSettings) -> None:
+    with KnowledgeBase(settings=backend) as kb:
+        first = kb.ingest([FASTAPI_DOCS])
+        again = kb.ingest([FASTAPI_DOCS])
+        assert len(again.unchanged) == len(first.added) and again.chunks_written == 0
+        status = kb.status()
+        assert status.chunks == first.chunks_written and status.tasks["pending"] == first.tasks_queued
+        hits = kb.search("CORS middleware allow origins", mode="text", k=5).hits
+        assert any(hit.path.endswith("tutorial/cors.md") for hit in hits)
+        only = kb.search("CORS middleware", mode="text", path="advanced/*").hits
+        assert only and all("/advanced/" in hit.path for hit in only)
+
+
+def test_worker_and_hybrid_search_with_local_vectors(backend: KbSettings) -> None:
+    with KnowledgeBase(settings=backend) as kb:
+        kb.ingest([FASTAPI_DOCS / "tutorial"])
+        assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
+        status = kb.status()
+        assert status.chunk_statuses["embedded"] == status.chunks
+        result = kb.search("background tasks after returning a response", k=5)
+        assert result.used == SearchMode.HYBRID and not result.notes
+        assert any("background-tasks.md" in hit.path for hit in result.hits)
+        vector = kb.search("background tasks after returning a response", mode="vector", k=5)
+        assert vector.hits and vector.hits[0].vector_rank == 1
+
+
+def test_gemini_batch_pipeline(backend: KbSettings, emulator: GeminiEmulator) -> None:
+    settings = backend.model_copy(
+        update={
+            "provider": "gemini",
+            "gemini_api_key": SecretStr(EMULATOR_KEY),
+            "gemini_base_url": emulator.base_url,
+        }
+    )
+    with KnowledgeBase(settings=settings) as kb:
+        report = kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
+        assert kb.status().tasks["embedded"] == report.tasks_queued
+        assert kb.search("OAuth2 scopes").space_id is not None
+        spend = kb.status().spend
+        assert spend is not None and spend.by_kind["batch"]["tokens"] == emulator.billed_tokens(mode="batch")
+    billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
+    assert set(billed.values()) == {1} and len(billed) == report.tasks_queued
+
+
+def test_reindex_to_another_space(backend: KbSettings, emulator: GeminiEmulator) -> None:
+    with KnowledgeBase(settings=backend) as kb:
+        kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        kb.worker().run(once=True, timeout_s=60)
+    settings = backend.model_copy(
+        update={"gemini_api_key": SecretStr(EMULATOR_KEY), "gemini_base_url": emulator.base_url}
+    )
+    with KnowledgeBase(settings=settings) as kb:
+        spec = kb.reindex_spec("gemini-embedding-001", 768)
+        kb.reindex_start(spec)
+        assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
+        assert {s.state for s in kb.status().spaces} == {"active", "retired"}
+        assert kb.search("OAuth2 scopes").space_id == 2
+        assert kb.drop_retired() == [1]
+        assert [s.id for s in kb.status().spaces] == [2]
+
+
+def test_moving_a_sqlite_knowledge_base_to_postgres_embeds_nothing(
+    gemini_settings: KbSettings, emulator: GeminiEmulator, postgres_url: str, runner: CliRunner
+) -> None:
+    settings = gemini_settings.model_copy(update=FAST)
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([FASTAPI_DOCS / "tutorial"])
+        assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
+        questions = ["How do I enable CORS?", "background tasks after the response", "OAuth2 scopes"]
+        before = {q: _top(kb, q) for q in questions}
+        embedded = kb.status().tasks["embedded"]
+    emulator.reset_log()
+    result = runner.invoke(app, ["--db", str(settings.db), "migrate-db", "--to", postgres_url])
+    assert result.exit_code == 0, result.output
+    assert "nothing was embedded again" in result.stdout
+    moved = settings.model_copy(update={"database_url": postgres_url})
+    with KnowledgeBase(settings=moved) as kb:
+        assert kb.status().tasks["embedded"] == embedded
+        after = {q: _top(kb, q) for q in questions}
+        assert kb.worker().run(once=True, timeout_s=30).reason == ExitReason.DRAINED
+        new = kb.ingest_text("# New\n\nA brand new paragraph about PostgreSQL.", "new.md")
+        assert new.tasks_queued == 1  # ids continue after the copied ones
+    assert [r for r in emulator.log if r.route in ("batchEmbedContents", "asyncBatchEmbedContent")] == []
+    for question in questions:
+        # The same vectors give the same nearest chunks; full-text ranking differs a little between
+        # SQLite's BM25 and PostgreSQL's ts_rank_cd, so hybrid must agree on the best page.
+        assert after[question]["vector"] == before[question]["vector"]
+        assert after[question]["hybrid"] == before[question]["hybrid"]
+
+
+def _top(kb: KnowledgeBase, question: str) -> dict[str, object]:
+    return {
+        "vector": [hit.chunk_id for hit in kb.search(question, k=5, mode="vector").hits],
+        "hybrid": kb.search(question, k=5).hits[0].path,
+    }
