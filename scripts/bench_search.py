@@ -1,6 +1,6 @@
 """Benchmark: `kb search` latency (p50/p95) at 10k and 100k chunks, next to numpy brute force, in one run.
 
-    .venv/bin/python scripts/bench_search.py [--sizes 10000,100000] [--queries 50] [--dimensions 768]
+    .venv/bin/python scripts/bench_search.py [--sizes 10000,100000] [--queries 50] [--db pgserver]
 
 Builds a database per size with synthetic chunks (random prose over a small vocabulary) and random unit
 vectors in the active space, then times warm searches in one process for each mode (text, vector, hybrid).
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import text
 
 from kb import vectors
 from kb.app import KnowledgeBase
@@ -48,32 +49,54 @@ def build(kb: KnowledgeBase, size: int, dimensions: int, rng: np.random.Generato
     """Insert `size` chunks (50 per document) with embedded tasks and random unit vectors."""
     prose = random.Random(1)
     with write_transaction(kb.engine) as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO embedding_spaces (id, provider, model, dimensions, task_type, normalized, state,"
-            " created_at) VALUES (1, 'bench', 'synthetic', ?, 'RETRIEVAL_DOCUMENT', 1, 'active', 0)",
-            (dimensions,),
+        connection.execute(
+            text(
+                "INSERT INTO embedding_spaces (id, provider, model, dimensions, task_type, normalized, state,"
+                " created_at) VALUES (1, 'bench', 'synthetic', :d, 'RETRIEVAL_DOCUMENT', true, 'active', 0)"
+            ),
+            {"d": dimensions},
         )
         vectors.create_table(connection, 1, dimensions)
         documents = size // 50
-        connection.exec_driver_sql(
-            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns, size,"
-            " metadata, created_at, updated_at) VALUES (?, ?, '', ?, 'markdown', 0, 0, '{}', 0, 0)",
-            [(d + 1, f"/bench/dir{d % 10}/doc{d}.md", f"Doc {d}") for d in range(documents)],
+        connection.execute(
+            text(
+                "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
+                " size, metadata, created_at, updated_at)"
+                " VALUES (:id, :path, '', :title, 'markdown', 0, 0, '{}', 0, 0)"
+            ),
+            [
+                {"id": d + 1, "path": f"/bench/dir{d % 10}/doc{d}.md", "title": f"Doc {d}"}
+                for d in range(documents)
+            ],
         )
         chunk_rows = []
         task_rows = []
         for i in range(size):
-            text = words(prose, 60) + f" ({i})"
-            chunk_rows.append((i + 1, i // 50 + 1, i % 50, text, f"{i:064x}", 80, f"Doc > Section {i % 50}"))
-            task_rows.append((i + 1, f"{i:064x}"))
-        connection.exec_driver_sql(
-            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate, heading_path,"
-            " start_offset, end_offset) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
+            body = words(prose, 60) + f" ({i})"
+            chunk_rows.append(
+                {
+                    "id": i + 1,
+                    "doc": i // 50 + 1,
+                    "n": i % 50,
+                    "text": body,
+                    "sha": f"{i:064x}",
+                    "heading": f"Doc > Section {i % 50}",
+                }
+            )
+            task_rows.append({"id": i + 1, "sha": f"{i:064x}"})
+        connection.execute(
+            text(
+                "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate,"
+                " heading_path, start_offset, end_offset)"
+                " VALUES (:id, :doc, :n, :text, :sha, 80, :heading, 0, 0)"
+            ),
             chunk_rows,
         )
-        connection.exec_driver_sql(
-            "INSERT INTO embedding_tasks (id, space_id, text_sha256, token_estimate, status, attempts,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, 1, ?, 80, 'embedded', 0, 0, 0, 0)",
+        connection.execute(
+            text(
+                "INSERT INTO embedding_tasks (id, space_id, text_sha256, token_estimate, status, attempts,"
+                " next_attempt_at, created_at, updated_at) VALUES (:id, 1, :sha, 80, 'embedded', 0, 0, 0, 0)"
+            ),
             task_rows,
         )
         matrix = rng.standard_normal((size, dimensions), dtype=np.float32)
@@ -93,13 +116,18 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
 
 
-def bench_size(work: Path, size: int, queries: int, dimensions: int) -> None:
+def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: str | None = None) -> None:
     rng = np.random.default_rng(size)
-    settings = KbSettings(db=work / f"search-{size}.sqlite", provider="local", _env_file=None)  # type: ignore[call-arg]
+    if postgres:
+        settings = KbSettings(database_url=postgres, provider="local", _env_file=None)  # type: ignore[call-arg]
+    else:
+        settings = KbSettings(db=work / f"search-{size}.sqlite", provider="local", _env_file=None)  # type: ignore[call-arg]
     with KnowledgeBase(settings=settings) as kb:
         started = time.perf_counter()
         matrix = build(kb, size, dimensions, rng)
-        print(f"\n{size:,} chunks ({dimensions} dims): built in {time.perf_counter() - started:.1f} s")
+        backend = "PostgreSQL + pgvector HNSW" if postgres else "SQLite + sqlite-vec"
+        built = time.perf_counter() - started
+        print(f"\n{size:,} chunks ({dimensions} dims, {backend}): built in {built:.1f} s")
         query_vectors = rng.standard_normal((queries, dimensions), dtype=np.float32)
         query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
         texts = [question(random.Random(q)) for q in range(queries)]
@@ -143,13 +171,43 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--dimensions", type=int, default=768)
+    parser.add_argument(
+        "--db",
+        help="also run on this empty PostgreSQL database (postgresql://...), or `pgserver` to start one",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kb-bench-search-"))
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             bench_size(work, size, args.queries, args.dimensions)
+            if args.db:
+                bench_size(work, size, args.queries, args.dimensions, fresh_postgres(args.db, work, size))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def fresh_postgres(target: str, work: Path, size: int) -> str:
+    """A new database for one size: on the server given, or on a pgserver started in `work`."""
+    import sqlalchemy as sa
+
+    from kb.db import create_engine
+
+    if target == "pgserver":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver  # type: ignore[import-untyped]
+
+            target = pgserver.get_server(work / "postgres", cleanup_mode="stop").get_uri()
+    name = f"kb_bench_{size}"
+    admin = create_engine(target)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url = sa.engine.make_url(target.replace("postgresql://", "postgresql+psycopg://", 1))
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
 if __name__ == "__main__":

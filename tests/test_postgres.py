@@ -142,3 +142,50 @@ def _top(kb: KnowledgeBase, question: str) -> dict[str, object]:
         "vector": [hit.chunk_id for hit in kb.search(question, k=5, mode="vector").hits],
         "hybrid": kb.search(question, k=5).hits[0].path,
     }
+
+
+@pytest.mark.slow
+def test_three_workers_on_postgres_drain_30000_texts_with_one_killed(
+    emulator: GeminiEmulator, postgres_url: str, tmp_path: Path
+) -> None:
+    """Workers on several machines share one PostgreSQL database: the lease lets one work at a time, a
+    killed worker's lease expires and another takes over; nothing is submitted twice or left stuck."""
+    from kb import lease
+    from tests.crash_harness import kb_env, start_kb, wait_until, write_corpus
+
+    texts = write_corpus(tmp_path / "corpus", 300, 100)
+    settings = KbSettings(
+        database_url=postgres_url,
+        provider="gemini",
+        gemini_api_key=SecretStr(EMULATOR_KEY),
+        gemini_base_url=emulator.base_url,
+        results_dir=tmp_path / "results",
+    )
+    with KnowledgeBase(settings=settings) as kb:
+        assert kb.ingest([tmp_path / "corpus"]).tasks_queued == texts == 30_000
+    env = kb_env(
+        emulator,
+        tmp_path / "unused.sqlite",
+        DATABASE_URL=postgres_url,
+        RESULTS_DIR=tmp_path / "results",
+        WORKER_LEASE_S=3,
+        BATCH_MAX_TEXTS=2000,
+    )
+    logs = tmp_path / "logs"
+    workers = [start_kb(["worker", "--once", "--timeout", "240"], env, logs, f"w{n}") for n in range(3)]
+    with KnowledgeBase(settings=settings) as kb:
+        assert wait_until(lambda: any(j.state == "applied" for j in kb.jobs()), timeout=120)
+        holder = lease.holder(kb.engine)
+        assert holder is not None
+        victim = next(w for w in workers if holder.owner.endswith(f":{w.pid}"))
+        victim.kill()  # mid-run: jobs submitted and not yet applied are left behind
+        survivors = [w for w in workers if w is not victim]
+        for worker in survivors:
+            assert worker.wait(240) == 0, worker.stderr
+        status = kb.status()
+        assert status.tasks == {"pending": 0, "submitted": 0, "embedded": 30_000, "failed": 0}
+        assert status.jobs == []
+    billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
+    assert len(billed) == 30_000 and set(billed.values()) == {1}
+    names = Counter(job.display_name for job in emulator.jobs())
+    assert set(names.values()) == {1}
