@@ -100,7 +100,7 @@ class KnowledgeBase:
             active = spaces.active(connection)
         if active is None:
             return OnlineReport()
-        embedder = self.embedder(_spec_of(active))
+        embedder = self.embedder(spaces.spec_of(active))
         return online.embed_pending(
             self.engine, embedder, active.id, hashes, on_progress, self.prices, self.budget
         )
@@ -291,7 +291,7 @@ class KnowledgeBase:
             if self._local_batches is None:
                 from kb.local import LocalBatchBackend, LocalEmbedder
 
-                embedder = self.embedder(_spec_of(space))
+                embedder = self.embedder(spaces.spec_of(space))
                 assert isinstance(embedder, LocalEmbedder)
                 self._local_batches = LocalBatchBackend(embedder)
             return self._local_batches
@@ -318,13 +318,13 @@ class KnowledgeBase:
     def _online_embedder_for(self, space: EmbeddingSpace) -> Embedder | None:
         """The embedder for spaces whose texts go online instead of through batch jobs."""
         if space.provider == "gemini" and space.model in self.settings.batch_incompatible_models:
-            return self.embedder(_spec_of(space))
+            return self.embedder(spaces.spec_of(space))
         return None
 
     def _search_space(self, space: EmbeddingSpace) -> SearchSpace:
         label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d)"
         try:
-            embedder = self.embedder(_spec_of(space))
+            embedder = self.embedder(spaces.spec_of(space))
         except ConfigError as error:
             return SearchSpace(space.id, label, None, error.message)
 
@@ -420,13 +420,3 @@ class KnowledgeBase:
             stuck_after_s=self.settings.stuck_after_h * 3600, lease_s=self.settings.worker_lease_s
         )
         return collect_status(self.engine, self.location, options)
-
-
-def _spec_of(space: EmbeddingSpace) -> SpaceSpec:
-    return SpaceSpec(
-        provider=space.provider,
-        model=space.model,
-        dimensions=space.dimensions,
-        task_type=space.task_type,
-        normalized=space.normalized,
-    )

@@ -10,12 +10,16 @@ from kb.schema import metadata
 _UNMANAGED_PREFIXES = ("vec_", "chunks_fts", "sqlite_")
 
 
-_UNMANAGED_INDEXES = {"ix_chunks_fulltext"}  # PostgreSQL's full-text expression index
+# PostgreSQL's full text: a generated tsvector column and its GIN index, raw DDL like FTS5 on SQLite.
+_UNMANAGED_INDEXES = {"ix_chunks_fulltext", "ix_chunks_search_vector"}
+_UNMANAGED_COLUMNS = {"search_vector"}
 
 
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
     if type_ == "table" and name is not None:
         return not name.startswith(_UNMANAGED_PREFIXES)
+    if type_ == "column":
+        return name not in _UNMANAGED_COLUMNS
     return not (type_ == "index" and name in _UNMANAGED_INDEXES)
 
 

@@ -59,6 +59,16 @@ def write(path: Path, text: str) -> Path:
 
 EMULATOR_KEY = "test-key-0123456789"
 
+# Intervals in hundredths of seconds, so that worker tests never wait for real time.
+FAST_SETTINGS: dict[str, object] = {
+    "poll_initial_s": 0.01,
+    "poll_max_s": 0.05,
+    "worker_idle_s": 0.01,
+    "task_retry_base_s": 0.01,
+    "retry_base_delay_s": 0.01,
+    "batch_min_texts": 1,
+}
+
 
 @pytest.fixture
 def emulator() -> "Iterator[GeminiEmulator]":

@@ -15,16 +15,9 @@ from kb.records import JobState
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
 from kb.worker import ExitReason
-from tests.conftest import write
+from tests.conftest import FAST_SETTINGS, write
 
-FAST = {
-    "poll_initial_s": 0.01,
-    "poll_max_s": 0.05,
-    "worker_idle_s": 0.01,
-    "task_retry_base_s": 0.01,
-    "retry_base_delay_s": 0.01,
-    "batch_min_texts": 1,
-}
+FAST = FAST_SETTINGS
 
 
 def _corpus(root: Path, documents: int, sections: int, marker_every: int = 0) -> int:

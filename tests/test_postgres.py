@@ -42,7 +42,9 @@ def test_migrations_match_models(backend: KbSettings) -> None:
 
 def _managed(name: str | None, type_: str, _parents: object) -> bool:
     if type_ == "index":
-        return name != "ix_chunks_fulltext"
+        return name not in ("ix_chunks_fulltext", "ix_chunks_search_vector")
+    if type_ == "column":
+        return name != "search_vector"
     return not (type_ == "table" and name is not None and name.startswith(("vec_", "chunks_fts")))
 
 

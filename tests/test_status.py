@@ -15,16 +15,9 @@ from kb.cli import app
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
 from kb.worker import ExitReason
-from tests.conftest import EMULATOR_KEY, FASTAPI_DOCS
+from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, FASTAPI_DOCS
 
-FAST = {
-    "poll_initial_s": 0.01,
-    "poll_max_s": 0.05,
-    "worker_idle_s": 0.01,
-    "task_retry_base_s": 0.01,
-    "retry_base_delay_s": 0.01,
-    "batch_min_texts": 1,
-}
+FAST = FAST_SETTINGS
 BATCH_PRICE, ONLINE_PRICE = 0.075, 0.15
 
 
