@@ -198,6 +198,13 @@ class KnowledgeBase:
             after_step=self._cut_over,
         )
 
+    def embedding_progress(self) -> tuple[int, int]:
+        """(embedded, all) texts over the spaces being filled, for a progress bar."""
+        with self.engine.connect() as connection:
+            counts = [tasks.counts_by_status(connection, space_id) for space_id in spaces.filling(connection)]
+        done = sum(c["embedded"] for c in counts)
+        return done, sum(sum(c.values()) for c in counts)
+
     def _cut_over(self) -> None:
         activated = reindex.activate_if_complete(self.engine)
         if activated is not None:

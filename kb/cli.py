@@ -206,8 +206,17 @@ def worker(
     """Run the batch pipeline: flush pending texts into jobs, poll them, write vectors back."""
     ui.configure_logging(log_format.value)
     stop = threading.Event()
-    with _open(ctx, announce=True) as kb, ui.stop_on_signals(stop):
-        result = kb.worker(stop=stop).run(once=once, timeout_s=timeout)
+    with _open(ctx, announce=True) as kb, ui.stop_on_signals(stop), ui.progress("Embedding") as advance:
+        worker_ = kb.worker(stop=stop)
+        cut_over = worker_.after_step
+
+        def after_step() -> None:
+            if cut_over is not None:
+                cut_over()
+            advance(*kb.embedding_progress())
+
+        worker_.after_step = after_step
+        result = worker_.run(once=once, timeout_s=timeout)
     ui.render_worker(result)
     if result.reason == ExitReason.TIMED_OUT:
         raise typer.Exit(6)

@@ -172,10 +172,17 @@ class _JsonFormatter(logging.Formatter):
 
 def configure_logging(log_format: str) -> None:
     """kb's logs on stderr: readable lines, or one JSON object per line."""
-    handler = logging.StreamHandler()
+    handler: logging.Handler
     if log_format == "json":
+        handler = logging.StreamHandler()
         handler.setFormatter(_JsonFormatter())
+    elif stderr.is_terminal:
+        # Through Rich's console, so that log lines and a progress bar share the terminal cleanly.
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=stderr, show_path=False, markup=False, log_time_format="%H:%M:%S")
     else:
+        handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("kb")
     root.handlers[:] = [handler]
