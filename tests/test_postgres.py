@@ -191,3 +191,35 @@ def test_three_workers_on_postgres_drain_30000_texts_with_one_killed(
     assert len(billed) == 30_000 and set(billed.values()) == {1}
     names = Counter(job.display_name for job in emulator.jobs())
     assert set(names.values()) == {1}
+
+
+def test_faults_on_both_backends(backend: KbSettings, emulator: GeminiEmulator) -> None:
+    """Shuffled and missing results, per-item errors, a FAILED and an EXPIRED job, 429s on create and get."""
+    from kb.testing.gemini_emulator import Fault, JobPlan, TextsContaining
+
+    poison = TextsContaining("Security", 3, "Request contains an invalid argument.")
+    emulator.job_plan = JobPlan(shuffle=True, item_errors=poison)
+    lossy = JobPlan(shuffle=True, drop_fraction=0.02, item_errors=poison, seed=3)
+    emulator.plan_next_jobs([JobPlan(outcome="FAILED"), JobPlan(outcome="EXPIRED"), lossy])
+    emulator.faults.add(Fault(route="asyncBatchEmbedContent", status=429, times=2, retry_delay="0.01s"))
+    emulator.faults.add(Fault(route="batches.get", status=429, times=2, after=1, retry_delay="0.01s"))
+    settings = backend.model_copy(
+        update={
+            "provider": "gemini",
+            "gemini_api_key": SecretStr(EMULATOR_KEY),
+            "gemini_base_url": emulator.base_url,
+            "batch_max_texts": 60,
+            "task_retry_base_s": 0.01,
+            "retry_base_delay_s": 0.01,
+        }
+    )
+    with KnowledgeBase(settings=settings) as kb:
+        report = kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
+        tasks = kb.status().tasks
+        failed = kb.failed_texts()
+    assert tasks["pending"] == tasks["submitted"] == 0
+    assert tasks["embedded"] + tasks["failed"] == report.tasks_queued and tasks["failed"] > 0
+    assert all("invalid argument" in (f.error or "") for f in failed)
+    billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
+    assert set(billed.values()) == {1} and len(billed) == tasks["embedded"]
