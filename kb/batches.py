@@ -160,10 +160,10 @@ class BatchManager:
                 return None
             cost, _ = self.prices.cost(space.model, sum(i.token_estimate for i in items), batch=True)
             # Jobs in flight will be billed too: count them, or one flush could commit far past the cap.
-            in_flight = ledger.live_jobs(connection)
+            models = {s.id: s.model for s in spaces.all_spaces(connection)}
             committed = sum(
-                self.prices.cost(self._space(job.space_id).model, job.token_estimate, batch=True)[0]
-                for job in in_flight
+                self.prices.cost(models[job.space_id], job.token_estimate, batch=True)[0]
+                for job in ledger.live_jobs(connection)
             )
             refusal = self.budget.refusal(connection, cost + committed, now)
             if refusal != usage.block(connection):
@@ -506,11 +506,9 @@ class BatchManager:
 
     def _space(self, space_id: int) -> EmbeddingSpace:
         with self.engine.connect() as connection:
-            return next(s for s in spaces.all_spaces(connection) if s.id == space_id)
-
-    def live_job_count(self) -> int:
-        with self.engine.connect() as connection:
-            return len(ledger.live_jobs(connection))
+            space = spaces.by_id(connection, space_id)
+        assert space is not None, f"space #{space_id} of a recorded job is gone"
+        return space
 
 
 def ledger_job(engine: Engine, job_id: int) -> BatchJob:

@@ -20,7 +20,7 @@ from kb.chunking import estimate_tokens
 from kb.db import write_transaction
 from kb.errors import InputError
 from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
-from kb.schema import BatchJob, EmbeddingSpace, EmbeddingTask, table_of
+from kb.schema import BatchJob, EmbeddingTask, table_of
 from kb.usage import Prices
 
 TASKS = table_of(EmbeddingTask)
@@ -76,8 +76,7 @@ def estimate(
     with engine.connect() as connection:
         wanted = store.distinct_texts(connection)
         existing = spaces.find(connection, spec)
-        have = set(wanted) - set(tasks.missing(connection, existing.id, list(wanted))) if existing else set()
-        embedded = _embedded_hashes(connection, existing.id, have) if existing else set()
+        embedded = _embedded_hashes(connection, existing.id, set(wanted)) if existing else set()
         sample = store.sample_texts(connection, 200) if count_tokens else []
     needed = {sha: tokens for sha, tokens in wanted.items() if sha not in embedded}
     tokens = sum(needed.values())
@@ -138,12 +137,6 @@ def start(engine: Engine, spec: SpaceSpec) -> int:
             vectors.create_table(connection, space_id, spec.dimensions)
         tasks.queue(connection, space_id, store.distinct_texts(connection), now)
     return space_id
-
-
-def building(engine: Engine) -> EmbeddingSpace | None:
-    with engine.connect() as connection:
-        found = spaces.in_state(connection, SpaceState.BUILDING)
-    return found[-1] if found else None
 
 
 def status(engine: Engine, space_id: int | None = None) -> ReindexStatus | None:
@@ -216,13 +209,17 @@ def activate(engine: Engine, space_id: int | None = None, strict: bool = False, 
 
 
 def activate_if_complete(engine: Engine, strict: bool = False) -> int | None:
-    """The worker's automatic cut-over: activate the building space once nothing is left to embed."""
-    report = status(engine)
-    if report is None or report.state != SpaceState.BUILDING or not report.complete:
+    """The worker's automatic cut-over: activate the building space once nothing is left to embed.
+
+    Runs after every worker step, so it looks at task counts only (one indexed query), not at coverage."""
+    with engine.connect() as connection:
+        candidates = spaces.in_state(connection, SpaceState.BUILDING)
+        if not candidates:
+            return None
+        counts = tasks.counts_by_status(connection, candidates[-1].id)
+    if counts["pending"] or counts["submitted"] or (strict and counts["failed"]):
         return None
-    if strict and report.failed:
-        return None
-    return activate(engine, report.space_id)
+    return activate(engine, candidates[-1].id)
 
 
 def rollback(engine: Engine) -> int:

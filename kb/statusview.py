@@ -33,7 +33,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
     }
 
 
-def _age(seconds: float | None) -> str:
+def age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 120:
@@ -78,7 +78,7 @@ def _spaces(report: StatusReport, console: Console) -> None:
             f"{counts['submitted']:,}",
             f"{counts['embedded']:,}",
             f"{counts['failed']:,}",
-            _age(space.oldest_pending_age_s),
+            age(space.oldest_pending_age_s),
         )
     console.print(table)
 
@@ -97,8 +97,8 @@ def _jobs(report: StatusReport, console: Console) -> None:
             f"#{job.id}",
             job.state,
             f"{job.texts:,}",
-            _age(now - job.created_at),
-            _age(deadline),
+            age(now - job.created_at),
+            age(deadline),
             escape((job.remote_name or "(not submitted)")[:44]),
         )
     console.print(table)
@@ -120,11 +120,11 @@ def _worker(report: StatusReport, console: Console) -> None:
     if worker is None:
         console.print("Worker: none running (start `kb worker`)")
     elif worker.alive:
-        console.print(f"Worker: alive ({escape(worker.owner)}, heartbeat {_age(worker.heartbeat_age_s)} ago)")
+        console.print(f"Worker: alive ({escape(worker.owner)}, heartbeat {age(worker.heartbeat_age_s)} ago)")
     else:
         console.print(
             f"[yellow]Worker: silent[/yellow] ({escape(worker.owner)}, last heartbeat "
-            f"{_age(worker.heartbeat_age_s)} ago; its lease has expired)"
+            f"{age(worker.heartbeat_age_s)} ago; its lease has expired)"
         )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from kb import migrate, vectors
+from kb import migrate, spaces, vectors
 from kb.db import write_transaction
 from kb.errors import InputError
 from kb.schema import (
@@ -70,7 +70,9 @@ def copy_database(
         report.rows[table.name] = copied
         if on_progress is not None:
             on_progress(table.name, copied)
-    for space in _spaces(source):
+    with source.connect() as connection:
+        source_spaces = spaces.all_spaces(connection)
+    for space in source_spaces:
         with source.connect() as reading:
             ids, matrix = vectors.load_all(reading, space.id, space.dimensions)
         with write_transaction(target) as writing:
@@ -81,12 +83,6 @@ def copy_database(
         report.vectors[space.id] = len(ids)
     _restart_sequences(target)
     return report
-
-
-def _spaces(engine: Engine) -> list[EmbeddingSpace]:
-    spaces = table_of(EmbeddingSpace)
-    with engine.connect() as connection:
-        return [EmbeddingSpace(**row._mapping) for row in connection.execute(select(spaces))]
 
 
 def _restart_sequences(engine: Engine) -> None:

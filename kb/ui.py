@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.markup import escape as escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from kb import statusview
 from kb.ingest import ProgressCallback
 from kb.online import OnlineReport
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
 from kb.reindex import Estimate, ReindexStatus
 from kb.settings import KbSettings
+from kb.statusview import age
 from kb.usage import Quote
 from kb.worker import WorkerResult
 
@@ -31,13 +33,10 @@ stdout = Console(highlight=False, soft_wrap=True)
 def display_path(path: str) -> str:
     """A stored absolute path shown relative to the working folder when it lies inside it."""
     try:
-        return (
-            os.path.relpath(path)
-            if Path(path).is_absolute() and not os.path.relpath(path).startswith("..")
-            else path
-        )
+        relative = os.path.relpath(path) if Path(path).is_absolute() else path
     except ValueError:  # another drive on Windows
         return path
+    return path if relative.startswith("..") else relative
 
 
 @contextmanager
@@ -220,24 +219,16 @@ def render_worker(result: WorkerResult) -> None:
         stderr.print(f"[yellow]error:[/yellow] {escape(error)}")
 
 
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def render_jobs(jobs: list[JobInfo]) -> None:
     if not jobs:
         stdout.print("No batch jobs yet.")
         return
     now = time.time()
     for job in jobs:
-        deadline = "" if job.deadline_at is None else f"  deadline in {_age(max(0, job.deadline_at - now))}"
+        deadline = "" if job.deadline_at is None else f"  deadline in {age(max(0, job.deadline_at - now))}"
         live = job.state not in ("applied", "failed", "expired", "cancelled")
         stdout.print(
-            f"#{job.id:<5} {job.state:<10} {job.texts:>6,} texts  age {_age(now - job.created_at):>6}"
+            f"#{job.id:<5} {job.state:<10} {job.texts:>6,} texts  age {age(now - job.created_at):>6}"
             f"{deadline if live else ''}  {escape(job.remote_name or '(not submitted)')}"
         )
         if job.error:
@@ -308,7 +299,7 @@ def render_reindex_status(report: ReindexStatus | None) -> None:
     if report is None:
         stdout.print("No reindex in progress.")
         return
-    eta = "unknown" if report.eta_s is None else _age(report.eta_s)
+    eta = "unknown" if report.eta_s is None else age(report.eta_s)
     done = f"{report.embedded:,} / {report.total:,} texts embedded ({report.coverage:.1%})"
     stdout.print(f"{escape(report.label)}: {done}")
     stdout.print(
@@ -321,8 +312,6 @@ def render_reindex_status(report: ReindexStatus | None) -> None:
 
 def watch(read: Callable[[], Any], every_s: float = 2.0) -> None:
     """Redraw the status every `every_s` seconds until Ctrl-C."""
-    from kb import statusview
-
     try:
         while True:
             report = read()

@@ -10,6 +10,8 @@ from kb.app import KnowledgeBase
 from kb.settings import KbSettings
 
 if TYPE_CHECKING:
+    from google import genai
+
     from kb.testing.gemini_emulator import GeminiEmulator
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -76,6 +78,23 @@ def emulator() -> "Iterator[GeminiEmulator]":
 
     with GeminiEmulator(api_key=EMULATOR_KEY) as emu:
         yield emu
+
+
+@pytest.fixture
+def emu(emulator: "GeminiEmulator") -> "GeminiEmulator":
+    """The emulator under the short name the emulator's own tests use."""
+    return emulator
+
+
+@pytest.fixture
+def client(emulator: "GeminiEmulator") -> "Iterator[genai.Client]":
+    """The real google-genai SDK pointed at the emulator (kept open for the whole test)."""
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(base_url=emulator.base_url)
+    with genai.Client(api_key=EMULATOR_KEY, http_options=options) as sdk_client:
+        yield sdk_client
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,10 @@ from google.genai import errors, types
 
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan
 from kb.testing.gemini_emulator.state import TOO_MANY_ITEMS
+from tests.conftest import EMULATOR_KEY as KEY
 
-KEY = "test-key"
 MODEL = "gemini-embedding-001"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def emu() -> Iterator[GeminiEmulator]:
-    with GeminiEmulator(api_key=KEY) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def client(emu: GeminiEmulator) -> Iterator[genai.Client]:
-    with genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=emu.base_url)) as sdk_client:
-        yield sdk_client
 
 
 def embed(
@@ -473,7 +460,7 @@ def test_job_plan_can_be_set_in_process(emu: GeminiEmulator) -> None:
 
 
 def test_standalone_entry_point_serves_until_interrupted() -> None:
-    command = [sys.executable, "-m", "kb.testing.gemini_emulator", "--port", "0"]
+    command = [sys.executable, "-m", "kb.testing.gemini_emulator", "--port", "0", "--api-key", KEY]
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -4,7 +4,6 @@ import io
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,24 +13,12 @@ from google import genai
 from google.genai import errors, types
 
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan, TextsContaining
+from tests.conftest import EMULATOR_KEY as KEY
 
 pytestmark = pytest.mark.filterwarnings("ignore::google.genai.errors.ExperimentalWarning")
 
-KEY = "test-key"
 MODEL = "gemini-embedding-001"
 HOUR = 3600.0
-
-
-@pytest.fixture
-def emu() -> Iterator[GeminiEmulator]:
-    with GeminiEmulator(api_key=KEY) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def client(emu: GeminiEmulator) -> Iterator[genai.Client]:
-    with genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=emu.base_url)) as sdk_client:
-        yield sdk_client
 
 
 def upload_requests(client: genai.Client, texts: list[str], dims: int | None = 768) -> str:
