@@ -184,7 +184,13 @@ class KnowledgeBase:
             submit_retry_s=s.poll_initial_s,
         )
         return BatchManager(
-            self.engine, self._batch_backend, self.results_dir, policy, prices=self.prices, budget=self.budget
+            self.engine,
+            self._batch_backend,
+            self.results_dir,
+            policy,
+            prices=self.prices,
+            budget=self.budget,
+            claim_s=self.settings.worker_lease_s,
         )
 
     def worker(self, stop: threading.Event | None = None) -> Worker:
@@ -423,7 +429,5 @@ class KnowledgeBase:
 
     def status(self) -> StatusReport:
         """Documents, chunks, tasks per space, live jobs, warnings, errors, spend and the worker."""
-        options = StatusOptions(
-            stuck_after_s=self.settings.stuck_after_h * 3600, lease_s=self.settings.worker_lease_s
-        )
+        options = StatusOptions(stuck_after_s=self.settings.stuck_after_h * 3600)
         return collect_status(self.engine, self.location, options)

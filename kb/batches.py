@@ -12,18 +12,21 @@ The sequence for every job (design.md §4):
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.engine import Connection, Engine
 
-from kb import ledger, spaces, usage, vectors
-from kb.db import write_transaction
+from kb import claims, ledger, spaces, usage, vectors
+from kb.db import serialize, write_transaction
 from kb.embedder import normalized
 from kb.errors import (
+    ClaimLostError,
     InvalidResponseError,
     KbError,
     LeaseLostError,
@@ -33,9 +36,10 @@ from kb.errors import (
 )
 from kb.records import JobState, RemoteStatus, TaskStatus
 from kb.results import BadLine, ErrorKind, ResultItem, classify, parse_lines
-from kb.schema import BatchJob, EmbeddingSpace
+from kb.schema import BatchJob, EmbeddingSpace, table_of
 
 log = logging.getLogger("kb.batches")
+JOBS = table_of(BatchJob)
 
 
 class BatchBackend(Protocol):
@@ -112,6 +116,8 @@ class BatchManager:
         prices: usage.PriceBook | None = None,
         budget: usage.Budget | None = None,
         guard: Callable[[], None] | None = None,
+        owner: str | None = None,
+        claim_s: float = 120.0,
     ) -> None:
         self.engine = engine
         self.backend_for = backend_for
@@ -122,6 +128,9 @@ class BatchManager:
         self.budget = budget or usage.Budget()
         # Called before each remote step: the worker renews its lease there, and raises if it lost it.
         self.guard: Callable[[], None] = guard or (lambda: None)
+        self.owner = owner or claims.default_owner()
+        self.claim_s = claim_s
+        self._renewer: claims.Renewer | None = None  # of the job being worked on
 
     # -- flush -----------------------------------------------------------------------------------------
 
@@ -154,6 +163,9 @@ class BatchManager:
         backend = self._backend(space)
         now = self.clock()
         with write_transaction(self.engine) as connection:
+            if self.budget.capped:
+                # Two workers checking the cap at once could each commit up to it: one at a time.
+                serialize(connection, "kb.budget")
             due = ledger.due_pending(connection, space.id, now, self.policy.max_items)
             items = _within_tokens(due, self.policy.max_tokens)
             if not items:
@@ -179,20 +191,26 @@ class BatchManager:
     # -- submit and reconcile ------------------------------------------------------------------------
 
     def submit_created(self, reconcile_all: bool = False) -> list[int]:
-        """Submit recorded jobs that have no remote job yet. Jobs that may already exist remotely (an
-        earlier attempt failed ambiguously, or a previous process died; `reconcile_all`) are looked up by
-        display name first and adopted if found."""
-        now = self.clock()
-        with self.engine.connect() as connection:
-            created = [
-                j for j in ledger.jobs_in(connection, [JobState.CREATED]) if (j.next_poll_at or 0) <= now
-            ]
+        """Submit recorded jobs that have no remote job yet, each under this worker's claim. Jobs that may
+        already exist remotely (an earlier attempt failed ambiguously, another worker died mid-submit, or
+        `reconcile_all` after a restart) are looked up by display name first and adopted if found."""
+        due = and_(
+            JOBS.c.state == JobState.CREATED,
+            or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= self.clock()),
+        )
         submitted: list[int] = []
-        for job in created:
-            check = reconcile_all or job.submit_attempts > 0
-            adopted = self._adopt_if_remote(job) if check else False
-            if adopted or (adopted is False and self._submit(job)):
-                submitted.append(job.id)
+        seen: set[int] = set()
+        while (claim := self._claim_next(due, seen)) is not None:
+            with self._holding(claim):
+                job = claim.job
+                if claim.taken_over:
+                    log.warning(
+                        "job %s: taking it over from %s, whose claim expired", job.id, job.lease_owner
+                    )
+                check = reconcile_all or claim.taken_over or job.submit_attempts > 0
+                adopted = self._adopt_if_remote(job) if check else False
+                if adopted or (adopted is False and self._submit(job)):
+                    submitted.append(job.id)
         return submitted
 
     def _adopt_if_remote(self, job: BatchJob) -> bool | None:
@@ -213,7 +231,7 @@ class BatchManager:
     def _submit(self, job: BatchJob) -> bool:
         space = self._space(job.space_id)
         backend = self._backend(space)
-        self.guard()
+        self._keep(job.id)
         try:
             input_file = job.input_file
             if input_file is None:
@@ -234,6 +252,7 @@ class BatchManager:
                 )
                 with write_transaction(self.engine) as connection:
                     ledger.update_job(connection, job.id, input_file=input_file)
+                self._keep(job.id)
             remote = backend.create(job.display_name, space.model, input_file)
         except RetryableProviderError as error:
             self._defer_submit(job, error.message)
@@ -282,30 +301,38 @@ class BatchManager:
     def poll(self, only_due: bool = True) -> StepReport:
         """Poll live remote jobs whose time has come; download, apply or release as their state says."""
         report = StepReport()
-        now = self.clock()
-        with self.engine.connect() as connection:
-            jobs = ledger.jobs_in(
-                connection, [JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED]
-            )
-        for job in jobs:
-            if only_due and (job.next_poll_at or 0) > now and job.state != JobState.SUCCEEDED:
-                continue
-            try:
-                self._poll_one(job, report)
-            except LeaseLostError:
-                raise
-            except KbError as error:
-                report.errors.append(f"job {job.id}: {error.message}")
-                log.warning("job %s: %s", job.id, error.message)
-                self._reschedule(job, job.remote_state or "", JobState(job.state))
+        live = JOBS.c.state.in_([JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED])
+        due = or_(
+            JOBS.c.state == JobState.SUCCEEDED,
+            JOBS.c.next_poll_at.is_(None),
+            JOBS.c.next_poll_at <= self.clock(),
+        )
+        seen: set[int] = set()
+        while (claim := self._claim_next(and_(live, due) if only_due else live, seen)) is not None:
+            job = claim.job
+            if claim.taken_over:
+                log.warning("job %s: taking it over from %s, whose claim expired", job.id, job.lease_owner)
+            with self._holding(claim):
+                try:
+                    self._poll_one(job, report)
+                except (LeaseLostError, ClaimLostError):
+                    raise
+                except KbError as error:
+                    report.errors.append(f"job {job.id}: {error.message}")
+                    log.warning("job %s: %s", job.id, error.message)
+                    self._reschedule(job, job.remote_state or "", JobState(job.state))
         return report
 
     def _poll_one(self, job: BatchJob, report: StepReport) -> None:
-        self.guard()
+        self._keep(job.id)
+        backend = self._backend(self._space(job.space_id))
         if job.state == JobState.SUCCEEDED:  # saved results not yet applied (a crash, or an apply error)
+            if not Path(job.result_path or "").is_file():  # saved on another machine, or lost
+                self._download(job, _saved_output(job), backend)
+                self._keep(job.id)
+                job = ledger_job(self.engine, job.id)
             self._apply(job, report)
             return
-        backend = self._backend(self._space(job.space_id))
         assert job.remote_name is not None
         try:
             remote = backend.get(job.remote_name)
@@ -317,6 +344,7 @@ class BatchManager:
             raise
         if remote.state == JobState.SUCCEEDED:
             self._download(job, remote, backend)
+            self._keep(job.id)
             self._apply(ledger_job(self.engine, job.id), report)
         elif remote.state in (JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED):
             self._release(job.id, remote.state, f"batch job {remote.state.value} ({remote.raw_state})")
@@ -372,6 +400,7 @@ class BatchManager:
         outcome = _read_results(Path(job.result_path), keys, space.dimensions)
         now = self.clock()
         with write_transaction(self.engine) as connection:
+            self._still_held(connection, job.id)  # and the job row stays locked until this commits
             held = dict(ledger.held_tasks(connection, job.id))
             embedded = [(task_id, v) for task_id, v in outcome.vectors if task_id in held]
             vectors.write(connection, space.id, embedded)
@@ -496,6 +525,44 @@ class BatchManager:
             ledger.update_job(connection, job_id, state=state, error=reason, finished_at=now)
         log.warning("job %s %s: %d texts handed back (%s)", job_id, state.value, len(held), reason)
 
+    # -- claims --------------------------------------------------------------------------------------------
+
+    def _claim_next(self, where: ColumnElement[bool], seen: set[int]) -> claims.Claim | None:
+        """The next job matching `where` that no other live worker holds, not in `seen` (which it joins):
+        each job comes at most once per pass."""
+        with write_transaction(self.engine) as connection:
+            claim = claims.claim_next(connection, self.owner, self.clock(), self.claim_s, where, seen)
+        if claim is not None:
+            seen.add(claim.job.id)
+        return claim
+
+    @contextmanager
+    def _holding(self, claim: claims.Claim) -> Iterator[None]:
+        """Work on a claimed job (the claim renewed in the background), then let it go; a claim lost
+        meanwhile leaves the job to its new holder."""
+        try:
+            with claims.Renewer(self.engine, claim.job.id, self.owner, self.claim_s, self.clock) as renewer:
+                self._renewer = renewer
+                yield
+        except ClaimLostError as error:
+            log.warning("job %s: %s", claim.job.id, error.message)
+        finally:
+            self._renewer = None
+            with write_transaction(self.engine) as connection:
+                claims.release(connection, claim.job.id, self.owner)
+
+    def _keep(self, job_id: int) -> None:
+        """Before every remote step: renew the claim on the job (and the worker's lease, via `guard`)."""
+        with write_transaction(self.engine) as connection:
+            self._still_held(connection, job_id)
+        self.guard()
+
+    def _still_held(self, connection: Connection, job_id: int) -> None:
+        """Renew the claim in the caller's transaction, or raise (rolling it back) if it was taken over."""
+        lost = self._renewer is not None and self._renewer.lost
+        if lost or not claims.renew(connection, job_id, self.owner, self.clock(), self.claim_s):
+            raise ClaimLostError(f"another worker took job {job_id} over; leaving it to them")
+
     # -- helpers -------------------------------------------------------------------------------------------
 
     def _backend(self, space: EmbeddingSpace) -> BatchBackend:
@@ -514,6 +581,17 @@ class BatchManager:
 def ledger_job(engine: Engine, job_id: int) -> BatchJob:
     with engine.connect() as connection:
         return ledger.job(connection, job_id)
+
+
+def _saved_output(job: BatchJob) -> RemoteStatus:
+    """The remote state of a job that succeeded, as recorded: enough to download its results again."""
+    return RemoteStatus(
+        name=job.remote_name or "",
+        display_name=job.display_name,
+        state=JobState.SUCCEEDED,
+        raw_state=job.remote_state or "",
+        output_file=job.output_file,
+    )
 
 
 def _within_tokens(items: list[ledger.Claimable], max_tokens: int) -> list[ledger.Claimable]:

@@ -152,6 +152,14 @@ def insert_ignoring_conflicts(connection: Connection, table: sa.Table) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
+def serialize(connection: Connection, name: str) -> None:
+    """Make transactions that call this with the same `name` run one after another, until commit.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite needs nothing: its writers already take turns."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A short write transaction that holds SQLite's write lock from its first statement."""

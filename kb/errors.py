@@ -86,3 +86,7 @@ class InvalidResponseError(RetryableProviderError):
 
 class LeaseLostError(KbError):
     """Another worker took over this database's batch work."""
+
+
+class ClaimLostError(KbError):
+    """Another worker took over a job this worker was working on (its claim had expired)."""

@@ -312,7 +312,7 @@ class GeminiBatchBackend:
     def download(self, file_name: str, destination: Path) -> None:
         """Save the result file to `destination` atomically (written, synced, then renamed)."""
         data = self._retried(lambda: self._client.files.download(file=file_name), file_name)
-        partial = destination.with_suffix(destination.suffix + ".part")
+        partial = destination.with_name(f"{destination.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
         with partial.open("wb") as handle:
             handle.write(data)
             handle.flush()

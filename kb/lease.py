@@ -1,19 +1,24 @@
-"""The worker lease: one worker at a time may submit and apply batch work on a database.
+"""Leases and heartbeats in the `worker_leases` table.
 
-SQLite has no `SELECT ... FOR UPDATE SKIP LOCKED`; a lease row taken in an IMMEDIATE transaction does the job.
-A lease that is not renewed expires, so a crashed worker's successor takes over after `lease_s` seconds.
+On SQLite one worker at a time may submit and apply batch work (the database has one writer anyway): it
+holds the `batch` lease, taken in an IMMEDIATE transaction. On PostgreSQL all workers work at once, each job
+under its own claim (`kb.claims`). Either way every worker keeps a `worker:<owner>` heartbeat row, which
+`kb status` reads. A lease that is not renewed expires, so a crashed worker's successor takes over after
+`lease_s` seconds.
 """
 
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from kb.db import write_transaction
 from kb.schema import WorkerLease, table_of
 
 LEASES = table_of(WorkerLease)
 BATCH_LEASE = "batch"
+_HEARTBEAT = "worker:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +30,16 @@ class LeaseHolder:
 
 def acquire(engine: Engine, owner: str, now: float, lease_s: float, name: str = BATCH_LEASE) -> bool:
     """Take or renew the lease; False while another owner holds an unexpired one."""
+    try:
+        return _acquire(engine, owner, now, lease_s, name)
+    except IntegrityError:  # another worker created the lease row in the same instant
+        return False
+
+
+def _acquire(engine: Engine, owner: str, now: float, lease_s: float, name: str) -> bool:
     with write_transaction(engine) as connection:
-        row = connection.execute(select(LEASES).where(LEASES.c.name == name)).one_or_none()
+        # FOR UPDATE: on PostgreSQL a concurrent taker waits here, then sees this one's lease.
+        row = connection.execute(select(LEASES).where(LEASES.c.name == name).with_for_update()).one_or_none()
         if row is None:
             connection.execute(
                 insert(LEASES).values(
@@ -52,3 +65,34 @@ def holder(engine: Engine, name: str = BATCH_LEASE) -> LeaseHolder | None:
     with engine.connect() as connection:
         row = connection.execute(select(LEASES).where(LEASES.c.name == name)).one_or_none()
     return None if row is None else LeaseHolder(row.owner, row.expires_at, row.heartbeat_at)
+
+
+def heartbeat_name(owner: str) -> str:
+    return f"{_HEARTBEAT}{owner}"
+
+
+def beat(engine: Engine, owner: str, now: float, lease_s: float) -> None:
+    """Record that this worker is alive (its own row: never contended)."""
+    acquire(engine, owner, now, lease_s, heartbeat_name(owner))
+
+
+def heartbeats(engine: Engine) -> list[LeaseHolder]:
+    """Every worker's last heartbeat, newest first."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(LEASES)
+            .where(LEASES.c.name.startswith(_HEARTBEAT, autoescape=True))
+            .order_by(LEASES.c.heartbeat_at.desc())
+        ).all()
+    return [LeaseHolder(row.owner, row.expires_at, row.heartbeat_at) for row in rows]
+
+
+def forget_silent(engine: Engine, now: float, older_than_s: float) -> None:
+    """Drop heartbeats of workers silent for longer than `older_than_s` (killed long ago)."""
+    with write_transaction(engine) as connection:
+        connection.execute(
+            delete(LEASES).where(
+                LEASES.c.name.startswith(_HEARTBEAT, autoescape=True),
+                LEASES.c.heartbeat_at < now - older_than_s,
+            )
+        )

@@ -40,10 +40,14 @@ def database_id(connection: Connection) -> str:
 
 
 def display_name(database: str, job_id: int) -> str:
-    return f"kb-{database}-{job_id}"
+    """Unique for ever, even if SQLite reuses the id of a deleted job: a name is how a remote job is found
+    again after a crash, so an old remote job must never answer to a new job's name."""
+    return f"kb-{database}-{job_id}-{secrets.token_hex(3)}"
 
 
 def due_pending(connection: Connection, space_id: int, now: float, limit: int) -> list[Claimable]:
+    """Due pending tasks, locked until the transaction ends. Rows another worker is putting into its job
+    right now are skipped, not waited for (PostgreSQL; SQLite has one writer at a time anyway)."""
     rows = connection.execute(
         select(TASKS.c.id, TASKS.c.token_estimate)
         .where(
@@ -53,6 +57,7 @@ def due_pending(connection: Connection, space_id: int, now: float, limit: int) -
         )
         .order_by(TASKS.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return [Claimable(int(a), int(b)) for a, b in rows]
 
@@ -77,34 +82,49 @@ def create_job(
     now: float,
     deadline_s: float,
 ) -> int:
-    """Record a job and its manifest, and hand its tasks over to it, before any remote call."""
-    job_id = int(connection.execute(select(func.coalesce(func.max(JOBS.c.id), 0) + 1)).scalar_one())
-    connection.execute(
-        insert(JOBS).values(
-            id=job_id,
-            space_id=space_id,
-            display_name=display_name(database_id(connection), job_id),
-            mode=mode,
-            state=JobState.CREATED,
-            item_count=len(items),
-            token_estimate=sum(item.token_estimate for item in items),
-            created_at=now,
-            deadline_at=now + deadline_s,
-            next_poll_at=now,
-            poll_count=0,
-            submit_attempts=0,
-        )
-    )
-    connection.execute(
-        insert(ITEMS),
-        [{"job_id": job_id, "key": f"t{item.task_id}", "task_id": item.task_id} for item in items],
-    )
-    for batch in in_batches([item.task_id for item in items], 500):
+    """Record a job and its manifest, and hand its tasks over to it, before any remote call. Only tasks
+    still pending are taken (the caller's lock makes that all of them); returns the job id."""
+    job_id = int(
         connection.execute(
+            insert(JOBS)
+            .values(
+                space_id=space_id,
+                display_name=f"kb-new-{secrets.token_hex(8)}",
+                mode=mode,
+                state=JobState.CREATED,
+                item_count=0,
+                token_estimate=0,
+                created_at=now,
+                deadline_at=now + deadline_s,
+                next_poll_at=now,
+                poll_count=0,
+                submit_attempts=0,
+            )
+            .returning(JOBS.c.id)
+        ).scalar_one()
+    )
+    estimates = {item.task_id: item.token_estimate for item in items}
+    taken: list[int] = []
+    for batch in in_batches(list(estimates), 500):
+        rows = connection.execute(
             update(TASKS)
             .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING)
             .values(status=TaskStatus.SUBMITTED, job_id=job_id, updated_at=now)
+            .returning(TASKS.c.id)
         )
+        taken.extend(int(task_id) for (task_id,) in rows)
+    taken.sort()
+    if taken:
+        connection.execute(
+            insert(ITEMS), [{"job_id": job_id, "key": f"t{task_id}", "task_id": task_id} for task_id in taken]
+        )
+    update_job(
+        connection,
+        job_id,
+        display_name=display_name(database_id(connection), job_id),
+        item_count=len(taken),
+        token_estimate=sum(estimates[task_id] for task_id in taken),
+    )
     return job_id
 
 
@@ -157,9 +177,9 @@ def update_job(connection: Connection, job_id: int, **values: object) -> None:
 def held_tasks(connection: Connection, job_id: int) -> list[tuple[int, int]]:
     """(task id, attempts) of the tasks this job still holds (submitted, not yet answered)."""
     rows = connection.execute(
-        select(TASKS.c.id, TASKS.c.attempts).where(
-            TASKS.c.job_id == job_id, TASKS.c.status == TaskStatus.SUBMITTED
-        )
+        select(TASKS.c.id, TASKS.c.attempts)
+        .where(TASKS.c.job_id == job_id, TASKS.c.status == TaskStatus.SUBMITTED)
+        .with_for_update()  # PostgreSQL: no concurrent edit of these tasks until the caller commits
     )
     return [(int(a), int(b)) for a, b in rows]
 

@@ -36,7 +36,7 @@ import orjson
 from numpy.typing import NDArray
 
 from kb.embedder import Matrix, normalized
-from kb.errors import ConfigError
+from kb.errors import ConfigError, InvalidResponseError
 from kb.records import JobState, RemoteStatus, SpaceSpec
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
 
@@ -267,7 +267,13 @@ class LocalBatchBackend:
         self._jobs.pop(name, None)
 
     def download(self, file_name: str, destination: Path) -> None:
-        Path(file_name).replace(destination)
+        source = Path(file_name)
+        if source.exists():
+            source.replace(destination)
+        elif not destination.exists():  # (if it does, an earlier attempt moved it there)
+            raise InvalidResponseError(
+                f"the local result file {file_name} is gone (made on another machine?)"
+            )
 
     def delete_file(self, file_name: str) -> None:
         Path(file_name).unlink(missing_ok=True)

@@ -109,7 +109,8 @@ class StatusReport:
     warnings: list[str] = field(default_factory=list)  # stuck jobs, budget, no worker
     recent_errors: list[str] = field(default_factory=list)
     spend: SpendSummary | None = None
-    worker: WorkerHeartbeat | None = None
+    worker: WorkerHeartbeat | None = None  # the most recent heartbeat of `workers`
+    workers: list[WorkerHeartbeat] = field(default_factory=list)  # newest heartbeat first
     budget_block: str | None = None
 
 
@@ -196,6 +197,7 @@ class JobInfo:
     finished_at: float | None
     deadline_at: float | None
     error: str | None
+    worker: str | None = None  # the worker that holds or last held the job's claim
 
 
 @dataclass(frozen=True, slots=True)

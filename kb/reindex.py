@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from kb import spaces, store, tasks, vectors
 from kb.chunking import estimate_tokens
-from kb.db import write_transaction
+from kb.db import serialize, write_transaction
 from kb.errors import InputError
 from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
 from kb.schema import BatchJob, EmbeddingTask, table_of
@@ -202,7 +202,11 @@ def activate(engine: Engine, space_id: int | None = None, strict: bool = False, 
         raise InputError(f"{report.failed:,} texts failed in {report.label}; see `kb errors` (--strict)")
     now = time.time()
     with write_transaction(engine) as connection:
-        for space in spaces.in_state(connection, SpaceState.ACTIVE):
+        serialize(connection, "kb.spaces")  # several workers may reach the cut-over at the same moment
+        active = spaces.in_state(connection, SpaceState.ACTIVE)
+        if [space.id for space in active] == [report.space_id]:
+            return report.space_id  # another worker just did it
+        for space in active:
             spaces.set_state(connection, space.id, SpaceState.RETIRED, now)
         spaces.set_state(connection, report.space_id, SpaceState.ACTIVE, now)
     return report.space_id

@@ -90,7 +90,9 @@ class KbSettings(BaseSettings):
         60.0, gt=0, description="Back-off before a text is retried; doubles per attempt."
     )
     worker_lease_s: float = Field(
-        120.0, gt=0, description="How long a worker's claim on the batch work lasts without renewal."
+        120.0,
+        gt=0,
+        description="How long a worker's lease and job claims last without renewal (then others take over).",
     )
     worker_idle_s: float = Field(
         5.0, gt=0, description="How long the worker sleeps when there is nothing to do."

@@ -23,11 +23,11 @@ TASKS = table_of(EmbeddingTask)
 @dataclass(frozen=True, slots=True)
 class StatusOptions:
     stuck_after_s: float = 24 * 3600.0
-    lease_s: float = 120.0
 
 
 def collect(engine: Engine, database: object, options: StatusOptions) -> StatusReport:
     now = time.time()
+    workers = _workers(engine, now)
     with engine.connect() as connection:
         summaries = [_space_summary(connection, space, now) for space in spaces.all_spaces(connection)]
         active = next((s for s in summaries if s.state == "active"), None)
@@ -56,7 +56,8 @@ def collect(engine: Engine, database: object, options: StatusOptions) -> StatusR
                 last_24h_usd=today.usd,
                 by_kind=total.by_kind,
             ),
-            worker=_worker(engine, now, options.lease_s),
+            worker=workers[0] if workers else None,
+            workers=workers,
             budget_block=block,
         )
     return report
@@ -96,6 +97,7 @@ def job_info(job: BatchJob) -> JobInfo:
         finished_at=job.applied_at or job.finished_at,
         deadline_at=job.deadline_at,
         error=job.error,
+        worker=job.lease_owner,
     )
 
 
@@ -118,9 +120,10 @@ def _recent_errors(connection: Connection, limit: int = 5) -> list[str]:
     return [f"task {f.task_id}: {f.error}" for f in failed]
 
 
-def _worker(engine: Engine, now: float, lease_s: float) -> WorkerHeartbeat | None:
-    holder = lease.holder(engine)
-    if holder is None:
-        return None
-    age = max(0.0, now - holder.heartbeat_at)
-    return WorkerHeartbeat(owner=holder.owner, heartbeat_age_s=age, alive=holder.expires_at > now)
+def _workers(engine: Engine, now: float) -> list[WorkerHeartbeat]:
+    return [
+        WorkerHeartbeat(
+            owner=h.owner, heartbeat_age_s=max(0.0, now - h.heartbeat_at), alive=h.expires_at > now
+        )
+        for h in lease.heartbeats(engine)
+    ]

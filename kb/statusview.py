@@ -29,6 +29,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "recent_errors": report.recent_errors,
         "spend": None if spend is None else asdict(spend),
         "worker": None if report.worker is None else asdict(report.worker),
+        "workers": [asdict(worker) for worker in report.workers],
         "budget_block": report.budget_block,
     }
 
@@ -116,16 +117,18 @@ def _spend(report: StatusReport, console: Console) -> None:
 
 
 def _worker(report: StatusReport, console: Console) -> None:
-    worker = report.worker
-    if worker is None:
+    if not report.workers:
         console.print("Worker: none running (start `kb worker`)")
-    elif worker.alive:
-        console.print(f"Worker: alive ({escape(worker.owner)}, heartbeat {age(worker.heartbeat_age_s)} ago)")
-    else:
-        console.print(
-            f"[yellow]Worker: silent[/yellow] ({escape(worker.owner)}, last heartbeat "
-            f"{age(worker.heartbeat_age_s)} ago; its lease has expired)"
-        )
+    for worker in report.workers:
+        if worker.alive:
+            console.print(
+                f"Worker: alive ({escape(worker.owner)}, heartbeat {age(worker.heartbeat_age_s)} ago)"
+            )
+        else:
+            console.print(
+                f"[yellow]Worker: silent[/yellow] ({escape(worker.owner)}, last heartbeat "
+                f"{age(worker.heartbeat_age_s)} ago; presumed dead, its jobs are taken over)"
+            )
 
 
 def prometheus(report: StatusReport) -> str:
@@ -161,6 +164,11 @@ def prometheus(report: StatusReport) -> str:
             "# TYPE kb_spend_online_equivalent_usd_total counter",
             f"kb_spend_online_equivalent_usd_total {spend.usd_online_equivalent:.6f}",
         ]
+    lines += [
+        "# HELP kb_workers_alive Workers whose heartbeat is recent.",
+        "# TYPE kb_workers_alive gauge",
+        f"kb_workers_alive {sum(worker.alive for worker in report.workers)}",
+    ]
     if report.worker is not None:
         lines += [
             "# HELP kb_worker_heartbeat_age_seconds Seconds since the worker's last heartbeat.",

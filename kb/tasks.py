@@ -113,27 +113,59 @@ class PendingText:
     token_estimate: int
 
 
-def pending_texts(
-    connection: Connection, space_id: int, hashes: Sequence[str] | None = None, limit: int = 1000
+def claim_due(
+    connection: Connection,
+    space_id: int,
+    now: float,
+    hold_s: float,
+    limit: int,
+    hashes: Sequence[str] | None = None,
 ) -> list[PendingText]:
-    """Pending tasks of the space (optionally only these texts) with a chunk's copy of their text."""
-    chunks = table_of(Chunk)
-    one_chunk = (
-        select(chunks.c.text_sha256, func.min(chunks.c.id).label("chunk_id"))
-        .group_by(chunks.c.text_sha256)
-        .subquery()
-    )
+    """Take due pending tasks of the space (optionally only these texts) for online embedding, with a
+    chunk's copy of their text.
+
+    They stay pending but are not due again for `hold_s`: no batch flush and no other online embedder picks
+    them up meanwhile (on PostgreSQL rows another worker is claiming are skipped, not waited for), and if
+    this process dies they come back by themselves."""
     statement = (
-        select(TASKS.c.id, TASKS.c.text_sha256, chunks.c.text, TASKS.c.token_estimate)
-        .join(one_chunk, one_chunk.c.text_sha256 == TASKS.c.text_sha256)
-        .join(chunks, chunks.c.id == one_chunk.c.chunk_id)
-        .where(TASKS.c.space_id == space_id, TASKS.c.status == TaskStatus.PENDING)
+        select(TASKS.c.id)
+        .where(
+            TASKS.c.space_id == space_id, TASKS.c.status == TaskStatus.PENDING, TASKS.c.next_attempt_at <= now
+        )
         .order_by(TASKS.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     if hashes is not None:
         statement = statement.where(TASKS.c.text_sha256.in_(hashes))
-    return [PendingText(int(a), str(b), str(c), int(d)) for a, b, c, d in connection.execute(statement)]
+    task_ids = [int(task_id) for (task_id,) in connection.execute(statement)]
+    if not task_ids:
+        return []
+    connection.execute(update(TASKS).where(TASKS.c.id.in_(task_ids)).values(next_attempt_at=now + hold_s))
+    chunks = table_of(Chunk)
+    one_chunk = (
+        select(chunks.c.text_sha256, func.min(chunks.c.id).label("chunk_id"))
+        .where(chunks.c.text_sha256.in_(select(TASKS.c.text_sha256).where(TASKS.c.id.in_(task_ids))))
+        .group_by(chunks.c.text_sha256)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(TASKS.c.id, TASKS.c.text_sha256, chunks.c.text, TASKS.c.token_estimate)
+        .join(one_chunk, one_chunk.c.text_sha256 == TASKS.c.text_sha256)
+        .join(chunks, chunks.c.id == one_chunk.c.chunk_id)
+        .where(TASKS.c.id.in_(task_ids))
+        .order_by(TASKS.c.id)
+    )
+    return [PendingText(int(a), str(b), str(c), int(d)) for a, b, c, d in rows]
+
+
+def due_count(connection: Connection, space_id: int, now: float, hashes: Sequence[str] | None = None) -> int:
+    statement = select(func.count()).where(
+        TASKS.c.space_id == space_id, TASKS.c.status == TaskStatus.PENDING, TASKS.c.next_attempt_at <= now
+    )
+    if hashes is not None:
+        statement = statement.where(TASKS.c.text_sha256.in_(hashes))
+    return int(connection.execute(statement).scalar_one())
 
 
 def mark_embedded(connection: Connection, space_id: int, task_ids: Sequence[int], now: float) -> list[int]:
@@ -152,6 +184,16 @@ def mark_embedded(connection: Connection, space_id: int, task_ids: Sequence[int]
         )
         changed.extend(int(row[0]) for row in rows)
     return changed
+
+
+def make_due(connection: Connection, task_ids: Sequence[int], now: float) -> None:
+    """Pending tasks due again now (a claim given back unused)."""
+    for batch in in_batches(task_ids, 500):
+        connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING)
+            .values(next_attempt_at=now)
+        )
 
 
 def record_attempt_failure(

@@ -230,6 +230,7 @@ def render_jobs(jobs: list[JobInfo]) -> None:
         stdout.print(
             f"#{job.id:<5} {job.state:<10} {job.texts:>6,} texts  age {age(now - job.created_at):>6}"
             f"{deadline if live else ''}  {escape(job.remote_name or '(not submitted)')}"
+            f"{'  by ' + escape(job.worker) if job.worker else ''}"
         )
         if job.error:
             stdout.print(f"       {escape(job.error)}")

@@ -122,6 +122,10 @@ class Budget:
     total_usd: float | None = None
     per_day_usd: float | None = None
 
+    @property
+    def capped(self) -> bool:
+        return self.total_usd is not None or self.per_day_usd is not None
+
     def refusal(self, connection: Connection, extra_usd: float, now: float | None = None) -> str | None:
         """Why spending `extra_usd` more now would break a cap, or None if it would not."""
         if self.total_usd is not None:

@@ -5,8 +5,6 @@ only the CLI installs signal handlers, which set `stop`: the worker then finishe
 """
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +14,7 @@ from enum import StrEnum
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from kb import lease, ledger, online, spaces
+from kb import claims, lease, ledger, online, spaces
 from kb.batches import BatchManager
 from kb.embedder import Embedder
 from kb.errors import KbError, LeaseLostError
@@ -25,6 +23,9 @@ from kb.schema import EmbeddingSpace, EmbeddingTask, table_of
 
 log = logging.getLogger("kb.worker")
 TASKS = table_of(EmbeddingTask)
+
+# A worker silent this long is gone for good: its heartbeat row is dropped.
+_FORGET_SILENT_S = 24 * 3600.0
 
 OnlineEmbedderFor = Callable[[EmbeddingSpace], Embedder | None]
 
@@ -47,10 +48,6 @@ class WorkerResult:
     errors: list[str] = field(default_factory=list)
 
 
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class Worker:
     def __init__(
         self,
@@ -68,14 +65,19 @@ class Worker:
         self.engine = engine
         self.manager = manager
         self.online_embedder_for = online_embedder_for
-        self.owner = owner or default_owner()
+        self.owner = owner or claims.default_owner()
         self.lease_s = lease_s
         self.idle_s = idle_s
         self.clock = clock
         self.stop = stop or threading.Event()
         self.after_step = after_step
         self._warned_online: set[int] = set()
-        manager.guard = self._renew_lease
+        # SQLite: one worker at a time, under the batch lease (a second one adds only lock waits).
+        # PostgreSQL: every worker works at once, each job under its own claim.
+        self.exclusive = engine.dialect.name != "postgresql"
+        manager.owner = self.owner
+        manager.claim_s = lease_s
+        manager.guard = self._renew_lease if self.exclusive else self._beat
 
     def run(self, once: bool = False, timeout_s: float | None = None) -> WorkerResult:
         """Work until stopped; with `once`, until nothing is pending or in flight (or `timeout_s` passes)."""
@@ -83,12 +85,14 @@ class Worker:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         reconciled = False
         waiting_logged = False
+        lease.forget_silent(self.engine, self.clock(), _FORGET_SILENT_S)
         try:
             while not self.stop.is_set():
                 if deadline is not None and time.monotonic() > deadline:
                     result.reason = ExitReason.TIMED_OUT
                     break
-                if not lease.acquire(self.engine, self.owner, self.clock(), self.lease_s):
+                self._beat()
+                if self.exclusive and not lease.acquire(self.engine, self.owner, self.clock(), self.lease_s):
                     if not waiting_logged:
                         holder = lease.holder(self.engine)
                         log.info(
@@ -107,14 +111,20 @@ class Worker:
                     break
                 self.stop.wait(self._pause())
         finally:
-            lease.release(self.engine, self.owner)
+            if self.exclusive:
+                lease.release(self.engine, self.owner)
+            lease.release(self.engine, self.owner, lease.heartbeat_name(self.owner))
         return result
+
+    def _beat(self) -> None:
+        lease.beat(self.engine, self.owner, self.clock(), self.lease_s)
 
     def _renew_lease(self) -> None:
         """Renew before every job submitted or applied: a long step must not outlive the lease, or a
         second worker could take over work this one is still doing."""
         if not lease.acquire(self.engine, self.owner, self.clock(), self.lease_s):
             raise LeaseLostError(f"worker {self.owner} lost its lease to another worker; stepping back")
+        self._beat()
 
     def _step(self, result: WorkerResult, force: bool) -> None:
         for phase in (self._online_phase, self._batch_phase, self._after_phase):

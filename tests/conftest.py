@@ -143,3 +143,12 @@ def postgres_url(postgres_server: str) -> str:
     admin.dispose()
     url = sa.engine.make_url(postgres_server.replace("postgresql://", "postgresql+psycopg://", 1))
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, db_path: Path, tmp_path: Path) -> KbSettings:
+    """Local-provider settings on each backend: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return KbSettings(db=db_path, provider="local", **FAST_SETTINGS)
+    url = request.getfixturevalue("postgres_url")
+    return KbSettings(database_url=url, provider="local", results_dir=tmp_path / "results", **FAST_SETTINGS)

@@ -173,7 +173,7 @@ def run_kb(args: Sequence[str], env: dict[str, str], logs: Path, name: str, time
 
 
 def owner_of(pid: int) -> str:
-    """The lease owner name of a worker process (see `kb.worker.default_owner`)."""
+    """The lease owner name of a worker process (see `kb.claims.default_owner`)."""
     return f"{socket.gethostname()}:{pid}"
 
 
@@ -191,12 +191,14 @@ def lease_owner(db: Path) -> str | None:
 
 
 def expire_lease(db: Path, owner: str) -> None:
-    """Age a dead worker's lease past its expiry: what waiting `worker_lease_s` would do, without the wait.
+    """Age a dead worker's lease and job claims past their expiry: what waiting `worker_lease_s` would do,
+    without the wait.
     The successor then takes it over exactly as it takes over any expired lease."""
     connection = sqlite3.connect(db, timeout=10)
     try:
         with connection:
             connection.execute("UPDATE worker_leases SET expires_at = 0 WHERE owner = ?", (owner,))
+            connection.execute("UPDATE batch_jobs SET lease_expires_at = 0 WHERE lease_owner = ?", (owner,))
     finally:
         connection.close()
 

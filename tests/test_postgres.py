@@ -16,18 +16,8 @@ from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator
 from kb.worker import ExitReason
-from tests.conftest import EMULATOR_KEY, FASTAPI_DOCS
-
-FAST = {"poll_initial_s": 0.01, "poll_max_s": 0.05, "worker_idle_s": 0.01, "batch_min_texts": 1}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, db_path: Path, tmp_path: Path) -> KbSettings:
-    """Local-provider settings on each backend."""
-    if request.param == "sqlite":
-        return KbSettings(db=db_path, provider="local", **FAST)
-    url = request.getfixturevalue("postgres_url")
-    return KbSettings(database_url=url, provider="local", results_dir=tmp_path / "results", **FAST)
+from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, FASTAPI_DOCS
+from tests.crash_harness import KbProcess
 
 
 def test_migrations_match_models(backend: KbSettings) -> None:
@@ -113,7 +103,7 @@ def test_reindex_to_another_space(backend: KbSettings, emulator: GeminiEmulator)
 def test_moving_a_sqlite_knowledge_base_to_postgres_embeds_nothing(
     gemini_settings: KbSettings, emulator: GeminiEmulator, postgres_url: str, runner: CliRunner
 ) -> None:
-    settings = gemini_settings.model_copy(update=FAST)
+    settings = gemini_settings.model_copy(update=FAST_SETTINGS)
     with KnowledgeBase(settings=settings) as kb:
         kb.ingest([FASTAPI_DOCS / "tutorial"])
         assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
@@ -150,9 +140,9 @@ def _top(kb: KnowledgeBase, question: str) -> dict[str, object]:
 def test_three_workers_on_postgres_drain_30000_texts_with_one_killed(
     emulator: GeminiEmulator, postgres_url: str, tmp_path: Path
 ) -> None:
-    """Workers on several machines share one PostgreSQL database: the lease lets one work at a time, a
-    killed worker's lease expires and another takes over; nothing is submitted twice or left stuck."""
-    from kb import lease
+    """Workers on several machines share one PostgreSQL database and work at once, each job under its own
+    claim; a worker killed while it holds a job leaves a claim that expires, and another worker takes the
+    job over. Nothing is submitted twice or left stuck, and the work is shared."""
     from tests.crash_harness import kb_env, start_kb, wait_until, write_corpus
 
     texts = write_corpus(tmp_path / "corpus", 300, 100)
@@ -171,26 +161,57 @@ def test_three_workers_on_postgres_drain_30000_texts_with_one_killed(
         DATABASE_URL=postgres_url,
         RESULTS_DIR=tmp_path / "results",
         WORKER_LEASE_S=3,
-        BATCH_MAX_TEXTS=2000,
+        BATCH_MAX_TEXTS=1000,
     )
     logs = tmp_path / "logs"
     workers = [start_kb(["worker", "--once", "--timeout", "240"], env, logs, f"w{n}") for n in range(3)]
-    with KnowledgeBase(settings=settings) as kb:
-        assert wait_until(lambda: any(j.state == "applied" for j in kb.jobs()), timeout=120)
-        holder = lease.holder(kb.engine)
-        assert holder is not None
-        victim = next(w for w in workers if holder.owner.endswith(f":{w.pid}"))
-        victim.kill()  # mid-run: jobs submitted and not yet applied are left behind
-        survivors = [w for w in workers if w is not victim]
-        for worker in survivors:
-            assert worker.wait(240) == 0, worker.stderr
-        status = kb.status()
-        assert status.tasks == {"pending": 0, "submitted": 0, "embedded": 30_000, "failed": 0}
-        assert status.jobs == []
+    try:
+        with KnowledgeBase(settings=settings) as kb:
+            # All three work at once: each applies jobs before one of them is killed.
+            assert wait_until(lambda: all(" applied: " in w.stderr for w in workers), timeout=120)
+            victim = _freeze_a_worker_holding_a_claim(kb, workers)
+            victim.kill()  # its claimed job is left mid-step
+            survivors = [w for w in workers if w is not victim]
+            for worker in survivors:
+                assert worker.wait(240) == 0, worker.stderr
+            status = kb.status()
+            assert status.tasks == {"pending": 0, "submitted": 0, "embedded": 30_000, "failed": 0}
+            assert status.jobs == []
+    finally:
+        for worker in workers:
+            if worker.popen.poll() is None:
+                worker.kill()
+    applied = [worker.stderr.count(" applied: ") for worker in workers]
+    print(f"\njobs applied per worker: {applied} (worker {workers.index(victim)} was killed)")
+    assert sum(applied) == 30, applied
+    assert any("whose claim expired" in w.stderr for w in survivors)
     billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
     assert len(billed) == 30_000 and set(billed.values()) == {1}
     names = Counter(job.display_name for job in emulator.jobs())
     assert set(names.values()) == {1}
+
+
+def _freeze_a_worker_holding_a_claim(kb: KnowledgeBase, workers: list[KbProcess]) -> KbProcess:
+    """Stop (SIGSTOP) workers in turn until one is caught holding a job claim; that one stays stopped."""
+    import signal
+    import time
+
+    from tests.crash_harness import owner_of
+
+    for _ in range(200):
+        for worker in workers:
+            worker.popen.send_signal(signal.SIGSTOP)
+            with kb.engine.connect() as connection:
+                held = connection.exec_driver_sql(
+                    "SELECT count(*) FROM batch_jobs WHERE lease_owner = %(owner)s "
+                    "AND lease_expires_at IS NOT NULL AND state NOT IN ('applied', 'failed')",
+                    {"owner": owner_of(worker.pid)},
+                ).scalar_one()
+            if held:
+                return worker
+            worker.popen.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("no worker was ever caught holding a claim")
 
 
 def test_faults_on_both_backends(backend: KbSettings, emulator: GeminiEmulator) -> None:

@@ -98,7 +98,7 @@ def test_status_screen_fits_100_columns_and_names_every_section(
                 "WHERE id = (SELECT min(id) FROM embedding_tasks)"
             )
         kb.batch_manager().poll(only_due=False)
-        lease.acquire(kb.engine, "host:123", time.time(), 60.0)  # a worker's heartbeat
+        lease.beat(kb.engine, "host:123", time.time(), 60.0)  # a worker's heartbeat
         time.sleep(0.5)  # the job is now older than stuck_after_h
         report = kb.status()
     buffer = io.StringIO()

@@ -155,3 +155,87 @@ def test_random_kills_never_pay_twice(emulator: GeminiEmulator, db_path: Path, t
     assert histogram[BEFORE_UPLOAD] + histogram[BEFORE_CREATE] >= 1, histogram
     assert histogram[AFTER_CREATE] >= 1, histogram
     assert len(adopted) >= histogram[AFTER_CREATE] - 1  # (a kill may land between adopting and logging it)
+
+
+PARALLEL_KILLS = 15
+
+
+@pytest.mark.slow
+def test_random_kills_of_parallel_workers_on_postgres(
+    emulator: GeminiEmulator, postgres_url: str, tmp_path: Path
+) -> None:
+    """Three workers at once on one PostgreSQL database; every ~0.5 s one of them, at random, is killed
+    (SIGKILL) and replaced. Each job is worked on by one claim holder at a time; a dead worker's claims
+    expire and are taken over, its remote jobs found by display name, never created again."""
+    corpus = tmp_path / "corpus"
+    total = write_corpus(corpus, 20, SECTIONS, seed=SEED)  # 2,000 texts
+    settings = KbSettings(
+        database_url=postgres_url,
+        provider="gemini",
+        gemini_api_key=EMULATOR_KEY,
+        gemini_base_url=emulator.base_url,
+        embedding_dimensions=DIMENSIONS,
+        results_dir=tmp_path / "results",
+    )
+    with KnowledgeBase(settings=settings) as kb:
+        assert kb.ingest([corpus]).tasks_queued == total
+    for route, latency in LATENCIES.items():
+        emulator.faults.add(Fault(route=route, status=200, latency_s=latency, times=None))
+    env = kb_env(
+        emulator,
+        tmp_path / "unused.sqlite",
+        DATABASE_URL=postgres_url,
+        RESULTS_DIR=tmp_path / "results",
+        WORKER_LEASE_S=2,  # claims of the killed expire quickly; live ones are renewed in the background
+        BATCH_MAX_TEXTS=MAX_TEXTS // 2,
+        EMBEDDING_DIMENSIONS=DIMENSIONS,
+    )
+    logs = tmp_path / "logs"
+    rng = random.Random(SEED)
+    spawned = 0
+
+    def spawn() -> KbProcess:
+        nonlocal spawned
+        spawned += 1
+        return start_kb(["worker", "--once", "--timeout", "120"], env, logs, f"worker-{spawned}")
+
+    workers = [spawn() for _ in range(3)]
+    kills = 0
+    try:
+        assert wait_until(lambda: len(emulator.log) > 0, timeout=30)
+        while kills < PARALLEL_KILLS:
+            time.sleep(rng.uniform(0.1, 0.9))
+            alive = [w for w in workers if w.popen.poll() is None]
+            if not alive:
+                break  # drained before all the kills
+            victim = rng.choice(alive)
+            victim.kill()
+            kills += 1
+            workers[workers.index(victim)] = spawn()
+        for worker in workers:
+            assert worker.wait(150) == 0, worker.stderr
+    finally:
+        for worker in workers:
+            if worker.popen.poll() is None:
+                worker.kill()
+    stderr = [log.read_text(encoding="utf-8") for log in logs.glob("*.err")]
+    taken_over = sum(text.count("whose claim expired") for text in stderr)
+    adopted = sum(text.count(" adopted: remote ") for text in stderr)
+    print(f"\n{kills} kills of {spawned} workers; claims taken over: {taken_over}; jobs adopted: {adopted}")
+
+    with KnowledgeBase(settings=settings) as kb:
+        status = kb.status()
+        assert status.tasks == {"pending": 0, "submitted": 0, "embedded": total, "failed": 0}
+        jobs = kb.jobs()
+        assert all(job.state == "applied" for job in jobs), [(j.id, j.state, j.error) for j in jobs]
+        with kb.engine.connect() as connection:
+            vectors = connection.exec_driver_sql("SELECT count(*) FROM vec_space_1").scalar_one()
+    assert vectors == total
+    billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
+    assert len(billed) == total
+    twice = {text: n for text, n in billed.items() if n > 1}
+    assert not twice, f"{len(twice)} texts paid for more than once"
+    names = Counter(job.display_name for job in emulator.jobs())
+    assert all(n == 1 for n in names.values()), names
+    assert len(names) == len(jobs)
+    assert kills >= 10 and taken_over >= 1
