@@ -203,10 +203,6 @@ class BatchManager:
         while (claim := self._claim_next(due, seen)) is not None:
             with self._holding(claim):
                 job = claim.job
-                if claim.taken_over:
-                    log.warning(
-                        "job %s: taking it over from %s, whose claim expired", job.id, job.lease_owner
-                    )
                 check = reconcile_all or claim.taken_over or job.submit_attempts > 0
                 adopted = self._adopt_if_remote(job) if check else False
                 if adopted or (adopted is False and self._submit(job)):
@@ -310,8 +306,6 @@ class BatchManager:
         seen: set[int] = set()
         while (claim := self._claim_next(and_(live, due) if only_due else live, seen)) is not None:
             job = claim.job
-            if claim.taken_over:
-                log.warning("job %s: taking it over from %s, whose claim expired", job.id, job.lease_owner)
             with self._holding(claim):
                 try:
                     self._poll_one(job, report)
@@ -534,6 +528,9 @@ class BatchManager:
             claim = claims.claim_next(connection, self.owner, self.clock(), self.claim_s, where, seen)
         if claim is not None:
             seen.add(claim.job.id)
+            if claim.taken_over:
+                job = claim.job
+                log.warning("job %s: taking it over from %s, whose claim expired", job.id, job.lease_owner)
         return claim
 
     @contextmanager

@@ -117,18 +117,20 @@ def _spend(report: StatusReport, console: Console) -> None:
 
 
 def _worker(report: StatusReport, console: Console) -> None:
+    """Live workers one per line; of the silent (killed) ones only the latest, or a count when others live."""
+    alive = [worker for worker in report.workers if worker.alive]
+    silent = [worker for worker in report.workers if not worker.alive]
+    for worker in alive:
+        console.print(f"Worker: alive ({escape(worker.owner)}, heartbeat {age(worker.heartbeat_age_s)} ago)")
+    if silent and not alive:
+        console.print(
+            f"[yellow]Worker: silent[/yellow] ({escape(silent[0].owner)}, last heartbeat "
+            f"{age(silent[0].heartbeat_age_s)} ago; presumed dead, its jobs are taken over)"
+        )
+    elif silent:
+        console.print(f"        and {len(silent)} silent (presumed dead; their jobs are taken over)")
     if not report.workers:
         console.print("Worker: none running (start `kb worker`)")
-    for worker in report.workers:
-        if worker.alive:
-            console.print(
-                f"Worker: alive ({escape(worker.owner)}, heartbeat {age(worker.heartbeat_age_s)} ago)"
-            )
-        else:
-            console.print(
-                f"[yellow]Worker: silent[/yellow] ({escape(worker.owner)}, last heartbeat "
-                f"{age(worker.heartbeat_age_s)} ago; presumed dead, its jobs are taken over)"
-            )
 
 
 def prometheus(report: StatusReport) -> str:

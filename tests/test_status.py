@@ -118,6 +118,29 @@ def test_status_screen_fits_100_columns_and_names_every_section(
     assert "oldest" in text and "deadline in" in text and "saved" in text and "alive (host:123" in text
 
 
+def test_status_lists_every_worker_and_says_which_are_silent(settings: KbSettings) -> None:
+    now = time.time()
+    with KnowledgeBase(settings=settings) as kb:
+        lease.beat(kb.engine, "host-a:1", now, 60.0)
+        lease.beat(kb.engine, "host-b:2", now - 1, 60.0)
+        lease.beat(kb.engine, "host-c:3", now - 600, 60.0)  # killed ten minutes ago
+        report = kb.status()
+        assert [(w.owner, w.alive) for w in report.workers] == [
+            ("host-a:1", True),
+            ("host-b:2", True),
+            ("host-c:3", False),
+        ]
+        assert report.worker is not None and report.worker.owner == "host-a:1"
+        assert "kb_workers_alive 2" in statusview.prometheus(report)
+        buffer = io.StringIO()
+        statusview.render(report, Console(file=buffer, width=100, color_system=None))
+        assert "alive (host-a:1" in buffer.getvalue() and "alive (host-b:2" in buffer.getvalue()
+        assert "and 1 silent" in buffer.getvalue() and "host-c:3" not in buffer.getvalue()
+
+        lease.forget_silent(kb.engine, now, older_than_s=300)  # what a starting worker does (after 24 h)
+        assert [w.owner for w in kb.status().workers] == ["host-a:1", "host-b:2"]
+
+
 def test_dry_run_prices_the_work_before_spending(
     fast: KbSettings, emulator: GeminiEmulator, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
