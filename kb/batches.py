@@ -278,6 +278,15 @@ class BatchManager:
     def _record_remote(self, job_id: int, remote: RemoteStatus, input_file: str | None) -> None:
         now = self.clock()
         with write_transaction(self.engine) as connection:
+            try:
+                self._still_held(connection, job_id)
+            except ClaimLostError:
+                # This process stalled past its claim (frozen, suspended) and the taker may have submitted
+                # too: never overwrite its record; say which remote job may be a duplicate.
+                log.error(
+                    "job %s: claim lost while submitting; remote %s may be a duplicate", job_id, remote.name
+                )
+                raise
             ledger.update_job(
                 connection,
                 job_id,
