@@ -40,6 +40,8 @@ TABLES = [
     QueryEmbedding,
 ]
 _BATCH = 5_000
+# For building each HNSW index once, after its vectors are in: this transaction only.
+_INDEX_BUILD_MEMORY = "512MB"
 
 
 @dataclass(slots=True)
@@ -76,10 +78,11 @@ def copy_database(
         with source.connect() as reading:
             ids, matrix = vectors.load_all(reading, space.id, space.dimensions)
         with write_transaction(target) as writing:
-            vectors.create_table(writing, space.id, space.dimensions)
+            vectors.create_table(writing, space.id, space.dimensions, index=False)
             for start in range(0, len(ids), _BATCH):
                 block = zip(ids[start : start + _BATCH].tolist(), matrix[start : start + _BATCH], strict=True)
                 vectors.write(writing, space.id, list(block))
+            vectors.create_index(writing, space.id, space.dimensions, work_mem=_INDEX_BUILD_MEMORY)
         report.vectors[space.id] = len(ids)
     _restart_sequences(target)
     return report

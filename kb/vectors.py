@@ -31,19 +31,31 @@ def _literal(vector: NDArray[np.float32] | Sequence[float]) -> str:
     return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
 
 
-def create_table(connection: Connection, space_id: int, dimensions: int) -> None:
+def create_table(connection: Connection, space_id: int, dimensions: int, index: bool = True) -> None:
+    """The space's vector table. `index=False` leaves out PostgreSQL's HNSW index, for a bulk load that
+    calls `create_index` afterwards (several times faster than updating the index row by row)."""
     if _postgres(connection):
-        name = table_name(space_id)
         columns = f"rowid BIGINT PRIMARY KEY, embedding vector({int(dimensions)})"
-        connection.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
-        if dimensions <= 2000:  # pgvector's HNSW limit for float vectors; larger ones are scanned exactly
-            connection.exec_driver_sql(
-                f"CREATE INDEX IF NOT EXISTS {name}_hnsw ON {name} USING hnsw (embedding vector_cosine_ops)"
-            )
+        connection.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {table_name(space_id)} ({columns})")
+        if index:
+            create_index(connection, space_id, dimensions)
         return
     connection.exec_driver_sql(
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {table_name(space_id)} USING vec0("
         f"embedding float[{int(dimensions)}] distance_metric=cosine, chunk_size={VEC_CHUNK_SIZE})"
+    )
+
+
+def create_index(connection: Connection, space_id: int, dimensions: int, work_mem: str | None = None) -> None:
+    """PostgreSQL's HNSW (cosine) index on the space's vectors; `work_mem` (e.g. '512MB') speeds a build
+    over many rows already loaded. SQLite's vec0 table needs none."""
+    if not _postgres(connection) or dimensions > 2000:  # pgvector's HNSW limit; larger ones are scanned
+        return
+    if work_mem is not None:
+        connection.execute(text("SELECT set_config('maintenance_work_mem', :mem, true)"), {"mem": work_mem})
+    name = table_name(space_id)
+    connection.exec_driver_sql(
+        f"CREATE INDEX IF NOT EXISTS {name}_hnsw ON {name} USING hnsw (embedding vector_cosine_ops)"
     )
 
 

@@ -117,6 +117,11 @@ def test_moving_a_sqlite_knowledge_base_to_postgres_embeds_nothing(
     moved = settings.model_copy(update={"database_url": postgres_url})
     with KnowledgeBase(settings=moved) as kb:
         assert kb.status().tasks["embedded"] == embedded
+        with kb.engine.connect() as connection:  # built once, after the vectors were loaded
+            assert connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'vec_space_1'"
+                " AND indexdef LIKE '%%hnsw%%vector_cosine_ops%%'"
+            ).all()
         after = {q: _top(kb, q) for q in questions}
         assert kb.worker().run(once=True, timeout_s=30).reason == ExitReason.DRAINED
         new = kb.ingest_text("# New\n\nA brand new paragraph about PostgreSQL.", "new.md")
@@ -124,7 +129,7 @@ def test_moving_a_sqlite_knowledge_base_to_postgres_embeds_nothing(
     assert [r for r in emulator.log if r.route in ("batchEmbedContents", "asyncBatchEmbedContent")] == []
     for question in questions:
         # The same vectors give the same nearest chunks; full-text ranking differs a little between
-        # SQLite's BM25 and PostgreSQL's ts_rank_cd, so hybrid must agree on the best page.
+        # SQLite's BM25 and PostgreSQL's ts_rank, so hybrid must agree on the best page.
         assert after[question]["vector"] == before[question]["vector"]
         assert after[question]["hybrid"] == before[question]["hybrid"]
 
