@@ -169,6 +169,44 @@ def test_applying_the_same_results_twice_changes_nothing(
         assert _snapshot(kb) == before
 
 
+def test_results_saved_on_another_machine_are_downloaded_again(
+    fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path
+) -> None:
+    """A worker saves a job's results and dies before applying them; the worker that takes the job over
+    runs elsewhere (the saved file is not there): it downloads the results again, and pays nothing more."""
+    from kb.errors import LeaseLostError
+
+    texts = _corpus(tmp_path / "corpus", 1, 30)
+    with KnowledgeBase(settings=fast_settings) as kb:
+        kb.ingest([tmp_path / "corpus"])
+        first = kb.batch_manager()
+        first.flush(force=True)
+        assert first.submit_created()
+        keeps = 0
+
+        def die_after_saving() -> None:  # called before each remote step of the job
+            nonlocal keeps
+            keeps += 1
+            if keeps == 2:  # results downloaded and saved, not yet applied
+                raise LeaseLostError("killed")
+
+        first.guard = die_after_saving
+        with pytest.raises(LeaseLostError):
+            first.poll(only_due=False)
+        (job,) = kb.jobs()
+        assert job.state == "succeeded"
+        for saved in kb.results_dir.glob("*.results.jsonl"):
+            saved.unlink()  # on the other machine
+
+        report = kb.batch_manager().poll()
+        assert report.embedded == texts
+        assert kb.status().tasks["embedded"] == texts
+    downloads = [r for r in emulator.log if r.route == "files.download"]
+    assert len(downloads) == 2
+    billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
+    assert set(billed.values()) == {1} and len(billed) == texts
+
+
 def test_batch_refusing_model_is_embedded_online_with_a_warning(
     fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
