@@ -86,6 +86,12 @@ class Worker:
         reconciled = False
         waiting_logged = False
         lease.forget_silent(self.engine, self.clock(), _FORGET_SILENT_S)
+        if not self.exclusive:
+            now = self.clock()
+            others = [
+                h for h in lease.heartbeats(self.engine) if h.owner != self.owner and h.expires_at > now
+            ]
+            log.info("working alongside %d other live workers, each job claimed by one of us", len(others))
         try:
             while not self.stop.is_set():
                 if deadline is not None and time.monotonic() > deadline:

@@ -189,6 +189,7 @@ def test_three_workers_on_postgres_drain_30000_texts_with_one_killed(
     applied = [worker.stderr.count(" applied: ") for worker in workers]
     print(f"\njobs applied per worker: {applied} (worker {workers.index(victim)} was killed)")
     assert sum(applied) == 30, applied
+    assert all("working alongside" in worker.stderr for worker in workers)
     assert any("whose claim expired" in w.stderr for w in survivors)
     billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
     assert len(billed) == 30_000 and set(billed.values()) == {1}
