@@ -6,7 +6,7 @@ marked embedded and get vectors).
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -52,18 +52,25 @@ def embed_pending(
     with engine.connect() as connection:
         total = sum(tasks.due_count(connection, space_id, time.time(), group) for group in hash_groups)
     done = 0
-    for hash_group in hash_groups:
-        while group := _claim(engine, space_id, hash_group):
-            done += len(group)
-            if not _embed_group(engine, embedder, space_id, group, prices, budget, report):
-                report.left_pending = max(0, total - report.embedded)
-                return report
-            if on_progress is not None:
-                on_progress(min(done, total), total)
-            if hash_group is not None:
-                break  # a group of hashes is claimed whole: one round
+    for group in _claimed_groups(engine, space_id, hash_groups):
+        done += len(group)
+        if not _embed_group(engine, embedder, space_id, group, prices, budget, report):
+            break
+        if on_progress is not None:
+            on_progress(min(done, total), total)
     report.left_pending = max(0, total - report.embedded)
     return report
+
+
+def _claimed_groups(
+    engine: Engine, space_id: int, hash_groups: Sequence[Sequence[str] | None]
+) -> Iterator[list[tasks.PendingText]]:
+    """Claim one group at a time, only when the previous one is done (a stop leaves the rest unclaimed)."""
+    for hashes in hash_groups:
+        while group := _claim(engine, space_id, hashes):
+            yield group
+            if hashes is not None:
+                break  # a group of hashes is claimed whole, in one round
 
 
 def _claim(engine: Engine, space_id: int, hashes: Sequence[str] | None) -> list[tasks.PendingText]:

@@ -109,9 +109,13 @@ class StatusReport:
     warnings: list[str] = field(default_factory=list)  # stuck jobs, budget, no worker
     recent_errors: list[str] = field(default_factory=list)
     spend: SpendSummary | None = None
-    worker: WorkerHeartbeat | None = None  # the most recent heartbeat of `workers`
     workers: list[WorkerHeartbeat] = field(default_factory=list)  # newest heartbeat first
     budget_block: str | None = None
+
+    @property
+    def worker(self) -> WorkerHeartbeat | None:
+        """The worker heard from last."""
+        return self.workers[0] if self.workers else None
 
 
 class SearchMode(StrEnum):

@@ -56,7 +56,6 @@ def collect(engine: Engine, database: object, options: StatusOptions) -> StatusR
                 last_24h_usd=today.usd,
                 by_kind=total.by_kind,
             ),
-            worker=workers[0] if workers else None,
             workers=workers,
             budget_block=block,
         )

@@ -72,6 +72,7 @@ class Worker:
         self.stop = stop or threading.Event()
         self.after_step = after_step
         self._warned_online: set[int] = set()
+        self._beaten_at = float("-inf")
         # SQLite: one worker at a time, under the batch lease (a second one adds only lock waits).
         # PostgreSQL: every worker works at once, each job under its own claim.
         self.exclusive = engine.dialect.name != "postgresql"
@@ -123,7 +124,11 @@ class Worker:
         return result
 
     def _beat(self) -> None:
-        lease.beat(self.engine, self.owner, self.clock(), self.lease_s)
+        """Write the heartbeat, at most a few times per lease period: it runs before every remote step."""
+        now = self.clock()
+        if now - self._beaten_at >= self.lease_s / 4:
+            lease.beat(self.engine, self.owner, now, self.lease_s)
+            self._beaten_at = now
 
     def _renew_lease(self) -> None:
         """Renew before every job submitted or applied: a long step must not outlive the lease, or a
