@@ -3,8 +3,12 @@
 Unchanged files (same size and mtime) are not even read; a file whose bytes did not change costs one read;
 a changed file has its chunks replaced, and only texts that no space has seen yet get new tasks.
 Writes go in short transactions of a few thousand chunks, so a worker can use the database meanwhile.
+A document's `source_path` is its absolute path as `sources.path_to_text` writes it: valid UTF-8 even
+when the file name is not, and mapped back to the exact file by `sources.text_to_path`.
 """
 
+import errno
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -133,7 +137,7 @@ def ingest_paths(
     candidates: list[sources.Candidate] = []
     for found in sources.discover(paths, include=options.include, exclude=options.exclude):
         if isinstance(found, sources.Skipped):
-            report.skipped.append(SkippedFile(str(found.path), found.reason))
+            report.skipped.append(SkippedFile(sources.path_to_text(found.path), found.reason))
         else:
             candidates.append(found)
     with engine.connect() as connection:
@@ -164,7 +168,7 @@ def ingest_bytes(
 ) -> IngestReport:
     """Ingest one document from memory (`kb ingest -`); it is stored as `stdin:<name>`."""
     report = IngestReport(dry_run=options.dry_run)
-    source_path = STDIN_PREFIX + name
+    source_path = STDIN_PREFIX + sources.path_to_text(name)
     loaded = sources.load_bytes(data, path=Path(name))
     if isinstance(loaded, sources.Skipped):
         report.skipped.append(SkippedFile(source_path, loaded.reason))
@@ -194,7 +198,7 @@ class _Planner:
         self._report = report
 
     def plan(self, candidate: sources.Candidate) -> _Change | None:
-        source_path = str(candidate.path)
+        source_path = sources.path_to_text(candidate.path)
         existing = self._stored.get(source_path)
         if (
             existing is not None
@@ -259,9 +263,22 @@ class _DryRun:
 
 def _vanished(stored: dict[str, store.StoredDocument], roots: Sequence[Path]) -> list[store.StoredDocument]:
     """Stored documents under the given folders whose files no longer exist."""
-    folders = [str(root.absolute()).rstrip("/") + "/" for root in roots if root.is_dir()]
-    return [
-        document
-        for path, document in sorted(stored.items())
-        if any(path.startswith(folder) for folder in folders) and not Path(path).exists()
-    ]
+    folders = [os.path.join(os.path.abspath(root), "") for root in roots if os.path.isdir(root)]
+    gone: list[store.StoredDocument] = []
+    for source_path, document in sorted(stored.items()):
+        path = sources.text_to_path(source_path)
+        if any(path.startswith(folder) for folder in folders) and _is_gone(path):
+            gone.append(document)
+    return gone
+
+
+def _is_gone(path: str) -> bool:
+    """The file certainly no longer exists. An error such as EACCES or ENAMETOOLONG proves nothing:
+    such a document is kept, as an unreadable file's document is."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+    except ValueError:  # a NUL character: no file has that name
+        return True
+    return False

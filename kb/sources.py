@@ -4,15 +4,18 @@
 `Skipped` for a file (or directory) the user should hear about. `load_document` reads one
 candidate, `load_bytes` does the same for bytes from stdin. Nothing found on disk makes these
 raise: problems become `Skipped` with a short reason. Only bad user input raises `InputError`.
-File-system I/O only; format conversion lives in `kb.formats`.
+`path_to_text` and `text_to_path` turn file paths into the text stored as a document's
+`source_path` and back. File-system I/O only; format conversion lives in `kb.formats`.
 """
 
 import errno
 import hashlib
 import os
+import re
 import stat
 import unicodedata
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,13 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _READ_CHUNK = 1024 * 1024
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+# A directory whose path is longer than PATH_MAX can still be listed through its parent's descriptor.
+_CAN_WALK_BY_DESCRIPTOR = (
+    os.scandir in os.supports_fd and os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,51 @@ class _Unusable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------
+# Paths as stored text
+# --------------------------------------------------------------------------------------------
+
+_AMBIGUOUS_BACKSLASH = re.compile(r"\\(?=x(?:5c|[89a-f][0-9a-f]))")
+_UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+_ESCAPE = re.compile(r"\\x(5c|[89a-f][0-9a-f])")
+
+
+def path_to_text(path: str | os.PathLike[str]) -> str:
+    """The path as text any database can store, which `text_to_path` maps back to the exact bytes.
+
+    File names are bytes and need not be UTF-8. Python turns each byte that is not part of valid
+    UTF-8 into a lone surrogate (PEP 383), which UTF-8 text cannot hold; here it becomes `\\xHH`,
+    two lowercase hex digits from 80 to ff, as Python shows it: `caf\\xe9.md`. To keep the mapping
+    one-to-one, a literal backslash that would read as such an escape (followed by `x5c`, or by `x`
+    and 80 to ff) is itself written `\\x5c`. Every other path is its own text: documents stored
+    before this scheme keep their identity unless their path holds such a backslash.
+    """
+    raw = os.fsencode(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "surrogateescape")
+    if "\\" in text:
+        text = _AMBIGUOUS_BACKSLASH.sub(r"\\x5c", text)
+    return _UNDECODED_BYTE.sub(_escape_byte, text)
+
+
+def text_to_path(text: str) -> str:
+    """The file path that `path_to_text` turned into `text`."""
+    if "\\x" not in text:
+        return text
+    with_surrogates = _ESCAPE.sub(_unescape_byte, text)
+    return os.fsdecode(with_surrogates.encode("utf-8", "surrogateescape"))
+
+
+def _escape_byte(surrogate: re.Match[str]) -> str:
+    return f"\\x{ord(surrogate[0]) - 0xDC00:02x}"
+
+
+def _unescape_byte(escape: re.Match[str]) -> str:
+    return "\\" if escape[1] == "5c" else chr(0xDC00 + int(escape[1], 16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,10 +194,19 @@ class _Frame:
     """A directory being walked."""
 
     shown: Path  # for Skipped: the given root joined with the relative path
+    absolute: str  # not resolved through symlinks: its files' identity
     relative: str  # posix path relative to the walk root, "" for the root
     real: str  # symlinks resolved: identifies the directory for loop detection
     layers: tuple[_IgnoreLayer, ...]
     entries: Iterator[os.DirEntry[str]]
+    # Set when `absolute` is longer than PATH_MAX: the directory was listed through this
+    # descriptor, and nothing below it can be opened by path.
+    descriptor: int | None = None
+
+    def close(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
 
 
 class _Discovery:
@@ -157,7 +221,7 @@ class _Discovery:
             yield from self._given_path(path)
 
     def _given_path(self, path: Path) -> Iterator[Candidate | Skipped]:
-        absolute = os.path.abspath(path)
+        absolute = os.path.abspath(path)  # may itself be longer than PATH_MAX: Skipped below
         try:
             info = os.stat(absolute)
         except OSError as exc:
@@ -171,60 +235,59 @@ class _Discovery:
             yield Skipped(path, _unsupported_reason(path))
         else:
             # Named explicitly: taken even if hidden, ignored or outside include/exclude.
-            yield from self._candidate(absolute, os.path.realpath(absolute), info)
+            yield from self._candidate(absolute, _real_path(absolute), info)
 
     def _walk(self, root: Path, absolute_root: str) -> Iterator[Candidate | Skipped]:
-        real_root = os.path.realpath(absolute_root)
+        real_root = _real_path(absolute_root)
         if real_root in self.walked_dirs:
             return
         stack: list[_Frame] = []
-        first = yield from self._open_dir(root, absolute_root, "", real_root, ())
-        if first is not None:
-            stack.append(first)
-        while stack:
-            frame = stack[-1]
-            entry = next(frame.entries, None)
-            if entry is None:
-                stack.pop()
-                continue
-            if entry.name.startswith("."):
-                continue  # hidden, including .git, .venv and the ignore files themselves
-            found = yield from self._visit(frame, entry, stack)
-            if found is not None:
-                stack.append(found)
+        try:
+            first = yield from self._open_dir(root, absolute_root, "", real_root, None)
+            if first is not None:
+                stack.append(first)
+            while stack:
+                frame = stack[-1]
+                entry = next(frame.entries, None)
+                if entry is None:
+                    stack.pop().close()
+                    continue
+                if entry.name.startswith("."):
+                    continue  # hidden, including .git, .venv and the ignore files themselves
+                found = yield from self._visit(frame, entry, stack)
+                if found is not None:
+                    stack.append(found)
+        finally:  # also when the caller stops early
+            for frame in stack:
+                frame.close()
 
     def _open_dir(
-        self,
-        shown: Path,
-        absolute: str,
-        relative: str,
-        real: str,
-        parent_layers: tuple[_IgnoreLayer, ...],
+        self, shown: Path, absolute: str, relative: str, real: str, parent: _Frame | None
     ) -> Generator[Skipped, None, _Frame | None]:
         """List a directory and read its ignore files; yields problems, returns the frame."""
         self.walked_dirs.add(real)
         try:
-            with os.scandir(absolute) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+            entries, descriptor = _list_dir(absolute, parent)
         except OSError as exc:
-            yield Skipped(shown, _os_error_reason(exc))
+            yield Skipped(shown, _os_error_reason(exc, absolute))
             return None
-        layers = parent_layers
+        layers = parent.layers if parent is not None else ()
         try:
-            spec = _read_ignore_files(entries)
+            spec = _read_ignore_files(entries, descriptor)
         except OSError as exc:
             yield Skipped(shown, f"could not read its ignore file ({_os_error_reason(exc)})")
             spec = None
         if spec is not None:
-            layers = (*parent_layers, _IgnoreLayer(relative, spec))
-        return _Frame(shown, relative, real, layers, iter(entries))
+            layers = (*layers, _IgnoreLayer(relative, spec))
+        return _Frame(shown, absolute, relative, real, layers, iter(entries), descriptor)
 
     def _visit(
         self, frame: _Frame, entry: os.DirEntry[str], stack: list[_Frame]
     ) -> Generator[Candidate | Skipped, None, _Frame | None]:
         """Handle one directory entry; returns a frame when it is a directory to walk."""
         relative = f"{frame.relative}/{entry.name}" if frame.relative else entry.name
-        info, problem = _stat_entry(entry)
+        path = os.path.join(frame.absolute, entry.name)
+        info, problem = _stat_entry(frame, entry, path)
         is_dir = info is not None and stat.S_ISDIR(info.st_mode)
         if is_dir and entry.name in _JUNK_DIR_NAMES:
             return None
@@ -233,30 +296,40 @@ class _Discovery:
         if is_dir and self._excluded_dir(relative):
             return None
         if is_dir:
-            return (yield from self._visit_dir(frame, entry, relative, stack))
+            return (yield from self._visit_dir(frame, entry, path, relative, problem, stack))
         # Unsupported files are silently passed over: a docs folder also holds images.
         if _source_format_of(Path(entry.name)) is None or not self._wanted(relative):
             return None
         shown = frame.shown / entry.name
-        if info is None:
+        if info is None or problem is not None:
             yield Skipped(shown, problem or "cannot be read")
         elif not stat.S_ISREG(info.st_mode):
             yield Skipped(shown, "not a regular file")
         else:
-            yield from self._candidate(entry.path, _real_path(frame, entry), info)
+            yield from self._candidate(path, _entry_real_path(frame, entry, path), info)
         return None
 
     def _visit_dir(
-        self, frame: _Frame, entry: os.DirEntry[str], relative: str, stack: list[_Frame]
+        self,
+        frame: _Frame,
+        entry: os.DirEntry[str],
+        path: str,
+        relative: str,
+        problem: str | None,
+        stack: list[_Frame],
     ) -> Generator[Skipped, None, _Frame | None]:
-        real = _real_path(frame, entry)
+        shown = frame.shown / entry.name
+        if problem is not None and _is_symlink(entry):
+            # Too long to resolve by path, so a loop could not be told apart: not followed.
+            yield Skipped(shown, problem)
+            return None
+        real = _entry_real_path(frame, entry, path)
         if any(open_frame.real == real for open_frame in stack):
-            yield Skipped(frame.shown / entry.name, "symlink loop")
+            yield Skipped(shown, "symlink loop")
             return None
         if real in self.walked_dirs:
             return None  # reached again through a symlink: its files were already yielded
-        shown = frame.shown / entry.name
-        return (yield from self._open_dir(shown, entry.path, relative, real, frame.layers))
+        return (yield from self._open_dir(shown, path, relative, real, frame))
 
     def _excluded_dir(self, relative: str) -> bool:
         """Pruning excluded directories saves walking them and reporting problems inside."""
@@ -274,14 +347,54 @@ class _Discovery:
         yield Candidate(Path(absolute), info.st_size, info.st_mtime_ns)
 
 
-def _read_ignore_files(entries: list[os.DirEntry[str]]) -> GitIgnoreSpec | None:
+def _list_dir(absolute: str, parent: _Frame | None) -> tuple[list[os.DirEntry[str]], int | None]:
+    """The directory's entries by name, and the descriptor they were listed through if any.
+
+    A path longer than PATH_MAX cannot be listed by path; it is opened inside its parent instead.
+    The caller owns the descriptor: entries stat through it.
+    """
+    try:
+        with os.scandir(absolute) as listing:
+            return sorted(listing, key=lambda entry: entry.name), None
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG or parent is None or not _CAN_WALK_BY_DESCRIPTOR:
+            raise
+    with _directory_descriptor(parent) as parent_descriptor:
+        descriptor = os.open(os.path.basename(absolute), _DIRECTORY_FLAGS, dir_fd=parent_descriptor)
+    try:
+        with os.scandir(descriptor) as listing:
+            return sorted(listing, key=lambda entry: entry.name), descriptor
+    except OSError:
+        os.close(descriptor)
+        raise
+
+
+@contextmanager
+def _directory_descriptor(frame: _Frame) -> Iterator[int]:
+    """A descriptor of the frame's directory, its own or one opened for the moment."""
+    if frame.descriptor is not None:
+        yield frame.descriptor
+        return
+    descriptor = os.open(frame.absolute, _DIRECTORY_FLAGS)
+    try:
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def _read_ignore_files(entries: list[os.DirEntry[str]], descriptor: int | None) -> GitIgnoreSpec | None:
     by_name = {entry.name: entry for entry in entries}
     lines: list[str] = []
     for name in _IGNORE_FILE_NAMES:
         entry = by_name.get(name)
         # is_file(): a FIFO named .gitignore would block open() forever.
         if entry is not None and entry.is_file():
-            with open(entry.path, encoding="utf-8", errors="replace") as file:
+            with open(
+                entry.path,  # just the name when listed through a descriptor
+                encoding="utf-8",
+                errors="replace",
+                opener=None if descriptor is None else _opener_in(descriptor),
+            ) as file:
                 lines.extend(file.read().splitlines())
     valid = [line for line in lines if _is_valid_ignore_line(line)]
     return GitIgnoreSpec.from_lines(valid) if valid else None
@@ -296,21 +409,57 @@ def _is_valid_ignore_line(line: str) -> bool:
     return True
 
 
-def _stat_entry(entry: os.DirEntry[str]) -> tuple[os.stat_result | None, str | None]:
-    """The entry's stat (through symlinks), or why it has none."""
+def _opener_in(descriptor: int) -> Callable[[str, int], int]:
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags, dir_fd=descriptor)
+
+    return opener
+
+
+def _stat_entry(
+    frame: _Frame, entry: os.DirEntry[str], path: str
+) -> tuple[os.stat_result | None, str | None]:
+    """The entry's stat (through symlinks), and why it cannot be used by path, if so.
+
+    A path longer than PATH_MAX still gets its stat, through its directory's descriptor, so that
+    the walk can go on below it and report the documents there.
+    """
     try:
-        return entry.stat(), None
+        info = entry.stat()
     except OSError as exc:
-        return None, _stat_error_reason(exc, entry.path)
+        if exc.errno != errno.ENAMETOOLONG:
+            return None, _stat_error_reason(exc, path)
+        return _stat_in(frame, entry.name), _too_long_reason(path)
+    return info, None if frame.descriptor is None else _too_long_reason(path)
 
 
-def _real_path(frame: _Frame, entry: os.DirEntry[str]) -> str:
-    """The entry's path with symlinks resolved, cheaply when the entry is not a symlink."""
+def _stat_in(frame: _Frame, name: str) -> os.stat_result | None:
+    if not _CAN_WALK_BY_DESCRIPTOR:
+        return None
     try:
-        is_link = entry.is_symlink()
+        with _directory_descriptor(frame) as descriptor:
+            return os.stat(name, dir_fd=descriptor)
     except OSError:
-        is_link = True  # unknown: resolve it the slow way
-    return os.path.realpath(entry.path) if is_link else os.path.join(frame.real, entry.name)
+        return None
+
+
+def _is_symlink(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return True  # unknown: assume the worse
+
+
+def _entry_real_path(frame: _Frame, entry: os.DirEntry[str], path: str) -> str:
+    """The entry's path with symlinks resolved, cheaply when the entry is not a symlink."""
+    return _real_path(path) if _is_symlink(entry) else os.path.join(frame.real, entry.name)
+
+
+def _real_path(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except OSError:  # a link that changed while it was resolved
+        return path
 
 
 def _is_ignored(layers: tuple[_IgnoreLayer, ...], relative: str, is_dir: bool) -> bool:
@@ -325,10 +474,12 @@ def _is_ignored(layers: tuple[_IgnoreLayer, ...], relative: str, is_dir: bool) -
 def _stat_error_reason(exc: OSError, path: str) -> str:
     if isinstance(exc, FileNotFoundError | NotADirectoryError) and os.path.islink(path):
         return "broken symlink"
-    return _os_error_reason(exc)
+    return _os_error_reason(exc, path)
 
 
-def _os_error_reason(exc: OSError) -> str:
+def _os_error_reason(exc: OSError, path: str | None = None) -> str:
+    if exc.errno == errno.ENAMETOOLONG and path is not None:
+        return _too_long_reason(path)
     if isinstance(exc, PermissionError):
         return "permission denied"
     if exc.errno == errno.ELOOP:
@@ -336,6 +487,10 @@ def _os_error_reason(exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     return (exc.strerror or type(exc).__name__).lower()
+
+
+def _too_long_reason(path: str) -> str:
+    return f"path too long ({len(path):,} characters)"
 
 
 def _unsupported_reason(path: Path) -> str:
@@ -375,7 +530,7 @@ def load_bytes(
         text=converted.text,
         fmt="text" if source_format == "text" else "markdown",
         source_format=source_format,
-        title=converted.title or path.stem,
+        title=converted.title or path_to_text(path.stem),
         metadata=converted.metadata,
         content_sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),

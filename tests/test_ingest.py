@@ -1,13 +1,18 @@
 """Ingest end to end through the library: idempotence, content addressing, prune, dry run."""
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
+from kb.cli import app
+from kb.sources import text_to_path
 from tests.conftest import FASTAPI_DOCS, write
+from tests.test_sources import write_deep, write_raw
 
 SECTIONED = """# Guide
 
@@ -148,6 +153,74 @@ def test_file_turned_bad_keeps_its_stored_document(kb: KnowledgeBase, tmp_path: 
     report = kb.ingest([doc])
     assert [s.path for s in report.skipped] == [str(doc)]
     assert kb.status().chunks == 1
+
+
+def test_undecodable_file_names_are_stored_losslessly(kb: KnowledgeBase, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write(folder / "good.md", "# Good\n\nA UTF-8 name.\n")
+    write(folder / "caf\\xe9.md", "# Backslash\n\nA name holding a literal backslash.\n")
+    e_acute = write_raw(folder, b"caf\xe9.md", b"# E acute\n\nA Latin-1 name.\n")
+    e_grave = write_raw(folder, b"caf\xe8.txt", b"A Latin-1 name without a heading.\n")
+    stored = {
+        f"{folder}/good.md": os.fsencode(folder / "good.md"),
+        f"{folder}/caf\\x5cxe9.md": os.fsencode(folder / "caf\\xe9.md"),
+        f"{folder}/caf\\xe9.md": e_acute,
+        f"{folder}/caf\\xe8.txt": e_grave,
+    }
+
+    report = kb.ingest([folder])
+    assert report.skipped == []
+    assert sorted(report.added) == sorted(stored)
+    paths = _column(kb, "SELECT source_path FROM documents")
+    assert sorted(paths) == sorted(stored)
+    assert {os.fsencode(text_to_path(str(path))) for path in paths} == set(stored.values())
+    assert _scalar(kb, "SELECT title FROM documents WHERE source_path LIKE '%.txt'") == "caf\\xe8"
+
+    again = kb.ingest([folder], prune=True)
+    assert sorted(again.unchanged) == sorted(stored)
+    assert again.removed == [] and again.chunks_written == 0
+
+    os.unlink(e_acute)
+    pruned = kb.ingest([folder], prune=True)
+    assert pruned.removed == [f"{folder}/caf\\xe9.md"]
+    assert len(pruned.unchanged) == 3 and kb.status().documents == 3
+
+
+def test_a_path_too_long_is_skipped_and_the_others_are_ingested(kb: KnowledgeBase, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write(folder / "good.md", "# Good\n\nShallow.\n")
+    deep = os.path.join(write_deep(folder, {"deep.md": "# Deep\n\nFar down.\n"}), "deep.md")
+    report = kb.ingest([folder], prune=True)
+    assert report.added == [str(folder / "good.md")]
+    assert [(s.path, s.reason) for s in report.skipped] == [
+        (deep, f"path too long ({len(deep):,} characters)")
+    ]
+    assert kb.status().documents == 1
+
+
+def test_cli_reports_odd_paths_readably_and_succeeds(
+    runner: CliRunner, db_path: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    write(folder / "good.md", "# Good\n\nA UTF-8 name.\n")
+    write_raw(folder, b"caf\xe9.md", b"# Cafe\n\nA Latin-1 name.\n")
+    deep = os.path.join(write_deep(folder, {"deep.md": "# Deep\n"}), "deep.md")
+    too_long = f"path too long ({len(deep):,} characters)"
+
+    result = runner.invoke(app, ["--db", str(db_path), "ingest", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "2 added, 0 changed, 0 unchanged, 0 removed, 1 skipped" in result.stdout
+    assert f"  skipped  {deep}: {too_long}\n" in result.stdout
+
+    result = runner.invoke(app, ["--db", str(db_path), "ingest", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)["files"]
+    assert sorted(files["unchanged"]) == [f"{folder}/caf\\xe9.md", f"{folder}/good.md"]
+    assert files["skipped"] == [{"path": deep, "reason": too_long}]
+
+    result = runner.invoke(app, ["--db", str(db_path), "search", "Latin-1", "--mode", "text", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [hit["path"] for hit in json.loads(result.stdout)] == [f"{folder}/caf\\xe9.md"]
 
 
 def _scalar(kb: KnowledgeBase, sql: str) -> object:

@@ -20,12 +20,15 @@ from kb.sources import (
     discover,
     load_bytes,
     load_document,
+    path_to_text,
+    text_to_path,
 )
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10"
 BIG_MARKDOWN_BYTES = 12 * 1024 * 1024
 LONG_LINE = "x" * 200_000
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+PATH_MAX = 4096  # Linux; macOS has 1024, so deep trees built for Linux are too long there as well
 
 GUIDE = """---
 title: The Guide
@@ -99,6 +102,42 @@ def write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+def write_raw(folder: Path, name: bytes, content: bytes) -> bytes:
+    """Create a file whose name need not be UTF-8; returns its path as bytes (skips where refused)."""
+    path = os.fsencode(folder) + b"/" + name
+    try:
+        with open(path, "wb") as file:
+            file.write(content)
+    except OSError:
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    return path
+
+
+def write_deep(root: Path, files: dict[str, str], levels: int = 48) -> str:
+    """Create `files` in root/00xx…/01xx…/…, whose absolute path is longer than PATH_MAX.
+
+    Built through directory descriptors, since no call can take the whole path. Returns the
+    deepest directory's path.
+    """
+    names = [f"{level:02d}" + "x" * 198 for level in range(levels)]
+    descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=descriptor)
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = below
+        for name, content in files.items():
+            file = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=descriptor)
+            os.write(file, content.encode())
+            os.close(file)
+    finally:
+        os.close(descriptor)
+    deepest = os.path.join(root, *names)
+    assert len(deepest) > PATH_MAX
+    return deepest
 
 
 @pytest.fixture(scope="module")
@@ -420,6 +459,72 @@ def test_permission_errors_are_reported(tmp_path: Path, monkeypatch: pytest.Monk
     assert Skipped(locked, "permission denied") in results
     [candidate] = candidates(results)
     assert load_document(candidate) == Skipped(secret, "permission denied")
+
+
+def test_paths_longer_than_path_max_are_reported_with_their_length(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root / "good.md", "# Good\n")
+    deepest = write_deep(
+        root,
+        {
+            "deep.md": "# Deep\n\nFar down.\n",
+            "ignored.md": "# Ignored by the .kbignore beside it\n",
+            ".kbignore": "ignored.md\n",
+            ".hidden.md": "# hidden\n",
+            "image.png": "not a document",
+        },
+    )
+    deep = os.path.join(deepest, "deep.md")
+    found = list(discover([root]))
+    assert [item.path for item in candidates(found)] == [root / "good.md"]
+    assert [(item.path, item.reason) for item in found if isinstance(item, Skipped)] == [
+        (Path(deep), f"path too long ({len(deep):,} characters)")
+    ]
+
+
+def test_loading_a_path_longer_than_path_max_is_skipped(tmp_path: Path) -> None:
+    deep = os.path.join(write_deep(tmp_path, {"deep.md": "# Deep\n"}), "deep.md")
+    result = load_document(Candidate(Path(deep), 7, 0))
+    assert result == Skipped(Path(deep), f"path too long ({len(deep):,} characters)")
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        ("/d/café 日本.md".encode(), "/d/café 日本.md"),
+        (b"/d/caf\xe9.md", "/d/caf\\xe9.md"),
+        (b"/d/\xed\xa0\x80.md", "/d/\\xed\\xa0\\x80.md"),  # an encoded surrogate is not UTF-8 either
+        (b"/d/caf\\xe9.md", "/d/caf\\x5cxe9.md"),  # a backslash that would read as an escape
+        (b"/d/\\x5c", "/d/\\x5cx5c"),
+        (b"/d/\\\xff", "/d/\\\\xff"),  # a backslash, then a byte that is not UTF-8
+        (b"/d/a\\b\\x41\\x5\\\\", "/d/a\\b\\x41\\x5\\\\"),  # other backslashes are kept
+    ],
+)
+def test_path_text_escapes_only_what_utf8_cannot_hold(raw: bytes, text: str) -> None:
+    assert path_to_text(os.fsdecode(raw)) == text
+    assert os.fsencode(text_to_path(text)) == raw
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.binary(max_size=40) | st.text(max_size=20).map(lambda s: s.encode("utf-8", "surrogatepass")))
+def test_path_text_is_valid_utf8_and_maps_back_to_the_exact_bytes(raw: bytes) -> None:
+    text = path_to_text(os.fsdecode(raw))
+    text.encode("utf-8")  # storable in SQLite and PostgreSQL
+    assert os.fsencode(text_to_path(text)) == raw
+
+
+@given(name=st.text().filter(lambda s: "\\" not in s and not any(0xD800 <= ord(c) < 0xE000 for c in s)))
+def test_path_text_leaves_utf8_names_without_backslashes_alone(name: str) -> None:
+    assert path_to_text(name) == name == text_to_path(name)
+
+
+def test_undecodable_file_names_are_found_and_loaded(tmp_path: Path) -> None:
+    raw = write_raw(tmp_path, b"caf\xe9.txt", b"Latin-1 name, UTF-8 text.\n")
+    [candidate] = candidates(discover([tmp_path]))
+    assert os.fsencode(candidate.path) == raw
+    loaded = load_document(candidate)
+    assert isinstance(loaded, LoadedDocument)
+    assert loaded.title == "caf\\xe9"  # the stem, as text the database can hold
 
 
 def test_a_fifo_named_gitignore_is_not_opened(tmp_path: Path) -> None:
