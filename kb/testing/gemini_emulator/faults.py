@@ -1,5 +1,6 @@
 """Scripted faults: which calls fail, how and how often. Pure bookkeeping; `wire` renders the answers."""
 
+import random
 import re
 import threading
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ class Fault:
     """One scripted failure.
 
     It matches calls to `route` ("*" = any; see `routing.ROUTE_NAMES`), optionally only for `model`. The first
-    `after` matching calls pass untouched, the next `times` calls (None = forever) get the fault. `status` 200
+    `after` matching calls pass untouched, the next `times` calls (None = forever) get the fault, each with
+    `probability` (drawn from a generator seeded with `seed`: a soak run is repeatable). `status` 200
     means "answer normally", which with `latency_s` makes a slow success. `html_body` (True or the HTML text)
     answers with a non-JSON body, as a Google front end does for 502s. `disconnect` closes the connection
     without an answer. `retry_delay` ("2s") adds google.rpc.RetryInfo and a Retry-After header.
@@ -33,6 +35,8 @@ class Fault:
     latency_s: float = 0.0
     model: str | None = None
     disconnect: bool = False
+    probability: float = 1.0
+    seed: int = 0
     seen: int = field(default=0, init=False)  # matching calls so far
     fired: int = field(default=0, init=False)  # calls that got this fault
 
@@ -45,6 +49,9 @@ class Fault:
             raise ValueError(f"retry_delay {self.retry_delay!r} is not a duration like '2s' or '0.5s'")
         if (self.times is not None and self.times < 0) or self.after < 0 or self.latency_s < 0:
             raise ValueError("times, after and latency_s must not be negative")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError("probability must be between 0 and 1")
+        self._rng = random.Random(self.seed)
         if self.model is not None:
             self.model = bare_model_name(self.model)
 
@@ -60,6 +67,10 @@ class Fault:
     def matches(self, route: str, model: str | None) -> bool:
         route_ok = self.route in ("*", route)
         return route_ok and (self.model is None or self.model == model)
+
+    def draw(self) -> bool:
+        """Whether this call gets the fault (always, unless a probability below 1 says otherwise)."""
+        return self.probability >= 1.0 or self._rng.random() < self.probability
 
     def retry_delay_seconds(self) -> float | None:
         return None if self.retry_delay is None else float(self.retry_delay[:-1])
@@ -101,7 +112,7 @@ class FaultBook:
                 if fault.exhausted or not fault.matches(route, model):
                     continue
                 fault.seen += 1
-                if chosen is None and fault.seen > fault.after:
+                if chosen is None and fault.seen > fault.after and fault.draw():
                     fault.fired += 1
                     chosen = fault
         return chosen

@@ -75,6 +75,9 @@ class Settings:
     download_uploaded_files: bool = False  # live, only generated files can be downloaded
     limit_file_id_length: bool = True  # files.get of a 42-char `batch-...` id: 400, as live
     api_versions: tuple[str, ...] = ("v1", "v1beta")
+    # Texts containing this marker are refused as invalid, like a text the live service cannot embed: the
+    # whole online request fails with 400 INVALID_ARGUMENT, and in a batch job that one item errs (code 3).
+    rejected_texts_containing: str | None = None
     # Quotas per model on the emulated clock (None = unlimited): online calls and their tokens per minute,
     # and the tokens of a model's pending and running batch jobs (the "enqueued tokens" limit).
     requests_per_minute: int | None = None
@@ -187,6 +190,11 @@ class EmulatorState:
                 f"* {label}.model: Model in the request ({item.model}) does not match the model in the URL "
                 f"(models/{rule.name}).",
                 "model",
+            )
+        marker = self.settings.rejected_texts_containing
+        if marker and marker in item.text:
+            raise invalid_argument(
+                f"* {label}.content: the content cannot be embedded (it contains {marker!r})."
             )
         text, tokens = item.text, count_tokens(item.text)
         if tokens > rule.max_input_tokens:
