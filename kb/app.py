@@ -2,19 +2,20 @@
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy.engine import Engine
 
-from kb import ledger, migrate, online, reindex, spaces, tasks, usage, vectors
+from kb import claims, ledger, migrate, online, reindex, spaces, tasks, usage, vectors
 from kb.batches import BatchBackend, BatchManager, BatchPolicy
 from kb.chunking import ChunkingOptions, estimate_tokens
 from kb.db import create_engine, safe_url, write_transaction
 from kb.embedder import Embedder, Matrix
 from kb.errors import ConfigError, DatabaseError, InputError, NotConfiguredError
 from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
+from kb.lease import LeaseKeeper
 from kb.online import OnlineReport
 from kb.providers import build_embedder
 from kb.records import (
@@ -27,7 +28,7 @@ from kb.records import (
     SpaceState,
     StatusReport,
 )
-from kb.retry import RetryPolicy
+from kb.retry import Backoff, RetryPolicy
 from kb.schema import EmbeddingSpace
 from kb.search import SearchSpace, run_search
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
@@ -77,13 +78,11 @@ class KnowledgeBase:
 
     def close(self) -> None:
         for embedder in self._embedders.values():
-            close = getattr(embedder, "close", None)
-            if close is not None:
-                close()
+            embedder.close()
         self._embedders.clear()
-        close_batches = getattr(self._gemini_batches, "close", None)
-        if close_batches is not None:
-            close_batches()
+        for backend in (self._gemini_batches, self._local_batches):
+            if backend is not None:
+                backend.close()
         self.engine.dispose()
 
     def embedder(self, spec: SpaceSpec) -> Embedder:
@@ -93,16 +92,35 @@ class KnowledgeBase:
         return self._embedders[spec]
 
     def embed_now(
-        self, hashes: Sequence[str] | None = None, on_progress: ProgressCallback | None = None
+        self,
+        hashes: Sequence[str] | None = None,
+        on_progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
     ) -> OnlineReport:
-        """Embed pending texts of the active space online, at full price (all of them, or these)."""
+        """Embed pending texts of the active space online, at full price (all of them, or these); `stop`
+        ends it after the request in flight, whose vectors are stored."""
         with self.engine.connect() as connection:
             active = spaces.active(connection)
         if active is None:
             return OnlineReport()
         embedder = self.embedder(spaces.spec_of(active))
         return online.embed_pending(
-            self.engine, embedder, active.id, hashes, on_progress, self.prices, self.budget
+            self.engine,
+            embedder,
+            active.id,
+            hashes,
+            on_progress,
+            self.prices,
+            self.budget,
+            self.online_policy,
+            stop,
+        )
+
+    @property
+    def online_policy(self) -> online.OnlinePolicy:
+        s = self.settings
+        return online.OnlinePolicy(
+            s.task_max_attempts, Backoff(s.task_retry_base_s, s.task_retry_max_s), s.worker_lease_s
         )
 
     def quote(self, tokens: int, texts: int) -> Quote:
@@ -169,7 +187,15 @@ class KnowledgeBase:
             return Path("kb-results").absolute()
         return self.path.parent / (self.path.name + ".results")
 
-    def batch_manager(self) -> BatchManager:
+    def batch_manager(
+        self,
+        *,
+        owner: str | None = None,
+        guard: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> BatchManager:
+        """The batch pipeline's manager; `owner` names this process in job claims (default: host:pid),
+        `guard` runs before every remote step, `stop` ends the work before the next remote call."""
         s = self.settings
         policy = BatchPolicy(
             max_items=s.batch_max_texts,
@@ -181,7 +207,9 @@ class KnowledgeBase:
             deadline_s=s.job_deadline_h * 3600,
             max_attempts=s.task_max_attempts,
             retry_base_s=s.task_retry_base_s,
+            retry_max_s=s.task_retry_max_s,
             submit_retry_s=s.poll_initial_s,
+            max_step_failures=s.job_max_step_failures,
         )
         return BatchManager(
             self.engine,
@@ -190,18 +218,35 @@ class KnowledgeBase:
             policy,
             prices=self.prices,
             budget=self.budget,
-            claim_s=self.settings.worker_lease_s,
+            owner=owner,
+            claim_s=s.worker_lease_s,
+            guard=guard,
+            stop=stop,
         )
 
-    def worker(self, stop: threading.Event | None = None) -> Worker:
+    def worker(
+        self, stop: threading.Event | None = None, after_step: Callable[[], None] | None = None
+    ) -> Worker:
+        """The `kb worker` loop; `after_step` runs after each step (the CLI's progress bar), after the
+        reindex cut-over check."""
+        stop = stop or threading.Event()
+        keeper = LeaseKeeper(self.engine, claims.default_owner(), self.settings.worker_lease_s)
+        manager = self.batch_manager(owner=keeper.owner, guard=keeper.renew, stop=stop)
+
+        def step_done() -> None:
+            self._cut_over()
+            if after_step is not None:
+                after_step()
+
         return Worker(
             self.engine,
-            self.batch_manager(),
+            manager,
             self._online_embedder_for,
-            lease_s=self.settings.worker_lease_s,
+            keeper=keeper,
+            online_policy=self.online_policy,
             idle_s=self.settings.worker_idle_s,
             stop=stop,
-            after_step=self._cut_over,
+            after_step=step_done,
         )
 
     def embedding_progress(self) -> tuple[int, int]:
@@ -212,11 +257,15 @@ class KnowledgeBase:
         return done, sum(sum(c.values()) for c in counts)
 
     def _cut_over(self) -> None:
-        activated = reindex.activate_if_complete(self.engine)
+        activated = reindex.activate_if_complete(self.engine, self.settings.reindex_min_coverage)
         if activated is not None:
+            report = reindex.status(self.engine, activated)
+            share = f"{report.coverage:.1%} of texts embedded" if report else "complete"
             logging.getLogger("kb.reindex").warning(
-                "space #%s is complete and now active; the previous space is retired (kb reindex --rollback)",
+                "space #%s is complete (%s) and now active; the previous space is retired "
+                "(kb reindex --rollback)",
                 activated,
+                share,
             )
 
     # -- reindex --------------------------------------------------------------------------------------
@@ -306,7 +355,7 @@ class KnowledgeBase:
 
                 embedder = self.embedder(spaces.spec_of(space))
                 assert isinstance(embedder, LocalEmbedder)
-                self._local_batches = LocalBatchBackend(embedder)
+                self._local_batches = LocalBatchBackend(embedder, self.results_dir)
             return self._local_batches
         if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
             return None
@@ -429,5 +478,8 @@ class KnowledgeBase:
 
     def status(self) -> StatusReport:
         """Documents, chunks, tasks per space, live jobs, warnings, errors, spend and the worker."""
-        options = StatusOptions(stuck_after_s=self.settings.stuck_after_h * 3600)
+        options = StatusOptions(
+            stuck_after_s=self.settings.stuck_after_h * 3600,
+            min_coverage=self.settings.reindex_min_coverage,
+        )
         return collect_status(self.engine, self.location, options)

@@ -2,44 +2,55 @@
 
 The sequence for every job (design.md §4):
 1. claim due pending tasks and record the job and its manifest in one transaction (state `created`);
-2. upload the input, create the remote job, record its name (state `pending`); a crash in between is
-   repaired by `reconcile`, which looks the job up by its display name before submitting again;
+2. upload the input, create the remote job, record its name (state `pending`). Before each of the two calls
+   its intent is committed; a job found with an intent was interrupted mid-call (Ctrl-C, a crash, SIGKILL),
+   so what the call may have created is looked up by display name before anything is sent again;
 3. poll with back-off; on success download the results and save them to disk before anything else
    (state `succeeded`), then apply them in one transaction (state `applied`);
 4. failed, expired or cancelled jobs hand their unanswered tasks back (pending, attempt counted); a job past
-   its deadline is cancelled first, and its tasks are only resubmitted once the cancel is confirmed.
+   its deadline is cancelled first, and its tasks are only resubmitted once the cancel is confirmed; a job
+   whose results are gone (expired, deleted) is retried a few times, then handed back the same way.
+
+Every remote call runs under this worker's claim on the job, renewed just before the call; every state
+change is a guarded transition (`kb.ledger`). A stop request ends the work before the next remote call.
 """
 
 import logging
+import re
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.engine import Connection, Engine
 
-from kb import claims, ledger, spaces, usage, vectors
+from kb import claims, failpoints, ledger, spaces, usage, vectors
 from kb.db import serialize, write_transaction
 from kb.embedder import normalized
 from kb.errors import (
     ClaimLostError,
     InvalidResponseError,
-    KbError,
-    LeaseLostError,
     NotConfiguredError,
     ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
     RetryableProviderError,
+    StopRequested,
 )
-from kb.records import JobState, RemoteStatus, TaskStatus
+from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
 from kb.results import BadLine, ErrorKind, ResultItem, classify, parse_lines
+from kb.retry import Backoff
 from kb.schema import BatchJob, EmbeddingSpace, table_of
 
 log = logging.getLogger("kb.batches")
 JOBS = table_of(BatchJob)
+T = TypeVar("T")
 
 
 class BatchBackend(Protocol):
@@ -50,6 +61,10 @@ class BatchBackend(Protocol):
     def upload_input(
         self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
     ) -> str: ...
+
+    def discard_input(self, display_name: str) -> None:
+        """Delete input files an interrupted upload may have left under this display name (best effort)."""
+        ...
 
     def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus: ...
 
@@ -62,6 +77,8 @@ class BatchBackend(Protocol):
     def download(self, file_name: str, destination: Path) -> None: ...
 
     def delete_file(self, file_name: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +94,27 @@ class BatchPolicy:
     retry_base_s: float = 60.0
     retry_max_s: float = 6 * 3600.0
     submit_retry_s: float = 15.0  # a refused or failed create is tried again after this, doubling
+    # A job whose results cannot be fetched for a reason other than a passing outage (its results file or
+    # the job itself is gone, or the service's answer is unusable) is handed back after this many tries.
+    max_step_failures: int = 4
+
+    @property
+    def task_retry(self) -> Backoff:
+        return Backoff(self.retry_base_s, self.retry_max_s)
+
+    @property
+    def poll(self) -> Backoff:
+        return Backoff(self.poll_initial_s, self.poll_max_s)
+
+    @property
+    def submit_retry(self) -> Backoff:
+        return Backoff(self.submit_retry_s, self.poll_max_s)
 
     def task_retry_delay(self, attempts: int) -> float:
-        return float(min(self.retry_max_s, self.retry_base_s * 2 ** max(0, attempts - 1)))
+        return self.task_retry.delay(attempts)
 
     def poll_delay(self, polls: int) -> float:
-        return float(min(self.poll_max_s, self.poll_initial_s * 2 ** max(0, polls)))
+        return self.poll.delay(polls + 1)
 
 
 @dataclass(slots=True)
@@ -104,6 +136,10 @@ class StepReport:
 
 BackendFor = Callable[[EmbeddingSpace], BatchBackend | None]  # None: not batched (online instead)
 
+_PASSING = (RateLimitedError, ProviderUnavailableError)  # outages: retried with back-off, never given up
+_ENDED = (JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED)
+_DISPLAY_NAME = re.compile(r"^(kb-[0-9a-f]+-\d+-[0-9a-f]+)\.")
+
 
 class BatchManager:
     def __init__(
@@ -112,12 +148,14 @@ class BatchManager:
         backend_for: BackendFor,
         results_dir: Path,
         policy: BatchPolicy | None = None,
+        *,
         clock: Callable[[], float] = time.time,
         prices: usage.PriceBook | None = None,
         budget: usage.Budget | None = None,
-        guard: Callable[[], None] | None = None,
         owner: str | None = None,
         claim_s: float = 120.0,
+        guard: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.engine = engine
         self.backend_for = backend_for
@@ -126,10 +164,11 @@ class BatchManager:
         self.clock = clock
         self.prices = prices or usage.PriceBook()
         self.budget = budget or usage.Budget()
-        # Called before each remote step: the worker renews its lease there, and raises if it lost it.
-        self.guard: Callable[[], None] = guard or (lambda: None)
         self.owner = owner or claims.default_owner()
         self.claim_s = claim_s
+        # Called before each remote step: the worker renews its lease there, and raises if it lost it.
+        self._guard: Callable[[], None] = guard or (lambda: None)
+        self._stop = stop or threading.Event()
         self._renewer: claims.Renewer | None = None  # of the job being worked on
 
     # -- flush -----------------------------------------------------------------------------------------
@@ -143,6 +182,7 @@ class BatchManager:
             if self.backend_for(space) is None:
                 continue
             while self._should_flush(space.id, force):
+                self._check_stop()
                 job_id = self._create_job(space)
                 if job_id is None:
                     break
@@ -162,7 +202,7 @@ class BatchManager:
     def _create_job(self, space: EmbeddingSpace) -> int | None:
         backend = self._backend(space)
         now = self.clock()
-        with write_transaction(self.engine) as connection:
+        with self._commit("record") as connection:
             if self.budget.capped:
                 # Two workers checking the cap at once could each commit up to it: one at a time.
                 serialize(connection, "kb.budget")
@@ -192,64 +232,78 @@ class BatchManager:
 
     def submit_created(self, reconcile_all: bool = False) -> list[int]:
         """Submit recorded jobs that have no remote job yet, each under this worker's claim. Jobs that may
-        already exist remotely (an earlier attempt failed ambiguously, another worker died mid-submit, or
-        `reconcile_all` after a restart) are looked up by display name first and adopted if found."""
+        already exist remotely (a create was interrupted or failed ambiguously, another worker died
+        mid-submit, or `reconcile_all` after a restart) are looked up by display name first and adopted."""
         due = and_(
             JOBS.c.state == JobState.CREATED,
             or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= self.clock()),
         )
         submitted: list[int] = []
         seen: set[int] = set()
-        while (claim := self._claim_next(due, seen)) is not None:
+        while True:
+            self._check_stop()
+            claim = self._claim_next(due, seen)
+            if claim is None:
+                return submitted
             with self._holding(claim):
                 job = claim.job
-                check = reconcile_all or claim.taken_over or job.submit_attempts > 0
-                adopted = self._adopt_if_remote(job) if check else False
-                if adopted or (adopted is False and self._submit(job)):
+                found: bool | None = False
+                if reconcile_all or claim.taken_over or job.intent is not None:
+                    found = self._look_up(job)
+                if found is None:
+                    continue  # the lookup failed: deferred
+                if found or self._submit(ledger_job(self.engine, job.id)):
                     submitted.append(job.id)
-        return submitted
 
-    def _adopt_if_remote(self, job: BatchJob) -> bool | None:
-        """True: the remote job exists and is now recorded; False: it does not exist; None: unknown."""
-        space = self._space(job.space_id)
+    def _look_up(self, job: BatchJob) -> bool | None:
+        """What an earlier, interrupted attempt may have created remotely. True: the remote job exists and
+        is now recorded; False: it does not (an orphaned upload is deleted); None: unknown, deferred."""
+        backend = self._backend(self._space(job.space_id))
         try:
-            found = self._backend(space).find({job.display_name}).get(job.display_name)
-        except KbError as error:
+            found = self._call(job.id, "list", lambda: backend.find({job.display_name}))
+        except RetryableProviderError as error:
             log.warning("cannot list remote jobs to reconcile job %s: %s", job.id, error.message)
             self._defer_submit(job, error.message)
             return None
-        if found is None:
-            return False
-        log.info("job %s adopted: remote %s already exists", job.id, found.name)
-        self._record_remote(job.id, found, job.input_file)
-        return True
+        remote = found.get(job.display_name)
+        if remote is not None:
+            log.info("job %s adopted: remote %s already exists", job.id, remote.name)
+            self._record_remote(job, remote, job.input_file)
+            return True
+        if job.intent == "upload" and job.input_file is None:
+            backend.discard_input(job.display_name)  # an upload cut short: never used, never paid
+        if job.intent is not None:
+            with self._commit() as connection:
+                ledger.clear_intent(connection, job.id, self.owner)
+        return False
 
     def _submit(self, job: BatchJob) -> bool:
         space = self._space(job.space_id)
         backend = self._backend(space)
-        self._keep(job.id)
+        input_file = job.input_file
         try:
-            input_file = job.input_file
             if input_file is None:
-                with write_transaction(self.engine) as connection:
-                    dropped = ledger.drop_orphans(connection, job.id)
-                    lines = ledger.manifest_texts(connection, job.id)
-                    if not lines:
-                        ledger.update_job(
-                            connection, job.id, state=JobState.CANCELLED, error="no texts left to embed"
-                        )
-                if dropped:
-                    log.info("job %s: %d texts no longer in any document were left out", job.id, dropped)
+                lines = self._lines_to_send(job)
                 if not lines:
                     return False
+                with self._commit() as connection:
+                    ledger.begin_remote_call(connection, job.id, self.owner, "upload")
                 self.results_dir.mkdir(parents=True, exist_ok=True)
-                input_file = backend.upload_input(
-                    job.display_name, space.model, space.dimensions, lines, self.results_dir
+                uploaded = self._call(
+                    job.id,
+                    "upload",
+                    lambda: backend.upload_input(
+                        job.display_name, space.model, space.dimensions, lines, self.results_dir
+                    ),
                 )
-                with write_transaction(self.engine) as connection:
-                    ledger.update_job(connection, job.id, input_file=input_file)
-                self._keep(job.id)
-            remote = backend.create(job.display_name, space.model, input_file)
+                with self._commit() as connection:
+                    ledger.record_upload(connection, job.id, self.owner, uploaded)
+                input_file = uploaded
+            with self._commit() as connection:
+                ledger.begin_remote_call(connection, job.id, self.owner, "create")
+            remote = self._call(
+                job.id, "create", lambda: backend.create(job.display_name, space.model, input_file)
+            )
         except RetryableProviderError as error:
             self._defer_submit(job, error.message)
             return False
@@ -257,49 +311,44 @@ class BatchManager:
             # The service refuses this job for good (invalid request, model gone): give the tasks back with
             # an attempt counted, so they end failed with this reason instead of cycling forever.
             log.error("job %s refused: %s", job.id, error.message)
-            self._release(job.id, JobState.FAILED, f"batch job refused: {error.message}")
+            self._release(job, JobState.FAILED, f"batch job refused: {error.message}")
             return False
-        self._record_remote(job.id, remote, input_file)
+        self._record_remote(job, remote, input_file)
         log.info("job %s submitted as %s (%d texts)", job.id, remote.name, job.item_count)
         return True
 
-    def _defer_submit(self, job: BatchJob, reason: str) -> None:
-        now = self.clock()
-        with write_transaction(self.engine) as connection:
-            ledger.update_job(
-                connection,
-                job.id,
-                submit_attempts=job.submit_attempts + 1,
-                error=reason,
-                next_poll_at=now
-                + min(self.policy.poll_max_s, self.policy.submit_retry_s * 2 ** min(job.submit_attempts, 6)),
-            )
+    def _lines_to_send(self, job: BatchJob) -> list[tuple[str, str]]:
+        """The job's (key, text) lines, without texts no chunk holds any more (nothing to embed, nothing
+        paid); a job left with none ends here."""
+        with self._commit() as connection:
+            dropped = ledger.drop_orphans(connection, job.id)
+            lines = ledger.manifest_texts(connection, job.id)
+            if not lines:
+                ledger.mark_empty(connection, job.id, self.owner, self.clock())
+        if dropped:
+            log.info("job %s: %d texts no longer in any document were left out", job.id, dropped)
+        return lines
 
-    def _record_remote(self, job_id: int, remote: RemoteStatus, input_file: str | None) -> None:
+    def _defer_submit(self, job: BatchJob, reason: str) -> None:
+        next_at = self.clock() + self.policy.submit_retry.delay(min(job.submit_attempts, 6) + 1)
+        with self._commit() as connection:
+            ledger.defer_submit(connection, job.id, self.owner, reason, next_at)
+
+    def _record_remote(self, job: BatchJob, remote: RemoteStatus, input_file: str | None) -> None:
         now = self.clock()
-        with write_transaction(self.engine) as connection:
-            try:
-                self._still_held(connection, job_id)
-            except ClaimLostError:
-                # This process stalled past its claim (frozen, suspended) and the taker may have submitted
-                # too: never overwrite its record; say which remote job may be a duplicate.
-                log.error(
-                    "job %s: claim lost while submitting; remote %s may be a duplicate", job_id, remote.name
-                )
-                raise
-            ledger.update_job(
-                connection,
-                job_id,
-                remote_name=remote.name,
-                input_file=input_file,
-                state=JobState.PENDING,
-                remote_state=remote.raw_state,
-                submitted_at=now,
-                # A job already finished (the local runner's are) is collected at once.
-                next_poll_at=now if remote.state == JobState.SUCCEEDED else now + self.policy.poll_delay(0),
-                poll_count=0,
-                error=None,
+        # A job already finished (the local runner's are) is collected at once.
+        next_poll = now if remote.state == JobState.SUCCEEDED else now + self.policy.poll_delay(0)
+        try:
+            with self._commit("submitted") as connection:
+                self._still_held(connection, job.id)
+                ledger.mark_submitted(connection, job.id, self.owner, remote, input_file, now, next_poll)
+        except ClaimLostError:
+            # This process stalled past its claim (frozen, suspended) and the taker may have submitted
+            # too: never overwrite its record; say which remote job may be a duplicate.
+            log.error(
+                "job %s: claim lost while submitting; remote %s may be a duplicate", job.id, remote.name
             )
+            raise
 
     # -- poll ----------------------------------------------------------------------------------------------
 
@@ -307,118 +356,119 @@ class BatchManager:
         """Poll live remote jobs whose time has come; download, apply or release as their state says."""
         report = StepReport()
         live = JOBS.c.state.in_([JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED])
-        due = or_(
-            JOBS.c.state == JobState.SUCCEEDED,
-            JOBS.c.next_poll_at.is_(None),
-            JOBS.c.next_poll_at <= self.clock(),
-        )
+        due = or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= self.clock())
         seen: set[int] = set()
-        while (claim := self._claim_next(and_(live, due) if only_due else live, seen)) is not None:
+        while True:
+            self._check_stop()
+            claim = self._claim_next(and_(live, due) if only_due else live, seen)
+            if claim is None:
+                return report
             job = claim.job
             with self._holding(claim):
                 try:
                     self._poll_one(job, report)
-                except (LeaseLostError, ClaimLostError):
-                    raise
-                except KbError as error:
+                except ProviderError as error:
                     report.errors.append(f"job {job.id}: {error.message}")
-                    log.warning("job %s: %s", job.id, error.message)
-                    self._reschedule(job, job.remote_state or "", JobState(job.state))
-        return report
+                    self._step_failed(job.id, error, report)
 
     def _poll_one(self, job: BatchJob, report: StepReport) -> None:
-        self._keep(job.id)
         backend = self._backend(self._space(job.space_id))
         if job.state == JobState.SUCCEEDED:  # saved results not yet applied (a crash, or an apply error)
             if not Path(job.result_path or "").is_file():  # saved on another machine, or lost
-                self._download(job, _saved_output(job), backend)
-                self._keep(job.id)
-                job = ledger_job(self.engine, job.id)
+                job = self._download(job, _saved_output(job), backend)
             self._apply(job, report)
             return
-        assert job.remote_name is not None
-        try:
-            remote = backend.get(job.remote_name)
-        except ProviderError as error:
-            if type(error).__name__ == "BatchJobNotFoundError":
-                self._release(job.id, JobState.FAILED, f"remote job {job.remote_name} disappeared")
-                report.released.append(job.id)
-                return
-            raise
+        name = job.remote_name
+        assert name is not None
+        remote = self._call(job.id, "get", lambda: backend.get(name))
+        expected = JobState(job.state)
         if remote.state == JobState.SUCCEEDED:
-            self._download(job, remote, backend)
-            self._keep(job.id)
-            self._apply(ledger_job(self.engine, job.id), report)
-        elif remote.state in (JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED):
-            self._release(job.id, remote.state, f"batch job {remote.state.value} ({remote.raw_state})")
+            self._apply(self._download(job, remote, backend), report)
+        elif remote.state in _ENDED:
+            assert remote.state is not None
+            self._release(job, remote.state, f"batch job {remote.state.value} ({remote.raw_state})")
             report.released.append(job.id)
-        elif self.clock() > (job.deadline_at or float("inf")) and job.state != JobState.CANCELLING:
-            log.warning("job %s passed its deadline: cancelling %s", job.id, job.remote_name)
-            backend.cancel(job.remote_name)
-            self._reschedule(job, remote.raw_state, JobState.CANCELLING)
+        elif self.clock() > (job.deadline_at or float("inf")) and expected != JobState.CANCELLING:
+            log.warning("job %s passed its deadline: cancelling %s", job.id, name)
+            self._call(job.id, "cancel", lambda: backend.cancel(name))
+            next_poll = self.clock() + self.policy.poll_delay(job.poll_count + 1)
+            with self._commit() as connection:
+                ledger.mark_cancelling(connection, job.id, self.owner, expected, remote.raw_state, next_poll)
         else:
-            state = JobState(job.state) if job.state == JobState.CANCELLING else remote.state
             if remote.state is None:
                 log.warning("job %s: unknown remote state %s; still polling", job.id, remote.raw_state)
-            self._reschedule(job, remote.raw_state, state or JobState(job.state))
+            state = expected if expected == JobState.CANCELLING else (remote.state or expected)
+            next_poll = self.clock() + self.policy.poll_delay(job.poll_count + 1)
+            with self._commit() as connection:
+                ledger.record_poll(
+                    connection, job.id, self.owner, expected, state, remote.raw_state, next_poll
+                )
 
-    def _reschedule(self, job: BatchJob, raw_state: str, state: JobState) -> None:
-        now = self.clock()
-        with write_transaction(self.engine) as connection:
-            ledger.update_job(
-                connection,
-                job.id,
-                state=state,
-                remote_state=raw_state,
-                poll_count=job.poll_count + 1,
-                next_poll_at=now + self.policy.poll_delay(job.poll_count + 1),
+    def _step_failed(self, job_id: int, error: ProviderError, report: StepReport) -> None:
+        """A poll, download or apply failed. Outages are retried with back-off for as long as they last
+        (the job may have succeeded: giving up would pay twice); any other failure (results gone, an
+        unusable answer) is retried a few times, then the job's texts are handed back."""
+        job = ledger_job(self.engine, job_id)
+        state = JobState(job.state)
+        if state not in LIVE_JOB_STATES:
+            return
+        passing = isinstance(error, _PASSING)
+        delay = self.policy.poll.delay(job.step_failures + 1)
+        with self._commit() as connection:
+            failures = ledger.record_step_failure(
+                connection, job.id, self.owner, state, error.message, self.clock() + delay
             )
+        log.warning(
+            "job %s: %s (failed %d time%s in a row)", job.id, error.message, failures, "s"[: failures != 1]
+        )
+        if not passing and failures >= self.policy.max_step_failures:
+            reason = f"results unavailable after {failures} attempts: {error.message}"
+            self._release(ledger_job(self.engine, job.id), JobState.FAILED, reason)
+            report.released.append(job.id)
 
-    def _download(self, job: BatchJob, remote: RemoteStatus, backend: BatchBackend) -> None:
+    def _download(self, job: BatchJob, remote: RemoteStatus, backend: BatchBackend) -> BatchJob:
         """Save the raw results to disk, durably, before parsing anything: a paid result is never lost."""
-        if remote.output_file is None:
+        output = remote.output_file
+        if output is None:
             raise InvalidResponseError(f"job {job.id} succeeded without a result file")
         self.results_dir.mkdir(parents=True, exist_ok=True)
         destination = self.results_dir / f"{job.display_name}.results.jsonl"
-        backend.download(remote.output_file, destination)
-        with write_transaction(self.engine) as connection:
-            ledger.update_job(
-                connection,
-                job.id,
-                state=JobState.SUCCEEDED,
-                remote_state=remote.raw_state,
-                output_file=remote.output_file,
-                result_path=str(destination),
-                finished_at=self.clock(),
+        self._call(job.id, "download", lambda: backend.download(output, destination))
+        with self._commit() as connection:
+            ledger.mark_downloaded(
+                connection, job.id, self.owner, JobState(job.state), remote, str(destination), self.clock()
             )
+        return ledger_job(self.engine, job.id)
 
     # -- apply ---------------------------------------------------------------------------------------------
 
     def _apply(self, job: BatchJob, report: StepReport) -> None:
         """Validate and write a job's saved results in one transaction; idempotent."""
         assert job.result_path is not None
+        failpoints.hit("apply.before")
         space = self._space(job.space_id)
         with self.engine.connect() as connection:
             keys = ledger.manifest(connection, job.id)
         outcome = _read_results(Path(job.result_path), keys, space.dimensions)
         now = self.clock()
-        with write_transaction(self.engine) as connection:
+        with self._commit("apply") as connection:
             self._still_held(connection, job.id)  # and the job row stays locked until this commits
             held = dict(ledger.held_tasks(connection, job.id))
             embedded = [(task_id, v) for task_id, v in outcome.vectors if task_id in held]
             vectors.write(connection, space.id, embedded)
-            ledger.set_tasks(
+            ledger.settle_tasks(
                 connection,
+                job.id,
                 [task_id for task_id, _ in embedded],
                 status=TaskStatus.EMBEDDED,
                 last_error=None,
                 updated_at=now,
             )
             answered = {task_id for task_id, _ in embedded}
-            failed = self._settle_errors(connection, outcome.errors, held, answered, now)
+            failed = self._settle_errors(connection, job.id, outcome.errors, held, answered, now)
             missing = [t for t in held if t not in answered and t not in outcome.errors]
             self._requeue(
-                connection, [(t, held[t]) for t in missing], "no result returned for this text", now
+                connection, job.id, [(t, held[t]) for t in missing], "no result returned for this text", now
             )
             reported = outcome.tokens > 0
             tokens = outcome.tokens if reported else ledger.token_estimates(connection, sorted(answered))
@@ -435,15 +485,10 @@ class BatchManager:
                     job_id=job.id,
                     now=now,
                 )
-            ledger.update_job(
-                connection,
-                job.id,
-                state=JobState.APPLIED,
-                applied_at=now,
-                tokens_billed=outcome.tokens or None,
-                error=_job_summary(outcome, len(missing)),
-            )
+            note = _job_summary(outcome, len(missing))
+            ledger.mark_applied(connection, job.id, self.owner, now, outcome.tokens or None, note)
         self._clean_up(job)
+        failpoints.hit("apply.after")
         report.applied.append(job.id)
         report.embedded += len(embedded)
         report.failed += failed
@@ -456,79 +501,135 @@ class BatchManager:
         )
 
     def _clean_up(self, job: BatchJob) -> None:
-        """After a committed apply the saved results and the remote input file are no longer needed."""
+        """After a committed apply, the saved results and the uploaded input are no longer needed (remote
+        files expire after 48 h anyway; deleting keeps the project's 20 GB free). Result files cannot be
+        deleted by name: their 42-character ids are refused ("cannot be more than 40 characters")."""
         if job.result_path:
             Path(job.result_path).unlink(missing_ok=True)
-        if job.input_file:
+        input_file = job.input_file
+        if input_file:
+            backend = self._backend(self._space(job.space_id))
             try:
-                self._backend(self._space(job.space_id)).delete_file(job.input_file)
-            except KbError as error:  # remote files expire after 48 h anyway
+                self._call(job.id, "delete", lambda: backend.delete_file(input_file), stoppable=False)
+            except ProviderError as error:
                 log.info("job %s: input file not deleted: %s", job.id, error.message)
 
     def _settle_errors(
         self,
         connection: Connection,
+        job_id: int,
         errors: dict[int, tuple[ErrorKind, str]],
         held: dict[int, int],
         answered: set[int],
         now: float,
     ) -> int:
-        failed = 0
-        retry: list[tuple[int, int]] = []
+        """Per-text errors: transient ones are retried (attempt counted), the others fail with the reason."""
+        retry: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        failures: dict[tuple[str, int], list[int]] = defaultdict(list)
         for task_id, (kind, message) in errors.items():
             if task_id not in held or task_id in answered:
                 continue
             if kind == ErrorKind.TRANSIENT and held[task_id] + 1 < self.policy.max_attempts:
-                retry.append((task_id, held[task_id]))
-                continue
-            reason = f"{kind.value}: {message}"
-            ledger.set_tasks(
+                retry[message].append((task_id, held[task_id]))
+            else:
+                failures[(f"{kind.value}: {message}", held[task_id])].append(task_id)
+        for (reason, attempts), task_ids in failures.items():
+            ledger.settle_tasks(
                 connection,
-                [task_id],
+                job_id,
+                task_ids,
                 status=TaskStatus.FAILED,
-                attempts=held[task_id] + 1,
+                attempts=attempts + 1,
                 last_error=reason,
                 job_id=None,
                 updated_at=now,
             )
-            failed += 1
-        for task_id, attempts in retry:
-            message = errors[task_id][1]
-            self._requeue(connection, [(task_id, attempts)], message, now)
-        return failed
+        for message, tasks in retry.items():
+            self._requeue(connection, job_id, tasks, message, now)
+        return sum(len(task_ids) for task_ids in failures.values())
 
-    def _requeue(self, connection: Connection, tasks: list[tuple[int, int]], reason: str, now: float) -> None:
+    def _requeue(
+        self, connection: Connection, job_id: int, tasks: list[tuple[int, int]], reason: str, now: float
+    ) -> None:
         """Tasks back to pending with an attempt counted and a back-off; failed once attempts run out."""
+        by_attempts: dict[int, list[int]] = defaultdict(list)
         for task_id, attempts in tasks:
-            if attempts + 1 >= self.policy.max_attempts:
-                values: dict[str, object] = {"status": TaskStatus.FAILED}
-                reason_text = f"gave up after {attempts + 1} attempts: {reason}"
+            by_attempts[attempts + 1].append(task_id)
+        for attempts, task_ids in by_attempts.items():
+            if attempts >= self.policy.max_attempts:
+                values: dict[str, object] = {
+                    "status": TaskStatus.FAILED,
+                    "last_error": f"gave up after {attempts} attempts: {reason}",
+                }
             else:
                 values = {
                     "status": TaskStatus.PENDING,
-                    "next_attempt_at": now + self.policy.task_retry_delay(attempts + 1),
+                    "next_attempt_at": now + self.policy.task_retry.delay(attempts),
+                    "last_error": reason,
                 }
-                reason_text = reason
-            ledger.set_tasks(
-                connection,
-                [task_id],
-                attempts=attempts + 1,
-                last_error=reason_text,
-                job_id=None,
-                updated_at=now,
-                **values,
+            ledger.settle_tasks(
+                connection, job_id, task_ids, attempts=attempts, job_id=None, updated_at=now, **values
             )
 
-    def _release(self, job_id: int, state: JobState, reason: str) -> None:
+    def _release(self, job: BatchJob, state: JobState, reason: str) -> None:
         """A job ended without results: its tasks go back to pending (attempt counted) or fail."""
         now = self.clock()
-        with write_transaction(self.engine) as connection:
-            held = ledger.held_tasks(connection, job_id)
-            self._requeue(connection, held, reason, now)
-            ledger.update_job(connection, job_id, state=state, error=reason, finished_at=now)
-        log.warning("job %s %s: %d texts handed back (%s)", job_id, state.value, len(held), reason)
+        with self._commit() as connection:
+            held = ledger.held_tasks(connection, job.id)
+            self._requeue(connection, job.id, held, reason, now)
+            ledger.mark_ended(connection, job.id, self.owner, JobState(job.state), state, reason, now)
+        log.warning("job %s %s: %d texts handed back (%s)", job.id, state.value, len(held), reason)
 
-    # -- claims --------------------------------------------------------------------------------------------
+    # -- leftovers -----------------------------------------------------------------------------------------
+
+    def clean_leftovers(self) -> list[Path]:
+        """Delete files in the results folder that no live job of this database owns: inputs and partial
+        downloads left by killed processes, results of jobs already applied. Returns what was deleted."""
+        if not self.results_dir.is_dir():
+            return []
+        # List first, then read the live jobs: a job's row is committed before any of its files is written,
+        # so every file listed belongs to a job that the query sees.
+        paths = list(self.results_dir.iterdir())
+        with self.engine.connect() as connection:
+            prefix = f"kb-{ledger.database_id_if_known(connection)}-"
+            live = {job.display_name for job in ledger.live_jobs(connection)}
+        removed = []
+        for path in paths:
+            match = _DISPLAY_NAME.match(path.name)
+            if match is None or not match.group(1).startswith(prefix) or match.group(1) in live:
+                continue  # another database's file (a shared folder), or a live job's
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        if removed:
+            log.info("removed %d leftover files from %s", len(removed), self.results_dir)
+        return removed
+
+    # -- claims, commits, remote calls ---------------------------------------------------------------------
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise StopRequested()
+
+    def _call(self, job_id: int, step: str, call: Callable[[], T], *, stoppable: bool = True) -> T:
+        """One remote call on a claimed job: stop here if asked to, renew the claim, call."""
+        if stoppable:
+            self._check_stop()
+        self._keep(job_id)
+        failpoints.hit(f"{step}.before")
+        result = call()
+        failpoints.hit(f"{step}.after")
+        return result
+
+    @contextmanager
+    def _commit(self, step: str | None = None) -> Iterator[Connection]:
+        """A write transaction; `step` names the failpoints around its commit."""
+        with write_transaction(self.engine) as connection:
+            yield connection
+            if step is not None:
+                failpoints.hit(f"{step}.commit.before")
+        if step is not None:
+            failpoints.hit(f"{step}.commit.after")
 
     def _claim_next(self, where: ColumnElement[bool], seen: set[int]) -> claims.Claim | None:
         """The next job matching `where` that no other live worker holds, not in `seen` (which it joins):
@@ -558,10 +659,10 @@ class BatchManager:
                 claims.release(connection, claim.job.id, self.owner)
 
     def _keep(self, job_id: int) -> None:
-        """Before every remote step: renew the claim on the job (and the worker's lease, via `guard`)."""
+        """Before every remote step: renew the claim on the job (and the worker's lease, via the guard)."""
         with write_transaction(self.engine) as connection:
             self._still_held(connection, job_id)
-        self.guard()
+        self._guard()
 
     def _still_held(self, connection: Connection, job_id: int) -> None:
         """Renew the claim in the caller's transaction, or raise (rolling it back) if it was taken over."""

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from kb.db import write_transaction
+from kb.errors import DatabaseError
 from kb.schema import BatchJob, table_of
 
 log = logging.getLogger("kb.claims")
@@ -107,7 +108,7 @@ class Renewer:
             try:
                 with write_transaction(self.engine) as connection:
                     kept = renew(connection, self.job_id, self.owner, self.clock(), self.lease_s)
-            except SQLAlchemyError as error:  # a busy database: the next tick tries again
+            except (SQLAlchemyError, DatabaseError) as error:  # a busy database: the next tick tries again
                 log.debug("job %s: claim not renewed this time: %s", self.job_id, error)
                 continue
             if not kept:

@@ -35,7 +35,7 @@ class _KbGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except KbError as error:
-            ui.stderr.print(f"[red]error:[/red] {ui.escape(error.message)}")
+            ui.stderr.print(f"[red]error:[/red] {ui.escape(error.message)}", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             ui.stderr.print("interrupted")
@@ -150,8 +150,12 @@ def ingest(
         quote = kb.quote(report.tokens_queued, report.tasks_queued)
         embedded = None
         if now and not dry_run and report.queued_hashes:
-            with ui.progress("Embedding") as on_progress:
-                embedded = kb.embed_now(report.queued_hashes, on_progress)
+            stop = threading.Event()
+            with (
+                ui.stop_on_signals(stop, "stopping after the request in flight"),
+                ui.progress("Embedding") as on_progress,
+            ):
+                embedded = kb.embed_now(report.queued_hashes, on_progress, stop)
     if as_json:
         ui.print_json(ui.ingest_json(report, embedded, quote))
     else:
@@ -207,15 +211,7 @@ def worker(
     ui.configure_logging(log_format.value)
     stop = threading.Event()
     with _open(ctx, announce=True) as kb, ui.stop_on_signals(stop), ui.progress("Embedding") as advance:
-        worker_ = kb.worker(stop=stop)
-        cut_over = worker_.after_step
-
-        def after_step() -> None:
-            if cut_over is not None:
-                cut_over()
-            advance(*kb.embedding_progress())
-
-        worker_.after_step = after_step
+        worker_ = kb.worker(stop=stop, after_step=lambda: advance(*kb.embedding_progress()))
         result = worker_.run(once=once, timeout_s=timeout)
     ui.render_worker(result)
     if result.reason == ExitReason.TIMED_OUT:

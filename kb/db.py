@@ -18,7 +18,13 @@ import sqlite_vec
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from kb.errors import DatabaseError
+from kb.errors import (
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    DatabaseError,
+    DatabaseFullError,
+    DatabaseReadOnlyError,
+)
 
 # Large pages make vec0 and bulk inserts several times faster (see docs/performance.md). A page size only
 # takes effect on a database that has no tables yet, so it is set before anything else on every connect.
@@ -90,11 +96,13 @@ def _postgres_engine(url: str) -> Engine:
         if url.startswith(prefix):
             url = "postgresql+psycopg://" + url[len(prefix) :]
     try:
-        return sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True)
     except ImportError as error:
         raise DatabaseError(
             "PostgreSQL needs the psycopg driver: pip install 'kb[postgres]' (or 'psycopg[binary]')"
         ) from error
+    _translate_errors(engine, safe_url(url))
+    return engine
 
 
 def safe_url(target: Path | str) -> str:
@@ -111,6 +119,7 @@ def _sqlite_engine(path: Path, busy_timeout_ms: int) -> Engine:
         if not parent.is_dir():
             raise DatabaseError(f"cannot open database {path}: folder {parent} does not exist")
     engine = sa.create_engine(f"sqlite:///{path}", module=driver)
+    _translate_errors(engine, str(path))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -139,6 +148,83 @@ def _sqlite_engine(path: Path, busy_timeout_ms: int) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+# SQLite result codes (primary part of `sqlite_errorname`) and PostgreSQL SQLSTATE classes, by kb error.
+_SQLITE_ERRORS: dict[str, type[DatabaseError]] = {
+    "SQLITE_BUSY": DatabaseBusyError,
+    "SQLITE_LOCKED": DatabaseBusyError,
+    "SQLITE_FULL": DatabaseFullError,
+    "SQLITE_CORRUPT": DatabaseCorruptError,
+    "SQLITE_NOTADB": DatabaseCorruptError,
+    "SQLITE_READONLY": DatabaseReadOnlyError,
+    "SQLITE_CANTOPEN": DatabaseReadOnlyError,
+}
+_SQLITE_MESSAGES: dict[str, type[DatabaseError]] = {  # drivers without sqlite_errorname
+    "database is locked": DatabaseBusyError,
+    "database table is locked": DatabaseBusyError,
+    "database or disk is full": DatabaseFullError,
+    "database disk image is malformed": DatabaseCorruptError,
+    "file is not a database": DatabaseCorruptError,
+    "readonly database": DatabaseReadOnlyError,
+    "unable to open database file": DatabaseReadOnlyError,
+}
+_POSTGRES_STATES: dict[str, type[DatabaseError]] = {
+    "08": DatabaseBusyError,  # connection exception
+    "40": DatabaseBusyError,  # serialization failure, deadlock: the transaction may simply be retried
+    "53": DatabaseFullError,  # insufficient resources (disk full, out of memory, too many connections)
+    "55P03": DatabaseBusyError,  # lock not available
+    "57P": DatabaseBusyError,  # server shutting down or restarting
+    "XX001": DatabaseCorruptError,
+    "XX002": DatabaseCorruptError,
+    "25006": DatabaseReadOnlyError,  # read-only transaction (a standby)
+}
+_SUFFIX = {
+    DatabaseBusyError: "another process holds it, or it cannot be reached; try again",
+    DatabaseFullError: "free some disk space, then run the command again (nothing stored was lost)",
+    DatabaseCorruptError: "restore it from a backup, or move it aside and ingest again",
+    DatabaseReadOnlyError: "check the permissions of the file and its folder",
+}
+
+
+def _translate_errors(engine: Engine, location: str) -> None:
+    """Database failures become kb errors at the boundary: one line that says what happened and what to
+    do, instead of a driver traceback. Errors kb handles itself (constraint violations) pass through."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> BaseException | None:
+        return translate_database_error(context.original_exception, location, context.is_disconnect)
+
+
+def translate_database_error(
+    error: BaseException, location: str, disconnected: bool = False
+) -> DatabaseError | None:
+    """The kb error for a driver error (None: not one kb translates, such as a constraint violation)."""
+    kind = _error_kind(error, disconnected)
+    if kind is None:
+        return None
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return kind(f"database {location}: {first_line} ({_SUFFIX.get(kind, 'see the message')})")
+
+
+def _error_kind(error: BaseException, disconnected: bool) -> type[DatabaseError] | None:
+    name = getattr(error, "sqlite_errorname", None)
+    if isinstance(name, str):
+        for prefix, kind in _SQLITE_ERRORS.items():
+            if name == prefix or name.startswith(prefix + "_"):
+                return kind
+    state = getattr(error, "sqlstate", None)
+    if isinstance(state, str):
+        for prefix, kind in _POSTGRES_STATES.items():
+            if state.startswith(prefix):
+                return kind
+    message = str(error).lower()
+    for text, kind in _SQLITE_MESSAGES.items():
+        if text in message:
+            return kind
+    if disconnected:
+        return DatabaseBusyError
+    return None
 
 
 def insert_ignoring_conflicts(connection: Connection, table: sa.Table) -> Any:

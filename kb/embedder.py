@@ -25,8 +25,17 @@ class Embedder(Protocol):
         """One row per text (task type RETRIEVAL_DOCUMENT), L2-normalised."""
         ...
 
+    def plan_requests(self, texts: Sequence[str]) -> list[range]:
+        """How `embed_documents` would split these texts into requests: online embedding sends one request's
+        worth at a time and stores its vectors before the next."""
+        ...
+
     def embed_query(self, text: str) -> Matrix:
         """One row (task type RETRIEVAL_QUERY), L2-normalised."""
+        ...
+
+    def close(self) -> None:
+        """Let go of connections and clients (a no-op for in-process models)."""
         ...
 
 

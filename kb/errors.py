@@ -1,10 +1,25 @@
 """kb's error hierarchy: one root, user-facing messages, one exit code per family.
 
     KbError
-    ├── ConfigError            settings or environment are unusable
-    ├── DatabaseError          SQLite cannot be opened, migrated or written
-    ├── InputError             a user-supplied path, glob or argument is wrong
-    └── ProviderError          an embedding provider failed (later issues add subclasses)
+    ├── ConfigError (3)            settings or environment are unusable
+    │   ├── NotConfiguredError     no provider can be used
+    │   └── AuthenticationError    the provider refused the API key
+    ├── DatabaseError (4)          the database cannot be opened, migrated, read or written
+    │   ├── DatabaseBusyError      locked by another process, or unreachable for now (transient)
+    │   ├── DatabaseFullError      the disk (or the database) is full
+    │   ├── DatabaseCorruptError   the file is not a database, or is damaged
+    │   └── DatabaseReadOnlyError  the file or its folder cannot be written
+    ├── InputError (2)             a user-supplied path, glob or argument is wrong
+    ├── ProviderError (5)          an embedding provider failed
+    │   ├── RetryableProviderError     worth another try later
+    │   │   ├── RateLimitedError       429, quota
+    │   │   ├── ProviderUnavailableError  5xx, timeouts, unreachable
+    │   │   └── InvalidResponseError   an answer kb cannot use
+    │   ├── ModelNotFoundError     the model is gone
+    │   ├── InvalidRequestError    the request was refused as invalid
+    │   └── RemoteGoneError        a remote job or its result file no longer exists
+    ├── LeaseLostError, ClaimLostError   another worker took over (the step is left to it)
+    └── StopRequested              SIGINT/SIGTERM: stop after the current remote call
 
 The CLI maps these to exit codes in one place (`kb.cli`); library callers catch `KbError`.
 Messages must never contain secrets.
@@ -34,6 +49,27 @@ class DatabaseError(KbError):
     """The kb database could not be used."""
 
     exit_code = 4
+    # True when trying again later may work (a lock held by another process, a server restarting): the
+    # worker backs off and goes on. Otherwise the worker stops and says why.
+    transient = False
+
+
+class DatabaseBusyError(DatabaseError):
+    """The database is locked by another process, or its server cannot be reached right now."""
+
+    transient = True
+
+
+class DatabaseFullError(DatabaseError):
+    """The disk holding the database is full."""
+
+
+class DatabaseCorruptError(DatabaseError):
+    """The database file is not a database, or it is damaged."""
+
+
+class DatabaseReadOnlyError(DatabaseError):
+    """The database cannot be written (read-only file, folder or medium)."""
 
 
 class InputError(KbError):
@@ -84,9 +120,17 @@ class InvalidResponseError(RetryableProviderError):
     """The provider answered with something kb cannot use (wrong count, dimensions, or non-finite values)."""
 
 
+class RemoteGoneError(ProviderError):
+    """A remote batch job, or its result file, no longer exists (deleted, or expired after 48 h)."""
+
+
 class LeaseLostError(KbError):
     """Another worker took over this database's batch work."""
 
 
 class ClaimLostError(KbError):
     """Another worker took over a job this worker was working on (its claim had expired)."""
+
+
+class StopRequested(KbError):
+    """A stop was requested (SIGINT/SIGTERM): the current remote call is done, and nothing more starts."""

@@ -8,6 +8,7 @@ limits are kb's. SDK errors become `KbError`s here; nothing above this module se
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -26,24 +27,39 @@ from kb.chunking import estimate_tokens
 from kb.embedder import Matrix, checked_unit_rows
 from kb.errors import (
     AuthenticationError,
+    ConfigError,
     InvalidRequestError,
     KbError,
     ModelNotFoundError,
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
+    RemoteGoneError,
+    RetryableProviderError,
 )
 from kb.ratelimit import RateLimiter
 from kb.records import JobState, RemoteStatus, SpaceSpec
 from kb.retry import RetryPolicy, call_with_retries
 
 T = TypeVar("T")
+log = logging.getLogger("kb.gemini")
 
 MAX_TEXTS_PER_REQUEST = 100
 # The API refuses bodies over 4 MiB; stay well under it, counting JSON escaping and per-item overhead.
 MAX_REQUEST_BYTES = 3_000_000
 _ITEM_OVERHEAD_BYTES = 200
 
+# Routes, as kb names the calls it makes (the SDK method behind each).
+EMBED = "embed"  # models.embed_content -> :batchEmbedContents
+COUNT_TOKENS = "count_tokens"  # models.count_tokens -> :countTokens
+BATCH_CREATE = "batches.create"  # batches.create_embeddings -> :asyncBatchEmbedContent
+BATCH_GET, BATCH_LIST, BATCH_CANCEL = "batches.get", "batches.list", "batches.cancel"
+FILE_UPLOAD, FILE_LIST, FILE_DOWNLOAD, FILE_DELETE = (
+    "files.upload",
+    "files.list",
+    "files.download",
+    "files.delete",
+)
 DOCUMENT_TASK = "RETRIEVAL_DOCUMENT"
 QUERY_TASK = "RETRIEVAL_QUERY"
 
@@ -96,6 +112,9 @@ class GeminiEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> Matrix:
         return self._embed(texts, DOCUMENT_TASK)
 
+    def plan_requests(self, texts: Sequence[str]) -> list[range]:
+        return plan_requests(texts)
+
     def embed_query(self, text: str) -> Matrix:
         return self._embed([text], QUERY_TASK)
 
@@ -106,7 +125,7 @@ class GeminiEmbedder:
             contents = [texts[i] for i in indexes]
 
             def send(contents: list[str] = contents) -> int:
-                with self._translated_errors():
+                with self._translated_errors(COUNT_TOKENS):
                     response = self._client.models.count_tokens(model=self._spec.model, contents=contents)
                 return int(response.total_tokens or 0)
 
@@ -143,30 +162,69 @@ class GeminiEmbedder:
     def close(self) -> None:
         self._client.close()
 
-    def _translated_errors(self) -> AbstractContextManager[None]:
-        return _translated_errors(self._spec.model, self._secret)
+    def _translated_errors(self, route: str = EMBED) -> AbstractContextManager[None]:
+        return _translated_errors(route, self._spec.model, self._secret)
 
 
 @contextmanager
-def _translated_errors(model: str, secret: str) -> Iterator[None]:
+def _translated_errors(route: str, subject: str, secret: str) -> Iterator[None]:
     """Turn SDK and transport errors into kb errors (with the key scrubbed) inside the block."""
     try:
         yield
     except KbError:
         raise
     except Exception as error:
-        translated = translate_error(error, model, secret)
+        translated = translate_error(error, route, subject, secret)
         if translated is None:
             raise
         raise translated from None
 
 
+_MODEL_ROUTES = frozenset({EMBED, COUNT_TOKENS, BATCH_CREATE})
+_FILE_ROUTES = frozenset({FILE_UPLOAD, FILE_LIST, FILE_DOWNLOAD, FILE_DELETE})
+_JOB_ROUTES = frozenset({BATCH_GET, BATCH_CANCEL})
+
+# google.rpc.ErrorInfo reasons that mean the key (or its project) cannot be used: configuration, not outage.
+_KEY_REASONS = frozenset(
+    {
+        "API_KEY_INVALID",
+        "API_KEY_EXPIRED",
+        "API_KEY_SERVICE_BLOCKED",
+        "SERVICE_DISABLED",
+        "CONSUMER_SUSPENDED",
+    }
+)
+
+
+def classify(route: str, code: int, status: str, reasons: frozenset[str], message: str) -> type[KbError]:
+    """The kb error for a Gemini API error, read by what failed (route), the HTTP code, the canonical status
+    and the ErrorInfo reasons, not by the code alone: a 403 on a file means the file is gone (the service
+    answers "You do not have permission to access the File ... or it may not exist"), a 404 on a batch that
+    the job is gone, and only a 404 on a model call that the model is gone."""
+    if reasons & _KEY_REASONS or "api key not valid" in message.lower():
+        return AuthenticationError
+    if code == 429:
+        return RateLimitedError
+    if code >= 500 or code == 408:
+        return ProviderUnavailableError
+    if route in _FILE_ROUTES and code in (403, 404):
+        return RemoteGoneError
+    if route in _JOB_ROUTES and code == 404:
+        return BatchJobNotFoundError
+    if code == 404 and route in _MODEL_ROUTES:
+        return ModelNotFoundError
+    if code in (401, 403):
+        return AuthenticationError
+    return InvalidRequestError
+
+
 def translate_error(
-    error: BaseException, model: str, secret: str = ""
-) -> ProviderError | AuthenticationError | None:
-    """The kb error for an SDK or transport error (with `secret` scrubbed), or None if it is neither."""
+    error: BaseException, route: str, subject: str, secret: str = ""
+) -> ProviderError | ConfigError | None:
+    """The kb error for an SDK or transport error on `route` (with `secret` scrubbed), or None if it is
+    neither. `subject` names what the call was about (a model, a job, a file) in the message."""
     if isinstance(error, genai_errors.APIError):
-        return _from_api_error(error, model, secret)
+        return _from_api_error(error, route, subject, secret)
     if isinstance(error, httpx2.TransportError):
         detail = _scrub(f"{type(error).__name__}: {error}", secret)
         return ProviderUnavailableError(f"Gemini API unreachable: {detail}")
@@ -180,21 +238,33 @@ def _scrub(text: str, secret: str) -> str:
 
 
 def _from_api_error(
-    error: genai_errors.APIError, model: str, secret: str
-) -> ProviderError | AuthenticationError:
+    error: genai_errors.APIError, route: str, subject: str, secret: str
+) -> ProviderError | ConfigError:
     code = int(error.code or 0)
     body = error.details if isinstance(error.details, dict) else {}
-    message = str(body.get("error", {}).get("message") or error.message or error.status or code)
-    summary = _scrub(f"Gemini API {code} {error.status or ''}: {message}", secret)
-    if code == 429:
-        return RateLimitedError(summary, retry_after=_retry_delay(body))
-    if code >= 500 or code in (408,):
-        return ProviderUnavailableError(summary, retry_after=_retry_delay(body))
-    if code == 404:
-        return ModelNotFoundError(f"model {model!r} is not available: {summary}")
-    if code in (401, 403) or "API_KEY_INVALID" in json.dumps(body) or "API key not valid" in message:
+    inner = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+    message = str(inner.get("message") or error.message or error.status or code)
+    status = str(inner.get("status") or error.status or "")
+    summary = _scrub(f"Gemini API {code} {status}: {message}", secret)
+    kind = classify(route, code, status, _reasons(inner), message)
+    if issubclass(kind, RetryableProviderError):
+        return kind(summary, retry_after=_retry_delay(body))
+    if kind is ModelNotFoundError:
+        return ModelNotFoundError(f"model {subject!r} is not available: {summary}")
+    if kind is AuthenticationError:
         return AuthenticationError(f"the Gemini API refused the key: {summary}")
+    if issubclass(kind, RemoteGoneError):
+        return kind(f"{subject} is gone: {summary}")
     return InvalidRequestError(summary)
+
+
+def _reasons(error: dict[str, Any]) -> frozenset[str]:
+    details = error.get("details") or []
+    return frozenset(
+        str(detail.get("reason"))
+        for detail in (details if isinstance(details, list) else [])
+        if isinstance(detail, dict) and detail.get("reason")
+    )
 
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
@@ -225,7 +295,7 @@ _STATES = {
 }
 
 
-class BatchJobNotFoundError(ProviderError):
+class BatchJobNotFoundError(RemoteGoneError):
     """The remote batch job no longer exists."""
 
 
@@ -270,7 +340,9 @@ class GeminiBatchBackend:
                 handle.write(json.dumps({"key": key, "request": request}, ensure_ascii=False) + "\n")
         config = types.UploadFileConfig(mime_type="jsonl", display_name=display_name)
         try:
-            uploaded = self._retried(lambda: self._client.files.upload(file=str(path), config=config), model)
+            uploaded = self._retried(
+                lambda: self._client.files.upload(file=str(path), config=config), FILE_UPLOAD, display_name
+            )
         finally:
             path.unlink(missing_ok=True)
         return str(uploaded.name)
@@ -280,16 +352,13 @@ class GeminiBatchBackend:
         looks for it by display name before trying again."""
         source = types.EmbeddingsBatchJobSource(file_name=input_file)
         config = types.CreateEmbeddingsBatchJobConfig(display_name=display_name)
-        with _translated_errors(model, self._secret), warnings.catch_warnings():
+        with _translated_errors(BATCH_CREATE, model, self._secret), warnings.catch_warnings():
             warnings.simplefilter("ignore", genai_errors.ExperimentalWarning)
             job = self._client.batches.create_embeddings(model=model, src=source, config=config)
         return _remote(job)
 
     def get(self, name: str) -> RemoteStatus:
-        try:
-            return self._retried(lambda: _remote(self._client.batches.get(name=name)), name)
-        except ModelNotFoundError as error:
-            raise BatchJobNotFoundError(f"batch job {name} not found: {error.message}") from None
+        return self._retried(lambda: _remote(self._client.batches.get(name=name)), BATCH_GET, name)
 
     def find(self, display_names: set[str], max_pages: int = 50) -> dict[str, RemoteStatus]:
         """Remote jobs whose display names are among `display_names` (newest pages first)."""
@@ -303,33 +372,59 @@ class GeminiBatchBackend:
                 if job.display_name in display_names:
                     found[str(job.display_name)] = _remote(job)
 
-        self._retried(scan, "batches")
+        self._retried(scan, BATCH_LIST, "batch jobs")
         return found
 
     def cancel(self, name: str) -> None:
-        self._retried(lambda: self._client.batches.cancel(name=name), name)
+        self._retried(lambda: self._client.batches.cancel(name=name), BATCH_CANCEL, name)
+
+    def discard_input(self, display_name: str, max_pages: int = 20) -> None:
+        """Delete uploaded files named `display_name` (an upload cut short); best effort, since files
+        expire after 48 h anyway, but a crash loop could otherwise fill the project's 20 GB."""
+
+        def scan() -> list[str]:
+            pager = self._client.files.list(config=types.ListFilesConfig(page_size=100))
+            return [
+                str(f.name)
+                for number, f in enumerate(pager)
+                if number < max_pages * 100 and f.display_name == display_name and f.name
+            ]
+
+        try:
+            for name in self._retried(scan, FILE_LIST, "files"):
+                self.delete_file(name)
+        except ProviderError as error:
+            log.info("could not look for files left by an interrupted upload: %s", error.message)
 
     def download(self, file_name: str, destination: Path) -> None:
-        """Save the result file to `destination` atomically (written, synced, then renamed)."""
-        data = self._retried(lambda: self._client.files.download(file=file_name), file_name)
+        """Stream the result file to `destination` atomically (written, synced, then renamed): a 10,000-
+        result file is ~100 MB, never held in memory. A missing or expired file is `RemoteGoneError`."""
         partial = destination.with_name(f"{destination.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-        with partial.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+
+        def fetch() -> None:
+            with partial.open("wb") as handle:
+                self._client.files.download(file=file_name, destination=handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        try:
+            self._retried(fetch, FILE_DOWNLOAD, f"result file {file_name}")
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(destination)
 
     def delete_file(self, file_name: str) -> None:
         """Best effort: remote files expire after 48 h anyway."""
         with contextlib.suppress(KbError):
-            self._retried(lambda: self._client.files.delete(name=file_name), file_name)
+            self._retried(lambda: self._client.files.delete(name=file_name), FILE_DELETE, file_name)
 
     def close(self) -> None:
         self._client.close()
 
-    def _retried(self, call: Callable[[], T], subject: str) -> T:
+    def _retried(self, call: Callable[[], T], route: str, subject: str) -> T:
         def attempt() -> T:
-            with _translated_errors(subject, self._secret):
+            with _translated_errors(route, subject, self._secret):
                 return call()
 
         return call_with_retries(attempt, self._retry, **self._sleep_kwargs)

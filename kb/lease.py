@@ -7,6 +7,8 @@ under its own claim (`kb.claims`). Either way every worker keeps a `worker:<owne
 `lease_s` seconds.
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
@@ -14,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from kb.db import write_transaction
+from kb.errors import DatabaseError, LeaseLostError
 from kb.schema import WorkerLease, table_of
 
 LEASES = table_of(WorkerLease)
@@ -96,3 +99,44 @@ def forget_silent(engine: Engine, now: float, older_than_s: float) -> None:
                 LEASES.c.heartbeat_at < now - older_than_s,
             )
         )
+
+
+class LeaseKeeper:
+    """One worker's presence in the database: its heartbeat, and on SQLite the `batch` lease it works under.
+
+    `renew` runs before every remote step (it is the batch manager's guard): a step must not outlive the
+    lease, or a second worker could take over work this one is still doing."""
+
+    def __init__(
+        self, engine: Engine, owner: str, lease_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.engine, self.owner, self.lease_s, self.clock = engine, owner, lease_s, clock
+        # SQLite: one worker at a time (a second one would add only lock waits). PostgreSQL: all at once,
+        # each job under its own claim.
+        self.exclusive = engine.dialect.name != "postgresql"
+        self._beaten_at = float("-inf")
+
+    def beat(self) -> None:
+        """Write the heartbeat, at most a few times per lease period."""
+        now = self.clock()
+        if now - self._beaten_at >= self.lease_s / 4:
+            beat(self.engine, self.owner, now, self.lease_s)
+            self._beaten_at = now
+
+    def acquire(self) -> bool:
+        """Take or renew the batch lease (always True on PostgreSQL, which needs none)."""
+        return not self.exclusive or acquire(self.engine, self.owner, self.clock(), self.lease_s)
+
+    def renew(self) -> None:
+        if not self.acquire():
+            raise LeaseLostError(f"worker {self.owner} lost its lease to another worker; stepping back")
+        self.beat()
+
+    def release(self) -> None:
+        """Let go of the lease and the heartbeat (best effort: the database may be what failed)."""
+        try:
+            if self.exclusive:
+                release(self.engine, self.owner)
+            release(self.engine, self.owner, heartbeat_name(self.owner))
+        except DatabaseError:
+            pass  # both expire by themselves

@@ -2,16 +2,22 @@
 
 Every function runs in the caller's transaction. The rule that keeps money safe: a task is `submitted` with a
 `job_id` for as long as that job is live, so it can never be claimed for a second job.
+
+Every change of a job's state is a named transition (`mark_submitted`, `mark_applied`, ...) whose UPDATE
+names the state it expects and the worker that must hold the job's claim, and raises `ClaimLostError` when
+no row matched (procrastinate's `finish_job`): a worker that stalled past its claim can never overwrite the
+progress of the worker that took the job over. The same holds for the tasks a job hands back.
 """
 
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from kb.records import LIVE_JOB_STATES, JobState, TaskStatus
+from kb.errors import ClaimLostError
+from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
 from kb.schema import BatchJob, BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
 from kb.store import in_batches
 
@@ -37,6 +43,12 @@ def database_id(connection: Connection) -> str:
     value = secrets.token_hex(4)
     connection.execute(insert(META).values(key="database_id", value=value))
     return value
+
+
+def database_id_if_known(connection: Connection) -> str | None:
+    """The database's id without making one (read-only callers)."""
+    found = connection.execute(select(META.c.value).where(META.c.key == "database_id")).scalar()
+    return None if found is None else str(found)
 
 
 def display_name(database: str, job_id: int) -> str:
@@ -118,12 +130,14 @@ def create_job(
         connection.execute(
             insert(ITEMS), [{"job_id": job_id, "key": f"t{task_id}", "task_id": task_id} for task_id in taken]
         )
-    update_job(
-        connection,
-        job_id,
-        display_name=display_name(database_id(connection), job_id),
-        item_count=len(taken),
-        token_estimate=sum(estimates[task_id] for task_id in taken),
+    connection.execute(
+        update(JOBS)
+        .where(JOBS.c.id == job_id)
+        .values(
+            display_name=display_name(database_id(connection), job_id),
+            item_count=len(taken),
+            token_estimate=sum(estimates[task_id] for task_id in taken),
+        )
     )
     return job_id
 
@@ -170,8 +184,242 @@ def manifest(connection: Connection, job_id: int) -> dict[str, int]:
     return {str(key): int(task_id) for key, task_id in rows}
 
 
-def update_job(connection: Connection, job_id: int, **values: object) -> None:
-    connection.execute(update(JOBS).where(JOBS.c.id == job_id).values(**values))
+# -- job transitions: each guarded by the state it expects and the claim holder --------------------------
+
+
+def _transition(
+    connection: Connection,
+    job_id: int,
+    owner: str,
+    expected: JobState | frozenset[JobState],
+    name: str,
+    **values: object,
+) -> None:
+    states = [expected] if isinstance(expected, JobState) else sorted(expected)
+    guard: list[ColumnElement[bool]] = [
+        JOBS.c.id == job_id,
+        JOBS.c.state.in_([state.value for state in states]),
+        JOBS.c.lease_owner == owner,
+    ]
+    if connection.execute(update(JOBS).where(*guard).values(**values)).rowcount != 1:
+        found = connection.execute(
+            select(JOBS.c.state, JOBS.c.lease_owner).where(JOBS.c.id == job_id)
+        ).one_or_none()
+        now = "gone" if found is None else f"{found.state}, held by {found.lease_owner}"
+        raise ClaimLostError(
+            f"job {job_id}: {name} expected it {'/'.join(states)} and held by {owner}, found it {now}; "
+            "leaving it to its holder"
+        )
+
+
+_SUBMITTABLE = JobState.CREATED
+_POLLED = frozenset({JobState.PENDING, JobState.RUNNING, JobState.CANCELLING})
+_DOWNLOADABLE = frozenset({JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED})
+
+
+def begin_remote_call(connection: Connection, job_id: int, owner: str, intent: str) -> None:
+    """Record, before the call, that a remote call that creates something ("upload", "create") starts."""
+    _transition(connection, job_id, owner, _SUBMITTABLE, f"begin {intent}", intent=intent)
+
+
+def record_upload(connection: Connection, job_id: int, owner: str, input_file: str) -> None:
+    _transition(connection, job_id, owner, _SUBMITTABLE, "record upload", input_file=input_file, intent=None)
+
+
+def clear_intent(connection: Connection, job_id: int, owner: str) -> None:
+    """What an interrupted call may have created has been looked up (and adopted or cleaned up)."""
+    _transition(connection, job_id, owner, _SUBMITTABLE, "clear intent", intent=None)
+
+
+def mark_submitted(
+    connection: Connection,
+    job_id: int,
+    owner: str,
+    remote: RemoteStatus,
+    input_file: str | None,
+    now: float,
+    next_poll_at: float,
+) -> None:
+    """created -> pending: the remote job exists and its name is recorded."""
+    _transition(
+        connection,
+        job_id,
+        owner,
+        _SUBMITTABLE,
+        "mark submitted",
+        state=JobState.PENDING,
+        remote_name=remote.name,
+        input_file=input_file,
+        remote_state=remote.raw_state,
+        submitted_at=now,
+        next_poll_at=next_poll_at,
+        poll_count=0,
+        step_failures=0,
+        intent=None,
+        error=None,
+    )
+
+
+def defer_submit(connection: Connection, job_id: int, owner: str, reason: str, next_at: float) -> None:
+    """A submission failed in a way worth retrying: try again at `next_at` (the intent, if any, stays:
+    the failed call may have created something)."""
+    _transition(
+        connection,
+        job_id,
+        owner,
+        _SUBMITTABLE,
+        "defer submit",
+        submit_attempts=JOBS.c.submit_attempts + 1,
+        error=reason,
+        next_poll_at=next_at,
+    )
+
+
+def mark_empty(connection: Connection, job_id: int, owner: str, now: float) -> None:
+    """created -> cancelled: none of its texts is left to embed (all edited or deleted since)."""
+    _transition(
+        connection,
+        job_id,
+        owner,
+        _SUBMITTABLE,
+        "mark empty",
+        state=JobState.CANCELLED,
+        error="no texts left to embed",
+        finished_at=now,
+        intent=None,
+    )
+
+
+def record_poll(
+    connection: Connection,
+    job_id: int,
+    owner: str,
+    expected: JobState,
+    state: JobState,
+    raw_state: str,
+    next_poll_at: float,
+) -> None:
+    """A poll that found the job still under way (pending, running, or being cancelled)."""
+    _transition(
+        connection,
+        job_id,
+        owner,
+        expected,
+        "record poll",
+        state=state,
+        remote_state=raw_state,
+        poll_count=JOBS.c.poll_count + 1,
+        next_poll_at=next_poll_at,
+        step_failures=0,
+    )
+
+
+def mark_cancelling(
+    connection: Connection, job_id: int, owner: str, expected: JobState, raw_state: str, next_poll_at: float
+) -> None:
+    """pending/running -> cancelling: past its deadline, a cancel was sent; its texts wait for the answer."""
+    _transition(
+        connection,
+        job_id,
+        owner,
+        expected,
+        "mark cancelling",
+        state=JobState.CANCELLING,
+        remote_state=raw_state,
+        poll_count=JOBS.c.poll_count + 1,
+        next_poll_at=next_poll_at,
+    )
+
+
+def mark_downloaded(
+    connection: Connection,
+    job_id: int,
+    owner: str,
+    expected: JobState,
+    remote: RemoteStatus,
+    result_path: str,
+    now: float,
+) -> None:
+    """-> succeeded: the paid results are saved on disk, durably, before anything parses them."""
+    if expected not in _DOWNLOADABLE:
+        raise ClaimLostError(f"job {job_id}: cannot record results of a job that is {expected}")
+    _transition(
+        connection,
+        job_id,
+        owner,
+        expected,
+        "mark downloaded",
+        state=JobState.SUCCEEDED,
+        remote_state=remote.raw_state,
+        output_file=remote.output_file,
+        result_path=result_path,
+        finished_at=now,
+        step_failures=0,
+    )
+
+
+def mark_applied(
+    connection: Connection, job_id: int, owner: str, now: float, tokens_billed: int | None, note: str | None
+) -> None:
+    """succeeded -> applied: every result is written (vectors, task statuses, spend)."""
+    _transition(
+        connection,
+        job_id,
+        owner,
+        JobState.SUCCEEDED,
+        "mark applied",
+        state=JobState.APPLIED,
+        applied_at=now,
+        tokens_billed=tokens_billed,
+        error=note,
+        intent=None,
+    )
+
+
+def mark_ended(
+    connection: Connection,
+    job_id: int,
+    owner: str,
+    expected: JobState,
+    state: JobState,
+    reason: str,
+    now: float,
+) -> None:
+    """A live job ends without results (failed, expired, cancelled, or refused): its texts go back."""
+    if state in LIVE_JOB_STATES:
+        raise ValueError(f"{state} is not an end state")
+    _transition(
+        connection,
+        job_id,
+        owner,
+        expected,
+        f"mark {state}",
+        state=state,
+        error=reason,
+        finished_at=now,
+        intent=None,
+    )
+
+
+def record_step_failure(
+    connection: Connection, job_id: int, owner: str, expected: JobState, reason: str, next_poll_at: float
+) -> int:
+    """A step on a live job failed (poll, download, apply): retried at `next_poll_at`. Returns the number
+    of failures in a row, which bounds the retries of a job whose results are gone."""
+    _transition(
+        connection,
+        job_id,
+        owner,
+        expected,
+        "record step failure",
+        step_failures=JOBS.c.step_failures + 1,
+        error=reason,
+        next_poll_at=next_poll_at,
+    )
+    return int(connection.execute(select(JOBS.c.step_failures).where(JOBS.c.id == job_id)).scalar_one())
+
+
+# -- tasks a job holds: handed back or answered, guarded by the job that holds them --------------------
 
 
 def held_tasks(connection: Connection, job_id: int) -> list[tuple[int, int]]:
@@ -184,9 +432,20 @@ def held_tasks(connection: Connection, job_id: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in rows]
 
 
-def set_tasks(connection: Connection, task_ids: Sequence[int], **values: object) -> None:
+def settle_tasks(connection: Connection, held_by: int, task_ids: Sequence[int], **values: object) -> None:
+    """Change tasks this job holds (submitted, with its job_id): embedded, failed or back to pending.
+    Raises `ClaimLostError` (rolling back) if any of them is no longer the job's to settle."""
+    changed = 0
     for batch in in_batches(task_ids, 500):
-        connection.execute(update(TASKS).where(TASKS.c.id.in_(batch)).values(**values))
+        changed += connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.job_id == held_by, TASKS.c.status == TaskStatus.SUBMITTED)
+            .values(**values)
+        ).rowcount
+    if changed != len(task_ids):
+        raise ClaimLostError(
+            f"job {held_by}: {len(task_ids) - changed} of its {len(task_ids)} texts were settled elsewhere"
+        )
 
 
 def token_estimates(connection: Connection, task_ids: Sequence[int]) -> int:

@@ -36,7 +36,7 @@ import orjson
 from numpy.typing import NDArray
 
 from kb.embedder import Matrix, normalized
-from kb.errors import ConfigError, InvalidResponseError
+from kb.errors import ConfigError, RemoteGoneError
 from kb.records import JobState, RemoteStatus, SpaceSpec
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
 
@@ -98,6 +98,15 @@ class LocalEmbedder:
     def embed_query(self, text: str) -> Matrix:
         """One unit row, shape (1, 256), in the same space as the documents."""
         return _embed([text])
+
+    def close(self) -> None:
+        """Nothing to release: the model is shared by the whole process."""
+
+    def plan_requests(self, texts: Sequence[str]) -> list[range]:
+        return [
+            range(start, min(start + self._batch_size, len(texts)))
+            for start in range(0, len(texts), self._batch_size)
+        ]
 
     def embed_in_batches(self, texts: Sequence[str]) -> Iterator[Matrix]:
         """The rows of `embed_documents`, `batch_size` texts at a time (for progress reporting)."""
@@ -214,14 +223,15 @@ def _import_wordllama() -> tuple[Any, Any]:
 
 class LocalBatchBackend:
     """Runs "batch jobs" in-process with the local model, so local texts take the same road as Gemini's:
-    tasks, ledger, worker, results saved then applied. A job completes inside `create`; it costs nothing,
-    so a job lost in a crash is simply run again."""
+    tasks, ledger, worker, results saved then applied. A job completes inside `create`, which writes its
+    results file atomically: the file existing *is* the job having succeeded, whichever process (`kb flush`,
+    a worker killed since) ran it. A job whose file is gone is simply run again: it costs nothing."""
 
     mode = "local"
 
-    def __init__(self, embedder: LocalEmbedder | None = None) -> None:
+    def __init__(self, embedder: LocalEmbedder | None = None, folder: Path | None = None) -> None:
         self._embedder = embedder or LocalEmbedder()
-        self._jobs: dict[str, RemoteStatus] = {}
+        self._folder = folder
 
     def upload_input(
         self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
@@ -232,48 +242,83 @@ class LocalBatchBackend:
                 handle.write(orjson.dumps({"key": key, "text": text}) + b"\n")
         return str(path)
 
+    def discard_input(self, display_name: str) -> None:
+        if self._folder is not None:
+            (self._folder / f"{display_name}.input.jsonl").unlink(missing_ok=True)
+
     def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
         source = Path(input_file)
-        items = [orjson.loads(line) for line in source.read_bytes().splitlines() if line.strip()]
-        output = source.with_name(f"{display_name}.local-results.jsonl")
-        with output.open("wb") as handle:
-            for start in range(0, len(items), self._embedder.batch_size):
-                batch = items[start : start + self._embedder.batch_size]
+        if not source.is_file():
+            raise RemoteGoneError(f"the local input file {input_file} is gone")
+        output = source.with_name(_results_name(display_name))
+        partial = output.with_name(output.name + ".part")
+        with source.open("rb") as lines, partial.open("wb") as handle:
+            for batch in _batches(
+                (orjson.loads(line) for line in lines if line.strip()), self._embedder.batch_size
+            ):
                 matrix = self._embedder.embed_documents([item["text"] for item in batch])
                 for item, vector in zip(batch, matrix, strict=True):
                     line = {"response": {"embedding": {"values": vector.tolist()}}, "key": item["key"]}
                     handle.write(orjson.dumps(line) + b"\n")
-        status = RemoteStatus(
-            name=f"local/{display_name}",
-            display_name=display_name,
-            state=JobState.SUCCEEDED,
-            raw_state="LOCAL_SUCCEEDED",
-            output_file=str(output),
-        )
-        self._jobs[status.name] = status
-        return status
+        partial.replace(output)  # the job succeeded exactly when this file exists
+        return _succeeded(display_name, output)
 
     def get(self, name: str) -> RemoteStatus:
-        status = self._jobs.get(name)
-        if status is None or status.output_file is None or not Path(status.output_file).exists():
-            # Another process ran it, or the process died: the job is lost, and rerunning it is free.
-            return RemoteStatus(name, None, JobState.FAILED, "LOCAL_LOST", None)
-        return status
+        display_name = name.removeprefix("local/")
+        output = self._results(display_name)
+        if output is None:
+            # Never run to the end, or its results were moved away already: running it again is free.
+            return RemoteStatus(name, display_name, JobState.FAILED, "LOCAL_LOST", None)
+        return _succeeded(display_name, output)
 
     def find(self, display_names: set[str]) -> dict[str, RemoteStatus]:
-        return {}  # nothing remote to adopt: a local job that never finished is run again, at no cost
+        """Jobs whose results file exists: run to the end by a process that died before recording them."""
+        found = {}
+        for display_name in display_names:
+            output = self._results(display_name)
+            if output is not None:
+                found[display_name] = _succeeded(display_name, output)
+        return found
 
     def cancel(self, name: str) -> None:
-        self._jobs.pop(name, None)
+        return None  # a local job is finished by the time it is created
 
     def download(self, file_name: str, destination: Path) -> None:
         source = Path(file_name)
         if source.exists():
             source.replace(destination)
         elif not destination.exists():  # (if it does, an earlier attempt moved it there)
-            raise InvalidResponseError(
-                f"the local result file {file_name} is gone (made on another machine?)"
-            )
+            raise RemoteGoneError(f"the local result file {file_name} is gone (made on another machine?)")
 
     def delete_file(self, file_name: str) -> None:
         Path(file_name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        return None
+
+    def _results(self, display_name: str) -> Path | None:
+        if self._folder is None:
+            return None
+        path = self._folder / _results_name(display_name)
+        return path if path.is_file() else None
+
+
+def _results_name(display_name: str) -> str:
+    return f"{display_name}.local-results.jsonl"
+
+
+def _succeeded(display_name: str, output: Path) -> RemoteStatus:
+    return RemoteStatus(
+        f"local/{display_name}", display_name, JobState.SUCCEEDED, "LOCAL_SUCCEEDED", str(output)
+    )
+
+
+def _batches(items: Iterator[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
+    batch: list[dict[str, str]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,35 +1,68 @@
-"""Online embedding of pending tasks (`kb ingest --now`): full price, searchable at once.
+"""Online embedding of pending tasks (`kb ingest --now`, and models the Batch API refuses): full price,
+searchable at once.
 
-Texts go to the provider in groups; each group's vectors and task statuses are written in one transaction, so
-an interruption loses at most the group in flight, and nothing is written twice (only tasks still pending are
-marked embedded and get vectors).
+Texts are claimed a group at a time, so that no batch flush or other embedder pays for them meanwhile, and
+sent in the requests the provider plans (Gemini: at most 100 texts and ~3 MB each). Each request's vectors
+are committed the moment they arrive: a failure later in the group never throws a paid vector away.
+
+A request the service refuses as invalid is split in two until the text at fault is alone (a refused
+request is not billed); that text fails with the service's message (a dead letter: `kb errors`) and the
+others are embedded. A request that fails for any other reason counts an attempt on its texts, which wait
+out a back-off (`KB_TASK_RETRY_BASE_S`, doubling) and fail after `KB_TASK_MAX_ATTEMPTS`, as in batch jobs.
+A refused API key stops everything at once and burns no attempt: it is a configuration error.
 """
 
+import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from kb import tasks, usage, vectors
+from kb import failpoints, tasks, usage, vectors
 from kb.db import write_transaction
-from kb.embedder import Embedder
-from kb.errors import KbError, RetryableProviderError
+from kb.embedder import Embedder, Matrix
+from kb.errors import InvalidRequestError, ProviderError
+from kb.retry import Backoff
 from kb.store import in_batches
 
+log = logging.getLogger("kb.online")
+
 GROUP_SIZE = 500
-# After a failed online attempt, leave the texts to the batch worker for a while.
-_RETRY_AFTER_S = 300.0
-# A claimed group is not due for anyone else this long: far beyond one call with its retries.
-_HOLD_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class OnlinePolicy:
+    """Retries of a text across requests (each request also retries outages itself, `RetryPolicy`), and
+    how long a claimed group stays out of everyone else's reach without renewal: the claim is renewed
+    before each request, so a process that dies gives its texts back after `hold_s` (KB_WORKER_LEASE_S)."""
+
+    max_attempts: int = 5
+    retry: Backoff = field(default_factory=lambda: Backoff(60.0, 6 * 3600.0))
+    hold_s: float = 120.0
 
 
 @dataclass(slots=True)
 class OnlineReport:
     embedded: int = 0
     tokens: int = 0
+    failed: int = 0  # texts that failed for good (dead letters)
     left_pending: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    engine: Engine
+    embedder: Embedder
+    space_id: int
+    prices: usage.PriceBook
+    budget: usage.Budget
+    policy: OnlinePolicy
+    stop: threading.Event
+    report: OnlineReport
 
 
 def embed_pending(
@@ -40,100 +73,161 @@ def embed_pending(
     on_progress: Callable[[int, int], None] | None = None,
     prices: usage.PriceBook | None = None,
     budget: usage.Budget | None = None,
+    policy: OnlinePolicy | None = None,
+    stop: threading.Event | None = None,
 ) -> OnlineReport:
-    """Embed the space's due pending tasks (or only those for `hashes`) online, group by group, within
-    budget. Each group is claimed first, so concurrent embedders and batch flushes never pay for it twice."""
+    """Embed the space's due pending tasks (or only those for `hashes`) online, request by request, within
+    budget, until done or `stop` is set (the request in flight is finished and stored first)."""
     report = OnlineReport()
-    prices = prices or usage.PriceBook()
-    budget = budget or usage.Budget()
+    run = _Run(
+        engine,
+        embedder,
+        space_id,
+        prices or usage.PriceBook(),
+        budget or usage.Budget(),
+        policy or OnlinePolicy(),
+        stop or threading.Event(),
+        report,
+    )
     hash_groups: list[Sequence[str] | None] = (
         [None] if hashes is None else list(in_batches(hashes, GROUP_SIZE))
     )
     with engine.connect() as connection:
         total = sum(tasks.due_count(connection, space_id, time.time(), group) for group in hash_groups)
-    done = 0
-    for group in _claimed_groups(engine, space_id, hash_groups):
-        done += len(group)
-        if not _embed_group(engine, embedder, space_id, group, prices, budget, report):
-            break
+    settled = 0
+    for group in _claimed_groups(run, hash_groups):
+        go_on = _embed_group(run, group)
+        settled = report.embedded + report.failed
         if on_progress is not None:
-            on_progress(min(done, total), total)
-    report.left_pending = max(0, total - report.embedded)
+            on_progress(min(settled, total), total)
+        if not go_on:
+            break
+    report.left_pending = max(0, total - settled)
     return report
 
 
 def _claimed_groups(
-    engine: Engine, space_id: int, hash_groups: Sequence[Sequence[str] | None]
+    run: _Run, hash_groups: Sequence[Sequence[str] | None]
 ) -> Iterator[list[tasks.PendingText]]:
     """Claim one group at a time, only when the previous one is done (a stop leaves the rest unclaimed)."""
     for hashes in hash_groups:
-        while group := _claim(engine, space_id, hashes):
+        while not run.stop.is_set():
+            with write_transaction(run.engine) as connection:
+                group = tasks.claim_due(
+                    connection, run.space_id, time.time(), run.policy.hold_s, GROUP_SIZE, hashes
+                )
+            if not group:
+                break
             yield group
             if hashes is not None:
                 break  # a group of hashes is claimed whole, in one round
 
 
-def _claim(engine: Engine, space_id: int, hashes: Sequence[str] | None) -> list[tasks.PendingText]:
-    with write_transaction(engine) as connection:
-        return tasks.claim_due(connection, space_id, time.time(), _HOLD_S, GROUP_SIZE, hashes)
-
-
-def _unclaim(engine: Engine, group: Sequence[tasks.PendingText]) -> None:
-    """Give a claimed group back untouched (the budget stopped it before any call)."""
-    now = time.time()
-    with write_transaction(engine) as connection:
-        tasks.make_due(connection, [item.task_id for item in group], now)
-
-
-def _embed_group(
-    engine: Engine,
-    embedder: Embedder,
-    space_id: int,
-    group: Sequence[tasks.PendingText],
-    prices: usage.PriceBook,
-    budget: usage.Budget,
-    report: OnlineReport,
-) -> bool:
-    """Embed one claimed group and write it; False when embedding should stop here (budget, hard error)."""
-    model = embedder.spec.model
-    cost, _ = prices.cost(model, sum(item.token_estimate for item in group), batch=False)
-    with engine.connect() as connection:
-        refusal = budget.refusal(connection, cost)
-    if refusal:
-        _unclaim(engine, group)
-        report.errors.append(refusal)
-        return False
+def _embed_group(run: _Run, group: list[tasks.PendingText]) -> bool:
+    """Embed a claimed group request by request; False when embedding should stop (budget, stop, outage).
+    Whatever is not settled when it returns or raises is given back, due at once."""
+    requests: deque[Sequence[int]] = deque(run.embedder.plan_requests([item.text for item in group]))
+    unsettled = {item.task_id for item in group}
     try:
-        matrix = embedder.embed_documents([item.text for item in group])
-    except KbError as error:
-        _record_failure(engine, group, error)
-        report.errors.append(error.message)
-        return isinstance(error, RetryableProviderError)
+        while requests:
+            if run.stop.is_set():
+                return False
+            items = [group[i] for i in requests.popleft()]
+            with write_transaction(run.engine) as connection:  # renew the claim on what is left
+                tasks.hold(connection, sorted(unsettled), time.time() + run.policy.hold_s)
+            refusal = _over_budget(run, items)
+            if refusal:
+                run.report.errors.append(refusal)
+                return False
+            try:
+                matrix = _send(run, items)
+            except InvalidRequestError as error:
+                if len(items) > 1:  # find the text at fault: each half is a request of its own
+                    half = len(items) // 2
+                    requests.extendleft([_indexes(group, items[half:]), _indexes(group, items[:half])])
+                    continue
+                _fail(run, items[0], error)
+            except ProviderError as error:
+                _count_attempt(run, items, error)
+                unsettled.difference_update(item.task_id for item in items)
+                return False  # the service is failing: the next round tries again, after the back-off
+            else:
+                _store(run, items, matrix)
+            unsettled.difference_update(item.task_id for item in items)
+        return True
+    finally:
+        if unsettled:
+            with write_transaction(run.engine) as connection:
+                tasks.make_due(connection, sorted(unsettled), time.time())
+
+
+def _indexes(group: list[tasks.PendingText], items: list[tasks.PendingText]) -> list[int]:
+    position = {item.task_id: n for n, item in enumerate(group)}
+    return [position[item.task_id] for item in items]
+
+
+def _over_budget(run: _Run, items: Sequence[tasks.PendingText]) -> str | None:
+    if not run.budget.capped:
+        return None
+    cost, _ = run.prices.cost(run.embedder.spec.model, sum(i.token_estimate for i in items), batch=False)
+    with run.engine.connect() as connection:
+        return run.budget.refusal(connection, cost)
+
+
+def _send(run: _Run, items: Sequence[tasks.PendingText]) -> Matrix:
+    failpoints.hit("online.request.before")
+    matrix = run.embedder.embed_documents([item.text for item in items])
+    failpoints.hit("online.request.after")
+    return matrix
+
+
+def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix) -> None:
+    """Commit one request's paid vectors, their tasks and their cost, at once."""
     now = time.time()
-    with write_transaction(engine) as connection:
-        written = set(tasks.mark_embedded(connection, space_id, [i.task_id for i in group], now))
-        rows = [(item.task_id, matrix[n]) for n, item in enumerate(group) if item.task_id in written]
-        vectors.write(connection, space_id, rows)
-        tokens = sum(item.token_estimate for item in group if item.task_id in written)
+    with write_transaction(run.engine) as connection:
+        written = set(tasks.mark_embedded(connection, run.space_id, [i.task_id for i in items], now))
+        rows = [(item.task_id, matrix[n]) for n, item in enumerate(items) if item.task_id in written]
+        vectors.write(connection, run.space_id, rows)
+        tokens = sum(item.token_estimate for item in items if item.task_id in written)
         if rows:
             usage.record(
                 connection,
-                prices,
+                run.prices,
                 kind="online",
-                model=model,
+                model=run.embedder.spec.model,
                 texts=len(rows),
                 tokens=tokens,
-                space_id=space_id,
+                space_id=run.space_id,
                 now=now,
             )
-    report.embedded += len(rows)
-    report.tokens += tokens
-    return True
+        failpoints.hit("online.commit.before")
+    failpoints.hit("online.commit.after")
+    run.report.embedded += len(rows)
+    run.report.tokens += tokens
 
 
-def _record_failure(engine: Engine, group: Sequence[tasks.PendingText], error: KbError) -> None:
+def _fail(run: _Run, item: tasks.PendingText, error: ProviderError) -> None:
+    """The service refused this one text: a dead letter with its message."""
+    with write_transaction(run.engine) as connection:
+        failed = tasks.mark_failed(connection, [item.task_id], f"refused: {error.message}", time.time())
+    run.report.failed += failed
+    run.report.errors.append(error.message)
+    log.warning("text %s refused for good: %s", item.task_id, error.message)
+
+
+def _count_attempt(run: _Run, items: Sequence[tasks.PendingText], error: ProviderError) -> None:
+    """A request failed (after its own retries): an attempt counted on each text, then a back-off."""
     now = time.time()
-    with write_transaction(engine) as connection:
-        tasks.record_attempt_failure(
-            connection, [item.task_id for item in group], error.message, now + _RETRY_AFTER_S, now
-        )
+    by_attempts: dict[int, list[int]] = {}
+    for item in items:
+        by_attempts.setdefault(item.attempts + 1, []).append(item.task_id)
+    failed = 0
+    with write_transaction(run.engine) as connection:
+        for attempts, task_ids in by_attempts.items():
+            retry_at = now + run.policy.retry.delay(attempts)
+            failed += tasks.record_attempt_failure(
+                connection, task_ids, error.message, retry_at, now, run.policy.max_attempts
+            )
+    run.report.failed += failed
+    run.report.errors.append(error.message)
+    log.warning("%d texts not embedded this time (%s); %d failed for good", len(items), error.message, failed)

@@ -75,6 +75,9 @@ class SpaceSummary:
     tasks: dict[str, int]
     coverage: float = 0.0  # embedded / all tasks of the space
     oldest_pending_age_s: float | None = None
+    held_back: int = 0  # pending texts waiting out a back-off after failed attempts
+    held_back_reason: str | None = None  # the latest of their errors
+    held_back_until: float | None = None  # when the first of them is tried again (UNIX time)
 
 
 @dataclass(frozen=True, slots=True)

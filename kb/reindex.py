@@ -212,10 +212,13 @@ def activate(engine: Engine, space_id: int | None = None, strict: bool = False, 
     return report.space_id
 
 
-def activate_if_complete(engine: Engine, strict: bool = False) -> int | None:
-    """The worker's automatic cut-over: activate the building space once nothing is left to embed.
+def activate_if_complete(engine: Engine, min_coverage: float = 0.995, strict: bool = False) -> int | None:
+    """The worker's automatic cut-over: activate the building space once nothing is left to embed and at
+    least `min_coverage` of its texts are embedded. Below that (texts failed) search stays on the active
+    space, and `kb status` says what to do (`kb errors`, `kb retry`), so that a reindex whose texts mostly
+    failed never replaces a whole index with an empty one.
 
-    Runs after every worker step, so it looks at task counts only (one indexed query), not at coverage."""
+    Runs after every worker step, so it looks at task counts only (one indexed query)."""
     with engine.connect() as connection:
         candidates = spaces.in_state(connection, SpaceState.BUILDING)
         if not candidates:
@@ -223,7 +226,15 @@ def activate_if_complete(engine: Engine, strict: bool = False) -> int | None:
         counts = tasks.counts_by_status(connection, candidates[-1].id)
     if counts["pending"] or counts["submitted"] or (strict and counts["failed"]):
         return None
+    if coverage(counts) < min_coverage:
+        return None
     return activate(engine, candidates[-1].id)
+
+
+def coverage(counts: dict[str, int]) -> float:
+    """Embedded texts as a share of all the space's texts (1.0 for a space with none)."""
+    total = sum(counts.values())
+    return counts.get("embedded", 0) / total if total else 1.0
 
 
 def rollback(engine: Engine) -> int:

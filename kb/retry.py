@@ -16,6 +16,19 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential back-off: `base_s` after the first failure, doubling, at most `max_s`. Every delay in kb
+    (retries of a call, of a text, of a job's poll or submission) is one of these."""
+
+    base_s: float
+    max_s: float
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after `failures` failures in a row (1 = the first)."""
+        return float(min(self.max_s, self.base_s * 2 ** min(max(0, failures - 1), 62)))
+
+
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int = 6
     base_delay: float = 1.0
@@ -31,7 +44,7 @@ class RetryPolicy:
         """
         if attempts >= self.max_attempts:
             return None
-        cap = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        cap = Backoff(self.base_delay, self.max_delay).delay(attempts)
         delay = (rng or random).uniform(cap / 2, cap)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_delay * 5))

@@ -134,6 +134,10 @@ class BatchJob(Base):
     tokens_billed: Mapped[int | None] = mapped_column(Integer)
     applied_at: Mapped[float | None] = mapped_column(Float)
     remote_state: Mapped[str | None] = mapped_column(String(64))
+    # The remote call under way that creates something ("upload", "create"): committed before the call,
+    # cleared when its result is recorded. Set on a claimed job: the call was interrupted, so look first.
+    intent: Mapped[str | None] = mapped_column(String(16))
+    step_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # in a row
 
 
 class BatchJobItem(Base):

@@ -87,7 +87,16 @@ class KbSettings(BaseSettings):
     )
     task_max_attempts: int = Field(5, ge=1, description="Attempts per text before it is marked failed.")
     task_retry_base_s: float = Field(
-        60.0, gt=0, description="Back-off before a text is retried; doubles per attempt."
+        60.0, gt=0, description="Back-off before a text is retried (batch or online); doubles per attempt."
+    )
+    task_retry_max_s: float = Field(
+        6 * 3600.0, gt=0, description="Longest back-off before a text is retried."
+    )
+    job_max_step_failures: int = Field(
+        4,
+        ge=1,
+        description="A batch job whose results cannot be fetched (file expired or gone, unusable answer) is "
+        "tried this many times, then its texts go back to pending. Outages are waited out instead.",
     )
     worker_lease_s: float = Field(
         120.0,
@@ -100,6 +109,13 @@ class KbSettings(BaseSettings):
     batch_incompatible_models: list[str] = Field(
         default_factory=lambda: ["text-embedding-004", "embedding-001"],
         description="Models that refuse the Batch API: their texts are embedded online, with a warning.",
+    )
+    reindex_min_coverage: float = Field(
+        0.995,
+        ge=0,
+        le=1,
+        description="The worker switches search to a rebuilt space only when this share of its texts is "
+        "embedded; below it the space stays building and `kb status` says why.",
     )
     hybrid_vector_weight: float | None = Field(
         None,

@@ -23,6 +23,7 @@ TASKS = table_of(EmbeddingTask)
 @dataclass(frozen=True, slots=True)
 class StatusOptions:
     stuck_after_s: float = 24 * 3600.0
+    min_coverage: float = 0.995  # a rebuilt space below this stays building (KB_REINDEX_MIN_COVERAGE)
 
 
 def collect(engine: Engine, database: object, options: StatusOptions) -> StatusReport:
@@ -46,7 +47,7 @@ def collect(engine: Engine, database: object, options: StatusOptions) -> StatusR
             ),
             spaces=summaries,
             jobs=live,
-            warnings=_warnings(live, block, now, options),
+            warnings=_warnings(live, block, now, options) + _space_warnings(summaries, now, options),
             recent_errors=_recent_errors(connection),
             spend=SpendSummary(
                 tokens=total.tokens,
@@ -70,6 +71,7 @@ def _space_summary(connection: Connection, space: EmbeddingSpace, now: float) ->
         )
     ).scalar()
     total = sum(counts.values())
+    held, reason, until = tasks.held_back(connection, space.id, now)
     return SpaceSummary(
         id=space.id,
         provider=space.provider,
@@ -79,6 +81,9 @@ def _space_summary(connection: Connection, space: EmbeddingSpace, now: float) ->
         tasks=counts,
         coverage=counts["embedded"] / total if total else 0.0,
         oldest_pending_age_s=None if oldest is None else max(0.0, now - float(oldest)),
+        held_back=held,
+        held_back_reason=reason,
+        held_back_until=until,
     )
 
 
@@ -111,6 +116,26 @@ def _warnings(live: list[JobInfo], block: str | None, now: float, options: Statu
             )
     if block:
         found.append(f"submissions stopped: {block}")
+    return found
+
+
+def _space_warnings(summaries: list[SpaceSummary], now: float, options: StatusOptions) -> list[str]:
+    found = []
+    for space in summaries:
+        name = f"space #{space.id} ({space.model})"
+        if space.held_back:
+            wait = max(0.0, (space.held_back_until or now) - now)
+            found.append(
+                f"{name}: {space.held_back:,} text{'s' * (space.held_back != 1)} held back after failed "
+                f"attempts, next try in {wait / 60:.0f} min: {space.held_back_reason}"
+            )
+        unfinished = space.tasks.get("pending", 0) + space.tasks.get("submitted", 0)
+        if space.state == "building" and not unfinished and space.coverage < options.min_coverage:
+            found.append(
+                f"{name} is not switched to: only {space.coverage:.1%} of its texts are embedded "
+                f"({space.tasks.get('failed', 0):,} failed; at least {options.min_coverage:.1%} needed). "
+                "See `kb errors`, then `kb retry --all`; or `kb reindex --activate` to switch anyway"
+            )
     return found
 
 

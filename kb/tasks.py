@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from kb.db import insert_ignoring_conflicts
 from kb.records import FailedText, TaskStatus
 from kb.schema import Chunk, Document, EmbeddingTask, table_of
 from kb.store import in_batches
@@ -42,12 +43,16 @@ def queue(
     token_estimates: Mapping[str, int],
     now: float | None = None,
 ) -> QueueResult:
-    """Create pending tasks for the texts (sha256 -> token estimate) that the space lacks."""
+    """Create pending tasks for the texts (sha256 -> token estimate) that the space lacks.
+
+    INSERT ... ON CONFLICT DO NOTHING: two ingests queueing the same text at once (PostgreSQL) both succeed,
+    and the text gets one task; RETURNING says which rows this call created."""
     stamp = time.time() if now is None else now
     new = missing(connection, space_id, list(token_estimates))
+    created: set[str] = set()
     if new:
-        connection.execute(
-            TASKS.insert(),
+        rows = connection.execute(
+            insert_ignoring_conflicts(connection, TASKS).returning(TASKS.c.text_sha256),
             [
                 {
                     "space_id": space_id,
@@ -62,6 +67,8 @@ def queue(
                 for sha in new
             ],
         )
+        created = {str(sha) for sha in rows.scalars()}
+    new = [sha for sha in new if sha in created]
     return QueueResult(hashes=new, tokens=sum(token_estimates[sha] for sha in new))
 
 
@@ -111,6 +118,7 @@ class PendingText:
     text_sha256: str
     text: str
     token_estimate: int
+    attempts: int = 0
 
 
 def claim_due(
@@ -150,13 +158,13 @@ def claim_due(
         .subquery()
     )
     rows = connection.execute(
-        select(TASKS.c.id, TASKS.c.text_sha256, chunks.c.text, TASKS.c.token_estimate)
+        select(TASKS.c.id, TASKS.c.text_sha256, chunks.c.text, TASKS.c.token_estimate, TASKS.c.attempts)
         .join(one_chunk, one_chunk.c.text_sha256 == TASKS.c.text_sha256)
         .join(chunks, chunks.c.id == one_chunk.c.chunk_id)
         .where(TASKS.c.id.in_(task_ids))
         .order_by(TASKS.c.id)
     )
-    return [PendingText(int(a), str(b), str(c), int(d)) for a, b, c, d in rows]
+    return [PendingText(int(a), str(b), str(c), int(d), int(e)) for a, b, c, d, e in rows]
 
 
 def due_count(connection: Connection, space_id: int, now: float, hashes: Sequence[str] | None = None) -> int:
@@ -169,7 +177,8 @@ def due_count(connection: Connection, space_id: int, now: float, hashes: Sequenc
 
 
 def mark_embedded(connection: Connection, space_id: int, task_ids: Sequence[int], now: float) -> list[int]:
-    """Pending tasks become embedded; returns the ids that were still pending (the ones to write)."""
+    """pending -> embedded (online); returns the ids that were still pending (the ones to write): a task
+    another process settled meanwhile keeps what that process wrote."""
     changed: list[int] = []
     for batch in in_batches(task_ids, 500):
         rows = connection.execute(
@@ -186,8 +195,19 @@ def mark_embedded(connection: Connection, space_id: int, task_ids: Sequence[int]
     return changed
 
 
+def hold(connection: Connection, task_ids: Sequence[int], until: float) -> None:
+    """pending -> pending, not due before `until`: an online claim renewed."""
+    for batch in in_batches(task_ids, 500):
+        connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING)
+            .values(next_attempt_at=until)
+        )
+
+
 def make_due(connection: Connection, task_ids: Sequence[int], now: float) -> None:
-    """Pending tasks due again now (a claim given back unused)."""
+    """pending -> pending, due now: an online claim given back unused (a stop, the budget, an error
+    before these texts were sent)."""
     for batch in in_batches(task_ids, 500):
         connection.execute(
             update(TASKS)
@@ -197,20 +217,70 @@ def make_due(connection: Connection, task_ids: Sequence[int], now: float) -> Non
 
 
 def record_attempt_failure(
-    connection: Connection, task_ids: Sequence[int], message: str, retry_at: float, now: float
-) -> None:
-    """Count a failed attempt on pending tasks and keep the reason; they stay pending until `retry_at`."""
+    connection: Connection,
+    task_ids: Sequence[int],
+    message: str,
+    retry_at: float,
+    now: float,
+    max_attempts: int,
+) -> int:
+    """pending -> pending until `retry_at`, or -> failed once `max_attempts` are used up (online): a failed
+    attempt counted, with its reason. Returns how many failed for good."""
+    failed = 0
+    gave_up = TASKS.c.attempts + 1 >= max_attempts
     for batch in in_batches(task_ids, 500):
+        failed += connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING, gave_up)
+            .values(
+                status=TaskStatus.FAILED,
+                attempts=TASKS.c.attempts + 1,
+                last_error=f"gave up after {max_attempts} attempts: {message}",
+                updated_at=now,
+            )
+        ).rowcount
         connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING, ~gave_up)
+            .values(
+                attempts=TASKS.c.attempts + 1, last_error=message, next_attempt_at=retry_at, updated_at=now
+            )
+        )
+    return failed
+
+
+def mark_failed(connection: Connection, task_ids: Sequence[int], reason: str, now: float) -> int:
+    """pending -> failed (online): the service refused this very text; retrying cannot help."""
+    failed = 0
+    for batch in in_batches(task_ids, 500):
+        failed += connection.execute(
             update(TASKS)
             .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING)
             .values(
-                attempts=TASKS.c.attempts + 1,
-                last_error=message,
-                next_attempt_at=retry_at,
-                updated_at=now,
+                status=TaskStatus.FAILED, attempts=TASKS.c.attempts + 1, last_error=reason, updated_at=now
             )
-        )
+        ).rowcount
+    return failed
+
+
+def held_back(connection: Connection, space_id: int, now: float) -> tuple[int, str | None, float | None]:
+    """Pending texts waiting out a back-off after failed attempts: (how many, the latest reason, when the
+    first of them is due again)."""
+    waiting = (
+        (TASKS.c.space_id == space_id)
+        & (TASKS.c.status == TaskStatus.PENDING)
+        & (TASKS.c.attempts > 0)
+        & (TASKS.c.next_attempt_at > now)
+    )
+    count, due = connection.execute(
+        select(func.count(), func.min(TASKS.c.next_attempt_at)).where(waiting)
+    ).one()
+    if not count:
+        return 0, None, None
+    reason = connection.execute(
+        select(TASKS.c.last_error).where(waiting).order_by(TASKS.c.updated_at.desc()).limit(1)
+    ).scalar()
+    return int(count), None if reason is None else str(reason), float(due)
 
 
 def failed(connection: Connection, limit: int = 1000) -> list[FailedText]:

@@ -75,15 +75,15 @@ def copy_database(
     with source.connect() as connection:
         source_spaces = spaces.all_spaces(connection)
     for space in source_spaces:
-        with source.connect() as reading:
-            ids, matrix = vectors.load_all(reading, space.id, space.dimensions)
-        with write_transaction(target) as writing:
+        copied = 0
+        # Streamed block by block: memory stays at one block of vectors, whatever the size of the space.
+        with source.connect() as reading, write_transaction(target) as writing:
             vectors.create_table(writing, space.id, space.dimensions, index=False)
-            for start in range(0, len(ids), _BATCH):
-                block = zip(ids[start : start + _BATCH].tolist(), matrix[start : start + _BATCH], strict=True)
-                vectors.write(writing, space.id, list(block))
+            for ids, block in vectors.batches(reading, space.id, space.dimensions, _BATCH):
+                vectors.write(writing, space.id, list(zip(ids.tolist(), block, strict=True)))
+                copied += len(ids)
             vectors.create_index(writing, space.id, space.dimensions, work_mem=_INDEX_BUILD_MEMORY)
-        report.vectors[space.id] = len(ids)
+        report.vectors[space.id] = copied
     _restart_sequences(target)
     return report
 

@@ -190,14 +190,17 @@ def configure_logging(log_format: str) -> None:
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM ask the worker to finish its step and exit (a second SIGINT interrupts)."""
+def stop_on_signals(
+    stop: threading.Event, announce: str = "stopping after the remote call in flight"
+) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the work to stop after the remote call in flight, whose result is recorded
+    (a second SIGINT interrupts at once; the ledger makes that safe too)."""
     previous = {}
 
     def request_stop(signum: int, _frame: object) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        stderr.print("stopping after the current step (Ctrl-C again to interrupt)")
+        stderr.print(f"{announce} (Ctrl-C again to interrupt)")
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +220,14 @@ def render_worker(result: WorkerResult) -> None:
     )
     for error in result.errors[-5:]:
         stderr.print(f"[yellow]error:[/yellow] {escape(error)}")
+    left = result.left
+    if left is not None and not left.nothing:
+        parts = [
+            f"{left.jobs_in_flight:,} batch job{'s' * (left.jobs_in_flight != 1)} in flight",
+            f"{left.jobs_not_submitted:,} recorded but not yet submitted",
+            f"{left.pending_texts:,} text{'s' * (left.pending_texts != 1)} pending",
+        ]
+        stderr.print(f"left for the next `kb worker`: {', '.join(parts)} (nothing is lost)")
 
 
 def render_jobs(jobs: list[JobInfo]) -> None:

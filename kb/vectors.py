@@ -5,7 +5,7 @@ writes raw vector SQL. A space's table is dropped whole when the space goes (sql
 rows), and its row ids are embedding task ids.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -125,21 +125,43 @@ def nearest(
     return [(int(row[0]), float(row[1])) for row in rows]
 
 
-def load_all(connection: Connection, space_id: int, dimensions: int) -> tuple[NDArray[np.int64], Matrix]:
-    """Every (rowid, vector) of the space as arrays, for an in-memory index."""
+def batches(
+    connection: Connection, space_id: int, dimensions: int, size: int = 1_000
+) -> Iterator[tuple[NDArray[np.int64], Matrix]]:
+    """The space's (rowids, vectors) in blocks of at most `size` rows, streamed from the database: memory
+    stays at one block whatever the size of the space."""
     postgres = _postgres(connection)
     column = "embedding::text" if postgres else "embedding"
-    rows = connection.exec_driver_sql(f"SELECT rowid, {column} FROM {table_name(space_id)}").fetchall()
-    ids = np.empty(len(rows), dtype=np.int64)
-    matrix = np.empty((len(rows), dimensions), dtype=np.float32)
-    for n, (rowid, value) in enumerate(rows):
-        ids[n] = rowid
-        matrix[n] = (
-            np.array(value[1:-1].split(","), dtype=np.float32)
-            if postgres
-            else np.frombuffer(value, dtype="<f4")
-        )
-    return ids, matrix
+    result = connection.exec_driver_sql(f"SELECT rowid, {column} FROM {table_name(space_id)}")
+    while rows := result.fetchmany(size):
+        ids = np.empty(len(rows), dtype=np.int64)
+        block = np.empty((len(rows), dimensions), dtype=np.float32)
+        for n, (rowid, value) in enumerate(rows):
+            ids[n] = rowid
+            block[n] = (
+                np.array(value[1:-1].split(","), dtype=np.float32)
+                if postgres
+                else np.frombuffer(value, dtype="<f4")
+            )
+        yield ids, block
+
+
+def load_all(connection: Connection, space_id: int, dimensions: int) -> tuple[NDArray[np.int64], Matrix]:
+    """Every (rowid, vector) of the space as arrays, for an in-memory index: streamed into arrays sized
+    from the row count up front (grown if rows arrive meanwhile), so the peak is the matrix itself."""
+    capacity = count(connection, space_id)
+    ids = np.empty(capacity, dtype=np.int64)
+    matrix = np.empty((capacity, dimensions), dtype=np.float32)
+    filled = 0
+    for block_ids, block in batches(connection, space_id, dimensions):
+        end = filled + len(block_ids)
+        if end > capacity:  # written since the count: grow, rarely
+            capacity = max(end, capacity * 2)
+            ids = np.resize(ids, capacity)
+            matrix = np.resize(matrix, (capacity, dimensions))
+        ids[filled:end], matrix[filled:end] = block_ids, block
+        filled = end
+    return ids[:filled], matrix[:filled]
 
 
 class MemoryIndex:

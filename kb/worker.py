@@ -1,7 +1,14 @@
 """`kb worker`: the loop that flushes pending texts into batch jobs, polls them, and applies their results.
 
-Small injectable parts (engine, manager, clock, stop event) so tests drive it without sleeping or signals;
-only the CLI installs signal handlers, which set `stop`: the worker then finishes its current step and exits.
+Small injectable parts (engine, manager, lease keeper, clock, stop event) so tests drive it without sleeping
+or signals; only the CLI installs signal handlers, which set `stop`: the worker then ends after the remote
+call in flight (the ledger makes stopping there safe) and says what is left.
+
+What stops it, and what does not:
+- a provider failing (outage, quota, a refused job): recorded on the job or its texts, retried later;
+- the database busy (locked by another process, its server restarting): the step is retried with back-off;
+- a configuration error (the API key refused) or a database that cannot be used (corrupt, full, read-only):
+  the worker stops with the reason. Retrying cannot help, and burning attempts would fail every text.
 """
 
 import logging
@@ -14,11 +21,13 @@ from enum import StrEnum
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from kb import claims, lease, ledger, online, spaces
+from kb import lease, ledger, online, spaces
 from kb.batches import BatchManager
 from kb.embedder import Embedder
-from kb.errors import KbError, LeaseLostError
-from kb.records import TaskStatus
+from kb.errors import ConfigError, DatabaseError, KbError, StopRequested
+from kb.lease import LeaseKeeper
+from kb.records import JobState, TaskStatus
+from kb.retry import Backoff
 from kb.schema import EmbeddingSpace, EmbeddingTask, table_of
 
 log = logging.getLogger("kb.worker")
@@ -26,6 +35,7 @@ TASKS = table_of(EmbeddingTask)
 
 # A worker silent this long is gone for good: its heartbeat row is dropped.
 _FORGET_SILENT_S = 24 * 3600.0
+_DATABASE_BACKOFF_MAX_S = 60.0
 
 OnlineEmbedderFor = Callable[[EmbeddingSpace], Embedder | None]
 
@@ -34,6 +44,19 @@ class ExitReason(StrEnum):
     DRAINED = "drained"  # --once: nothing pending, nothing in flight
     STOPPED = "stopped"  # SIGINT/SIGTERM
     TIMED_OUT = "timed_out"  # --once hit its time limit
+
+
+@dataclass(frozen=True, slots=True)
+class Remaining:
+    """What a stopped worker leaves for the next one."""
+
+    pending_texts: int
+    jobs_not_submitted: int
+    jobs_in_flight: int
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.pending_texts or self.jobs_not_submitted or self.jobs_in_flight)
 
 
 @dataclass(slots=True)
@@ -46,6 +69,7 @@ class WorkerResult:
     embedded_online: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    left: Remaining | None = None
 
 
 class Worker:
@@ -55,8 +79,8 @@ class Worker:
         manager: BatchManager,
         online_embedder_for: OnlineEmbedderFor,
         *,
-        owner: str | None = None,
-        lease_s: float = 120.0,
+        keeper: LeaseKeeper | None = None,
+        online_policy: online.OnlinePolicy | None = None,
         idle_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         stop: threading.Event | None = None,
@@ -65,77 +89,86 @@ class Worker:
         self.engine = engine
         self.manager = manager
         self.online_embedder_for = online_embedder_for
-        self.owner = owner or claims.default_owner()
-        self.lease_s = lease_s
+        self.keeper = keeper or LeaseKeeper(engine, manager.owner, manager.claim_s, clock)
+        self.online_policy = online_policy or online.OnlinePolicy()
         self.idle_s = idle_s
         self.clock = clock
         self.stop = stop or threading.Event()
         self.after_step = after_step
         self._warned_online: set[int] = set()
-        self._beaten_at = float("-inf")
-        # SQLite: one worker at a time, under the batch lease (a second one adds only lock waits).
-        # PostgreSQL: every worker works at once, each job under its own claim.
-        self.exclusive = engine.dialect.name != "postgresql"
-        manager.owner = self.owner
-        manager.claim_s = lease_s
-        manager.guard = self._renew_lease if self.exclusive else self._beat
+
+    @property
+    def owner(self) -> str:
+        return self.keeper.owner
 
     def run(self, once: bool = False, timeout_s: float | None = None) -> WorkerResult:
-        """Work until stopped; with `once`, until nothing is pending or in flight (or `timeout_s` passes)."""
+        """Work until stopped; with `once`, until nothing is pending or in flight (or `timeout_s` passes).
+
+        Raises ConfigError or a non-transient DatabaseError when it cannot go on (see the module doc)."""
         result = WorkerResult(ExitReason.STOPPED)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        reconciled = False
-        waiting_logged = False
-        lease.forget_silent(self.engine, self.clock(), _FORGET_SILENT_S)
-        if not self.exclusive:
-            now = self.clock()
-            others = [
-                h for h in lease.heartbeats(self.engine) if h.owner != self.owner and h.expires_at > now
-            ]
-            log.info("working alongside %d other live workers, each job claimed by one of us", len(others))
+        started = False
+        busy = 0  # database-busy failures in a row
         try:
             while not self.stop.is_set():
                 if deadline is not None and time.monotonic() > deadline:
                     result.reason = ExitReason.TIMED_OUT
                     break
-                self._beat()
-                if self.exclusive and not lease.acquire(self.engine, self.owner, self.clock(), self.lease_s):
-                    if not waiting_logged:
-                        holder = lease.holder(self.engine)
-                        log.info(
-                            "another worker (%s) holds the lease; waiting", holder.owner if holder else "?"
-                        )
-                        waiting_logged = True
-                    self.stop.wait(self.idle_s)
+                try:
+                    if not self._hold_lease(started):
+                        self.stop.wait(self.idle_s)
+                        continue
+                    if not started:
+                        self._start()
+                        started = True
+                    self._step(result, force=once)
+                    busy = 0
+                except DatabaseError as error:
+                    if not error.transient:
+                        raise
+                    busy += 1
+                    self._back_off(error, busy, result)
                     continue
-                if not reconciled:
-                    self.manager.submit_created(reconcile_all=True)
-                    reconciled = True
-                self._step(result, force=once)
                 result.steps += 1
                 if once and self.drained():
                     result.reason = ExitReason.DRAINED
                     break
                 self.stop.wait(self._pause())
+        except StopRequested:
+            result.reason = ExitReason.STOPPED
         finally:
-            if self.exclusive:
-                lease.release(self.engine, self.owner)
-            lease.release(self.engine, self.owner, lease.heartbeat_name(self.owner))
+            self.keeper.release()
+        if result.reason != ExitReason.DRAINED:
+            result.left = self._remaining()
         return result
 
-    def _beat(self) -> None:
-        """Write the heartbeat, at most a few times per lease period: it runs before every remote step."""
-        now = self.clock()
-        if now - self._beaten_at >= self.lease_s / 4:
-            lease.beat(self.engine, self.owner, now, self.lease_s)
-            self._beaten_at = now
+    def _hold_lease(self, started: bool) -> bool:
+        self.keeper.beat()
+        if self.keeper.acquire():
+            return True
+        if not started:
+            holder = lease.holder(self.engine)
+            log.info("another worker (%s) holds the lease; waiting", holder.owner if holder else "?")
+        return False
 
-    def _renew_lease(self) -> None:
-        """Renew before every job submitted or applied: a long step must not outlive the lease, or a
-        second worker could take over work this one is still doing."""
-        if not lease.acquire(self.engine, self.owner, self.clock(), self.lease_s):
-            raise LeaseLostError(f"worker {self.owner} lost its lease to another worker; stepping back")
-        self._beat()
+    def _start(self) -> None:
+        """Once the worker may work: forget long-dead workers, clear leftovers of killed ones, and look up
+        every job that was being submitted when a worker stopped (it may exist remotely)."""
+        lease.forget_silent(self.engine, self.clock(), _FORGET_SILENT_S)
+        if not self.keeper.exclusive:
+            now = self.clock()
+            others = [
+                h for h in lease.heartbeats(self.engine) if h.owner != self.owner and h.expires_at > now
+            ]
+            log.info("working alongside %d other live workers, each job claimed by one of us", len(others))
+        self.manager.clean_leftovers()
+        self.manager.submit_created(reconcile_all=True)
+
+    def _back_off(self, error: DatabaseError, failures: int, result: WorkerResult) -> None:
+        delay = Backoff(max(self.idle_s, 0.1), _DATABASE_BACKOFF_MAX_S).delay(failures)
+        log.warning("%s; trying again in %.1f s", error.message, delay)
+        result.errors.append(error.message)
+        self.stop.wait(delay)
 
     def _step(self, result: WorkerResult, force: bool) -> None:
         for phase in (self._online_phase, self._batch_phase, self._after_phase):
@@ -143,6 +176,8 @@ class Worker:
                 return
             try:
                 phase(result, force)
+            except (ConfigError, DatabaseError, StopRequested):
+                raise
             except KbError as error:  # recorded and retried on the next step; the loop never dies of it
                 result.errors.append(error.message)
                 log.error("%s", error.message)
@@ -161,9 +196,16 @@ class Worker:
                 )
                 self._warned_online.add(space.id)
             report = online.embed_pending(
-                self.engine, embedder, space.id, prices=self.manager.prices, budget=self.manager.budget
+                self.engine,
+                embedder,
+                space.id,
+                prices=self.manager.prices,
+                budget=self.manager.budget,
+                policy=self.online_policy,
+                stop=self.stop,
             )
             result.embedded_online += report.embedded
+            result.failed += report.failed
             result.errors.extend(report.errors)
 
     def _batch_phase(self, result: WorkerResult, force: bool) -> None:
@@ -181,15 +223,20 @@ class Worker:
 
     def drained(self) -> bool:
         """Nothing pending in any space being filled, and no job in flight."""
+        remaining = self._remaining()
+        return remaining.pending_texts == 0 and remaining.jobs_in_flight + remaining.jobs_not_submitted == 0
+
+    def _remaining(self) -> Remaining:
         with self.engine.connect() as connection:
-            filling = [s.id for s in spaces.all_spaces(connection) if s.state in ("active", "building")]
+            filling = spaces.filling(connection)
             pending = connection.execute(
                 select(func.count()).where(
                     TASKS.c.space_id.in_(filling), TASKS.c.status == TaskStatus.PENDING
                 )
             ).scalar_one()
             live = ledger.live_jobs(connection)
-        return pending == 0 and not live
+        created = sum(1 for job in live if job.state == JobState.CREATED)
+        return Remaining(int(pending), created, len(live) - created)
 
     def _pause(self) -> float:
         """Until the next job poll is due, at most the idle interval."""

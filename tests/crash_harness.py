@@ -156,18 +156,32 @@ class KbProcess:
         return self.err.read_text(encoding="utf-8", errors="replace")
 
 
-def start_kb(args: Sequence[str], env: dict[str, str], logs: Path, name: str) -> KbProcess:
+FAILPOINT_KB = Path(__file__).with_name("failpoint_kb.py")
+
+
+def start_kb(
+    args: Sequence[str], env: dict[str, str], logs: Path, name: str, failpoint: str | None = None
+) -> KbProcess:
+    """`kb ARGS` in a child process; with `failpoint` ("create.after=kill"), that point armed in it."""
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / f"{name}.out", logs / f"{name}.err"
+    entry = ["-m", "kb"] if failpoint is None else [str(FAILPOINT_KB), failpoint]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "kb", *args], env=env, stdout=stdout, stderr=stderr, cwd=logs
+            [sys.executable, *entry, *args], env=env, stdout=stdout, stderr=stderr, cwd=logs
         )
     return KbProcess(popen, out, err)
 
 
-def run_kb(args: Sequence[str], env: dict[str, str], logs: Path, name: str, timeout: float = 60) -> KbProcess:
-    process = start_kb(args, env, logs, name)
+def run_kb(
+    args: Sequence[str],
+    env: dict[str, str],
+    logs: Path,
+    name: str,
+    timeout: float = 60,
+    failpoint: str | None = None,
+) -> KbProcess:
+    process = start_kb(args, env, logs, name, failpoint)
     process.wait(timeout)
     return process
 

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.cli import app
-from kb.records import JobState
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
 from kb.worker import ExitReason
@@ -144,29 +144,25 @@ def test_stuck_job_is_cancelled_before_its_texts_are_resubmitted(
     assert _billed_once(emulator)
 
 
-def test_applying_the_same_results_twice_changes_nothing(
-    fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path
+@pytest.mark.parametrize("point", ["apply.commit.before", "apply.commit.after"])
+def test_an_apply_cut_short_is_done_once_by_the_next_pass(
+    fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path, point: str
 ) -> None:
-    _corpus(tmp_path / "corpus", 1, 30)
+    """Interrupted right before the apply commits, nothing of it is written; right after, nothing is left
+    to do. Either way the next pass ends with every text embedded once and paid once."""
+    texts = _corpus(tmp_path / "corpus", 1, 30)
     with KnowledgeBase(settings=fast_settings) as kb:
         kb.ingest([tmp_path / "corpus"])
+        with failpoints.armed(point, failpoints.interrupt), pytest.raises(KeyboardInterrupt):
+            kb.worker().run(once=True, timeout_s=30)
+        committed = point.endswith(".after")
+        assert _statuses(kb)["embedded"] == (texts if committed else 0)
+        assert [job.state for job in kb.jobs()] == ["applied" if committed else "succeeded"]
         assert kb.worker().run(once=True, timeout_s=30).reason == ExitReason.DRAINED
-        before = _snapshot(kb)
-        job = kb.jobs()[0]
-        backend = kb._batch_backend(_space(kb))
-        assert backend is not None and job.remote_name
-        saved = kb.results_dir / "again.jsonl"
-        remote = backend.get(job.remote_name)
-        assert remote.output_file is not None
-        backend.download(remote.output_file, saved)
-        from kb import ledger
-        from kb.db import write_transaction
-
-        with write_transaction(kb.engine) as connection:
-            ledger.update_job(connection, job.id, state=JobState.SUCCEEDED, result_path=str(saved))
-        report = kb.batch_manager().poll()
-        assert report.applied == [job.id] and report.embedded == 0
-        assert _snapshot(kb) == before
+        assert _statuses(kb) == {"pending": 0, "submitted": 0, "embedded": texts, "failed": 0}
+        with kb.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM vec_space_1").scalar_one() == texts
+    assert _billed_once(emulator) and len(emulator.embedded_texts()) == texts
 
 
 def test_results_saved_on_another_machine_are_downloaded_again(
@@ -174,24 +170,13 @@ def test_results_saved_on_another_machine_are_downloaded_again(
 ) -> None:
     """A worker saves a job's results and dies before applying them; the worker that takes the job over
     runs elsewhere (the saved file is not there): it downloads the results again, and pays nothing more."""
-    from kb.errors import LeaseLostError
-
     texts = _corpus(tmp_path / "corpus", 1, 30)
     with KnowledgeBase(settings=fast_settings) as kb:
         kb.ingest([tmp_path / "corpus"])
         first = kb.batch_manager()
         first.flush(force=True)
         assert first.submit_created()
-        keeps = 0
-
-        def die_after_saving() -> None:  # called before each remote step of the job
-            nonlocal keeps
-            keeps += 1
-            if keeps == 2:  # results downloaded and saved, not yet applied
-                raise LeaseLostError("killed")
-
-        first.guard = die_after_saving
-        with pytest.raises(LeaseLostError):
+        with failpoints.armed("apply.before", failpoints.crash), pytest.raises(RuntimeError):
             first.poll(only_due=False)
         (job,) = kb.jobs()
         assert job.state == "succeeded"

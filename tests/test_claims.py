@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from kb import claims, ledger, spaces, tasks
+from kb import claims, failpoints, ledger, spaces, tasks
 from kb.app import KnowledgeBase
 from kb.batches import JOBS
 from kb.db import write_transaction
@@ -126,30 +126,23 @@ def test_an_apply_after_the_claim_was_taken_over_writes_nothing(backend: KbSetti
     back (the claim is checked in its transaction), and B applies the job once."""
     with KnowledgeBase(settings=backend) as kb:
         _queue(kb, tmp_path)
-        stalled = kb.batch_manager()
-        stalled.owner = "host:a"
+        stalled = kb.batch_manager(owner="host:a")
         stalled.flush(force=True)
         assert stalled.submit_created()  # the local runner finishes at once
 
-        keeps = 0
+        def stall_then_lose_the_job() -> None:  # results downloaded; A stalls before applying, B takes over
+            with write_transaction(kb.engine) as connection:
+                connection.execute(
+                    JOBS.update().values(lease_owner="host:b", lease_expires_at=time.time() + LEASE_S)
+                )
 
-        def stall_then_lose_the_job() -> None:  # runs in A's claim renewal before each remote step
-            nonlocal keeps
-            keeps += 1
-            if keeps == 2:  # results downloaded; A stalls before applying, B takes over
-                with write_transaction(kb.engine) as connection:
-                    connection.execute(
-                        JOBS.update().values(lease_owner="host:b", lease_expires_at=time.time() + LEASE_S)
-                    )
-
-        stalled.guard = stall_then_lose_the_job
-        report = stalled.poll(only_due=False)
+        with failpoints.armed("apply.before", stall_then_lose_the_job):
+            report = stalled.poll(only_due=False)
         assert report.applied == [] and report.embedded == 0
         with kb.engine.connect() as connection:
             (job,) = ledger.all_jobs(connection)
             assert job.state == "succeeded" and job.lease_owner == "host:b"
 
-        taker = kb.batch_manager()
-        taker.owner = "host:b"
+        taker = kb.batch_manager(owner="host:b")
         assert taker.poll(only_due=False).embedded == 6
         assert kb.status().tasks["embedded"] == 6

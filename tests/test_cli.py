@@ -123,7 +123,7 @@ def test_not_a_database_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> N
     bogus = write(tmp_path / "bogus.sqlite", "this is not a database " * 100)
     code, _, err = _kb(runner, bogus, "status")
     assert code == 4
-    assert "cannot open database" in err and "Traceback" not in err
+    assert "is not a database" in err and "bogus.sqlite" in err and "Traceback" not in err
 
 
 def test_db_commands(runner: CliRunner, db_path: Path) -> None:

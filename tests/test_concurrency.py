@@ -114,7 +114,7 @@ def test_ingest_while_a_worker_runs(emulator: GeminiEmulator, db_path: Path, tmp
             _assert_clean(ingest)
             time.sleep(0.1)
         assert worker.popen.poll() is None, worker.stderr
-        assert wait_until(lambda: _drained(db_path), timeout=60), task_counts(db_path)
+        assert wait_until(lambda: _drained(db_path), timeout=600), task_counts(db_path)
     finally:
         worker.terminate()
         worker.wait(15)
@@ -197,7 +197,7 @@ def test_sigterm_stops_the_daemon_and_a_new_worker_finishes(
     try:
         submitted = wait_until(
             lambda: (rows := job_rows(db_path)) != [] and all(job.state == "pending" for job in rows),
-            timeout=30,
+            timeout=300,
         )
         assert submitted, (job_rows(db_path), daemon.stderr)
         time.sleep(0.3)  # a few polls of the pending jobs
@@ -245,7 +245,7 @@ def test_two_workers_when_a_step_outlasts_the_lease(
         emulator.faults.add(Fault(route=route, status=200, latency_s=0.15, times=None))
     env = kb_env(emulator, db_path, BATCH_MAX_TEXTS=50, WORKER_LEASE_S=1, EMBEDDING_DIMENSIONS=DIMENSIONS)
     first = start_kb(["worker", "--once", "--timeout", "60"], env, logs, "worker-1")
-    assert wait_until(lambda: any(r.route == "asyncBatchEmbedContent" for r in emulator.log), timeout=30)
+    assert wait_until(lambda: any(r.route == "asyncBatchEmbedContent" for r in emulator.log), timeout=300)
     second = start_kb(["worker", "--once", "--timeout", "60"], env, logs, "worker-2")
     first.wait(90)
     second.wait(90)

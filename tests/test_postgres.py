@@ -169,16 +169,22 @@ def test_three_workers_on_postgres_drain_30000_texts_with_one_killed(
         BATCH_MAX_TEXTS=1000,
     )
     logs = tmp_path / "logs"
-    workers = [start_kb(["worker", "--once", "--timeout", "240"], env, logs, f"w{n}") for n in range(3)]
+    # Deadlines are generous, never the outcome: a loaded 2-core machine may take many times longer.
+    workers = [start_kb(["worker", "--once", "--timeout", "1800"], env, logs, f"w{n}") for n in range(3)]
     try:
         with KnowledgeBase(settings=settings) as kb:
             # All three work at once: each applies jobs before one of them is killed.
-            assert wait_until(lambda: all(" applied: " in w.stderr for w in workers), timeout=120)
+            def all_applied_or_one_exited() -> bool:
+                exited = any(w.popen.poll() is not None for w in workers)
+                return exited or all(" applied: " in w.stderr for w in workers)
+
+            assert wait_until(all_applied_or_one_exited, timeout=1200)
+            assert all(" applied: " in w.stderr for w in workers), [w.stderr[-300:] for w in workers]
             victim = _freeze_a_worker_holding_a_claim(kb, workers)
             victim.kill()  # its claimed job is left mid-step
             survivors = [w for w in workers if w is not victim]
             for worker in survivors:
-                assert worker.wait(240) == 0, worker.stderr
+                assert worker.wait(1800) == 0, worker.stderr
             status = kb.status()
             assert status.tasks == {"pending": 0, "submitted": 0, "embedded": 30_000, "failed": 0}
             assert status.jobs == []
