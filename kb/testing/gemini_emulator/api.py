@@ -74,6 +74,10 @@ class _Call:
         route = self.target.route
         if route is None or self.version not in self.state.settings.api_versions:
             raise not_found(f"The emulator serves no {self.request.method} {self.target.path}.")
+        served = self.state.settings.route_versions.get(route)
+        if served is not None and self.version not in served:
+            page = wire.unknown_url_page(self.target.path)
+            return HttpResponse(404, page.encode(), "text/html; charset=UTF-8")
         self.state.refresh()
         if not self._is_upload_chunk():
             self.state.check_api_key(self._api_key())
@@ -205,7 +209,10 @@ def _batch_embed_contents(call: _Call) -> HttpResponse:
     items = parse_batch_embed(call.json(), strict_fields=call.state.settings.strict_fields)
     rule = call.state.served_model(call.model, call.version, "embedContent")
     vectors = call.state.batch_embed(rule, items)
-    return json_response({"embeddings": [wire.values_json(values) for values in vectors]})
+    answer: dict[str, Any] = {"embeddings": [wire.values_json(values) for values in vectors]}
+    if rule.reports_usage:
+        answer["usageMetadata"] = {"promptTokenCount": sum(count_tokens(item.text) for item in items)}
+    return json_response(answer)
 
 
 def _embed_content(call: _Call) -> HttpResponse:

@@ -119,6 +119,7 @@ class BatchJob:
     results: list[ItemResult] | None = None  # what is delivered: after dropping and shuffling
     output: dict[str, Any] | None = None  # the EmbedContentBatchOutput JSON, built once when SUCCEEDED
     output_file: str | None = None
+    reports_usage: bool = False  # the model's result lines carry usageMetadata (gemini-embedding-2)
 
     def __post_init__(self) -> None:
         self.update_time = self.update_time or self.create_time

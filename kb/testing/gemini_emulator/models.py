@@ -20,6 +20,10 @@ class ModelRule:
     max_dims: int = 3072
     max_input_tokens: int = 2048
     display_name: str = ""
+    # gemini-embedding-2 takes no task_type (prompt prefixes instead): a request carrying one is refused.
+    task_types: bool = True
+    # Online answers carry usageMetadata.promptTokenCount, and batch result lines carry it too (emb-2).
+    reports_usage: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_dims <= self.default_dims <= self.max_dims:
@@ -29,7 +33,13 @@ class ModelRule:
 def default_rules() -> list[ModelRule]:
     return [
         ModelRule("gemini-embedding-001", display_name="Gemini Embedding 001"),
-        ModelRule("gemini-embedding-2", max_input_tokens=8192, display_name="Gemini Embedding 2"),
+        ModelRule(
+            "gemini-embedding-2",
+            max_input_tokens=8192,
+            display_name="Gemini Embedding 2",
+            task_types=False,
+            reports_usage=True,
+        ),
         # Shut down live on 2026-01-14, but served here until `shut_down`, so tests can migrate away from it.
         ModelRule(
             "text-embedding-004",

@@ -11,7 +11,7 @@ import random
 import string
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,9 @@ class Settings:
     download_uploaded_files: bool = False  # live, only generated files can be downloaded
     limit_file_id_length: bool = True  # files.get of a 42-char `batch-...` id: 400, as live
     api_versions: tuple[str, ...] = ("v1", "v1beta")
+    # Routes served on some versions only (route name -> versions): a request on another version gets the
+    # front end's HTML 404 for an unknown URL, as a method a version lacks would.
+    route_versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Texts containing this marker are refused as invalid, like a text the live service cannot embed: the
     # whole online request fails with 400 INVALID_ARGUMENT, and in a batch job that one item errs (code 3).
     rejected_texts_containing: str | None = None
@@ -191,6 +194,12 @@ class EmulatorState:
                 f"(models/{rule.name}).",
                 "model",
             )
+        if item.task_type is not None and not rule.task_types:
+            raise invalid_argument(
+                f"* {label}.task_type: task_type is not supported for models/{rule.name}; put the task in "
+                "the text instead (e.g. 'task: search result | query: ...').",
+                "task_type",
+            )
         marker = self.settings.rejected_texts_containing
         if marker and marker in item.text:
             raise invalid_argument(
@@ -249,6 +258,7 @@ class EmulatorState:
             create_time=self.clock.now(),
             display_name=spec.display_name,
             input_file=input_file,
+            reports_usage=rule.reports_usage,
         )
         self.batches[job.job_id] = job
         return job

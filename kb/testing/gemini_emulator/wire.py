@@ -32,6 +32,16 @@ def error_body(error: ApiError) -> dict[str, Any]:
     return {"error": body}
 
 
+def unknown_url_page(path: str) -> str:
+    """Google's front end on a URL nothing serves (the body of a 404, in HTML)."""
+    return (
+        "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error 404 (Not Found)!!1</title>\n"
+        "  <p><b>404.</b> <ins>That\u2019s an error.</ins>\n"
+        f"  <p>The requested URL <code>{path}</code> was not found on this server.  "
+        "<ins>That\u2019s all we know.</ins>\n"
+    )
+
+
 def html_error_page(status: int) -> str:
     return _HTML_502.replace("502", str(status))
 
@@ -124,7 +134,7 @@ def result_item(result: ItemResult, job: BatchJob) -> dict[str, Any]:
         "embedding": values_json(result.values),
         "tokenCount": str(result.token_count),
     }
-    if job.plan.usage_metadata:
+    if job.plan.usage_metadata or job.reports_usage:
         response["usageMetadata"] = {"promptTokenCount": result.token_count}
     return {"response": response}
 
