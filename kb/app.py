@@ -13,11 +13,11 @@ from kb.batches import BatchBackend, BatchManager, BatchPolicy
 from kb.chunking import ChunkingOptions, estimate_tokens
 from kb.db import create_engine, safe_url, write_transaction
 from kb.embedder import Embedder, Matrix
-from kb.errors import ConfigError, DatabaseError, InputError, NotConfiguredError
+from kb.errors import ConfigError, DatabaseError, InputError
 from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
 from kb.lease import LeaseKeeper
 from kb.online import OnlineReport
-from kb.providers import build_embedder
+from kb.providers import build_embedder, gemini_api
 from kb.records import (
     FailedText,
     IngestReport,
@@ -28,7 +28,7 @@ from kb.records import (
     SpaceState,
     StatusReport,
 )
-from kb.retry import Backoff, RetryPolicy
+from kb.retry import Backoff
 from kb.schema import EmbeddingSpace
 from kb.search import SearchSpace, run_search
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
@@ -360,21 +360,10 @@ class KnowledgeBase:
         if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
             return None
         if self._gemini_batches is None:
-            key = self.settings.gemini_api_key
-            if key is None:
-                raise NotConfiguredError("no Gemini API key: set GEMINI_API_KEY to run batch jobs")
             from kb.gemini import GeminiBatchBackend
 
-            self._gemini_batches = GeminiBatchBackend(
-                api_key=key.get_secret_value(),
-                base_url=self.settings.gemini_base_url,
-                api_version=self.settings.gemini_api_version,
-                retry=RetryPolicy(
-                    max_attempts=self.settings.max_retries,
-                    base_delay=self.settings.retry_base_delay_s,
-                    max_delay=self.settings.retry_max_delay_s,
-                ),
-            )
+            # Uploads and downloads of 10,000-text files take longer than one online request.
+            self._gemini_batches = GeminiBatchBackend(gemini_api(self.settings, timeout_s=300.0))
         return self._gemini_batches
 
     def _online_embedder_for(self, space: EmbeddingSpace) -> Embedder | None:

@@ -369,6 +369,35 @@ def status(
         statusview.render(report, ui.stdout)
 
 
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    live: Annotated[
+        bool, typer.Option("--live", help="Also run the smallest real round trip with the configured key.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="With --live: wait this long for the test batch job.")
+    ] = 300.0,
+    job: Annotated[
+        str | None, typer.Option("--job", help="With --live: finish checking this pending test batch job.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Check this machine and configuration; with --live, a real round trip (well under $0.001)."""
+    from kb import doctor as checkup
+
+    report = checkup.DoctorReport()
+    checkup.offline(ctx.obj, report)
+    if live or job:
+        checkup.live(ctx.obj, report, wait, job)
+    if as_json:
+        ui.print_json(checkup.to_json(report))
+    else:
+        ui.render_doctor(report)
+    if not report.ok:
+        raise typer.Exit(report.exit_code)
+
+
 @app.command("migrate-db")
 def migrate_db(
     ctx: typer.Context,

@@ -25,6 +25,11 @@ class Embedder(Protocol):
         """One row per text (task type RETRIEVAL_DOCUMENT), L2-normalised."""
         ...
 
+    def embed_counted(self, texts: Sequence[str]) -> tuple[Matrix, int | None]:
+        """`embed_documents`, and the input tokens the provider counted (None when it does not say): what
+        is billed, where the provider reports it."""
+        ...
+
     def plan_requests(self, texts: Sequence[str]) -> list[range]:
         """How `embed_documents` would split these texts into requests: online embedding sends one request's
         worth at a time and stores its vectors before the next."""

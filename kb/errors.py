@@ -17,6 +17,7 @@
     │   │   └── InvalidResponseError   an answer kb cannot use
     │   ├── ModelNotFoundError     the model is gone
     │   ├── InvalidRequestError    the request was refused as invalid
+    │   ├── RouteNotServedError    this API version does not serve the call (the other is tried)
     │   └── RemoteGoneError        a remote job or its result file no longer exists
     ├── LeaseLostError, ClaimLostError   another worker took over (the step is left to it)
     └── StopRequested              SIGINT/SIGTERM: stop after the current remote call
@@ -118,6 +119,10 @@ class AuthenticationError(ConfigError):
 
 class InvalidResponseError(RetryableProviderError):
     """The provider answered with something kb cannot use (wrong count, dimensions, or non-finite values)."""
+
+
+class RouteNotServedError(ProviderError):
+    """The API version used does not serve this call (its URL is unknown there): try the other version."""
 
 
 class RemoteGoneError(ProviderError):

@@ -1,9 +1,16 @@
 """The Gemini provider: the only module that imports `google.genai`.
 
-Online embeddings go through `client.models.embed_content`, which sends one `batchEmbedContents` request
-per call with no splitting of its own, so this module splits texts into requests of at most 100 texts and
-well under the 4 MiB payload limit. The SDK does not retry (and ignores RetryInfo): retries and rate
-limits are kb's. SDK errors become `KbError`s here; nothing above this module sees an SDK type.
+`GeminiApi` is one connection to the Gemini Developer API (never Vertex, whatever the environment says): a
+client per API version, kb's retries (the SDK does none and ignores RetryInfo), and errors translated into
+kb errors by what failed, not by HTTP code alone (`classify`). It calls the documented `v1beta` endpoints
+by default (the SDK's own default is `v1`); a route the version does not serve is tried once on the other,
+and the version that answered is remembered for that route.
+
+`GeminiEmbedder` embeds online: `embed_content` sends one `batchEmbedContents` request per call and does
+not split, so texts go in requests of at most 100 and well under the 4 MiB payload limit, one Content per
+text (the SDK folds a list of strings into ONE embedding for gemini-embedding-2). How a model is told a
+document from a query (a task_type, or a prompt prefix) comes from `kb.models`. `GeminiBatchBackend` runs
+Batch API jobs in file mode. Nothing above this module sees an SDK type.
 """
 
 import contextlib
@@ -14,15 +21,18 @@ import re
 import secrets
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
+import numpy as np
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from kb import models
 from kb.chunking import estimate_tokens
 from kb.embedder import Matrix, checked_unit_rows
 from kb.errors import (
@@ -36,6 +46,7 @@ from kb.errors import (
     RateLimitedError,
     RemoteGoneError,
     RetryableProviderError,
+    RouteNotServedError,
 )
 from kb.ratelimit import RateLimiter
 from kb.records import JobState, RemoteStatus, SpaceSpec
@@ -43,6 +54,9 @@ from kb.retry import RetryPolicy, call_with_retries
 
 T = TypeVar("T")
 log = logging.getLogger("kb.gemini")
+
+DEFAULT_API_VERSION = "v1beta"  # every documented REST sample and live capture of Batch and Files traffic
+_OTHER_VERSION = {"v1beta": "v1", "v1": "v1beta"}
 
 MAX_TEXTS_PER_REQUEST = 100
 # The API refuses bodies over 4 MiB; stay well under it, counting JSON escaping and per-item overhead.
@@ -52,8 +66,14 @@ _ITEM_OVERHEAD_BYTES = 200
 # Routes, as kb names the calls it makes (the SDK method behind each).
 EMBED = "embed"  # models.embed_content -> :batchEmbedContents
 COUNT_TOKENS = "count_tokens"  # models.count_tokens -> :countTokens
+MODEL_GET = "models.get"  # models.get -> GET models/{m}
 BATCH_CREATE = "batches.create"  # batches.create_embeddings -> :asyncBatchEmbedContent
-BATCH_GET, BATCH_LIST, BATCH_CANCEL = "batches.get", "batches.list", "batches.cancel"
+BATCH_GET, BATCH_LIST, BATCH_CANCEL, BATCH_DELETE = (
+    "batches.get",
+    "batches.list",
+    "batches.cancel",
+    "batches.delete",
+)
 FILE_UPLOAD, FILE_LIST, FILE_DOWNLOAD, FILE_DELETE = (
     "files.upload",
     "files.list",
@@ -79,11 +99,110 @@ def plan_requests(texts: Sequence[str]) -> list[range]:
     return ranges
 
 
+# -- the connection ---------------------------------------------------------------------------------------
+
+
+class GeminiApi:
+    """A connection to the Gemini Developer API: clients per API version, retries, translated errors."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        api_version: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] | None = None,
+        on_retry: Callable[[KbError, float], None] | None = None,
+    ) -> None:
+        self.secret = api_key
+        self.base_url = base_url
+        self.api_version = api_version or DEFAULT_API_VERSION
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._sleep_kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+        self._on_retry = on_retry or _log_retry
+        self._clients: dict[str, genai.Client] = {}
+        # The version each route answered on in this process (kb doctor reports it).
+        self.versions: dict[str, str] = {}
+
+    def client(self, version: str) -> genai.Client:
+        if version not in self._clients:
+            options = types.HttpOptions(
+                base_url=self.base_url, api_version=version, timeout=int(self.timeout_s * 1000)
+            )
+            # vertexai=False: with GOOGLE_GENAI_USE_VERTEXAI=true in the environment the SDK would otherwise
+            # talk to Vertex, a different protocol, and fail in ways kb cannot read.
+            self._clients[version] = genai.Client(api_key=self.secret, vertexai=False, http_options=options)
+        return self._clients[version]
+
+    def call(self, route: str, subject: str, send: Callable[[genai.Client], T], *, retried: bool = True) -> T:
+        """`send(client)` on the route's version, its errors translated; retried as the policy says
+        unless `retried` is False (a create that timed out may exist remotely: the caller looks first)."""
+
+        def attempt() -> T:
+            return self._on_version(route, subject, send)
+
+        if not retried:
+            return attempt()
+        return call_with_retries(attempt, self.retry, on_retry=self._on_retry, **self._sleep_kwargs)
+
+    def _on_version(self, route: str, subject: str, send: Callable[[genai.Client], T]) -> T:
+        version = self.versions.get(route, self.api_version)
+        try:
+            result = self._translated(route, subject, lambda: send(self.client(version)))
+        except RouteNotServedError as error:
+            if route in self.versions:  # it answered on this version before: not a version problem
+                raise
+            other = _OTHER_VERSION.get(version, DEFAULT_API_VERSION)
+            log.warning(
+                "the Gemini API does not serve %s on %s (%s); trying %s", route, version, error, other
+            )
+            result = self._translated(route, subject, lambda: send(self.client(other)))
+            version = other
+        self.versions[route] = version
+        return result
+
+    def _translated(self, route: str, subject: str, call: Callable[[], T]) -> T:
+        with _translated_errors(route, subject, self.secret):
+            return call()
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+def _log_retry(error: KbError, delay: float) -> None:
+    log.info("%s; retrying in %.1f s", error.message, delay)
+
+
+# -- online embeddings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the service says about a model (`models.get`)."""
+
+    name: str
+    input_token_limit: int | None
+    methods: list[str]
+
+
 class GeminiEmbedder:
     """Online embeddings from the Gemini API, normalised and checked."""
 
     def __init__(
-        self,
+        self, api: GeminiApi, model: str, dimensions: int, limiter: RateLimiter | None = None
+    ) -> None:
+        self._spec = SpaceSpec(provider="gemini", model=model, dimensions=dimensions)
+        self._api = api
+        self._limiter = limiter
+
+    @classmethod
+    def connect(
+        cls,
         *,
         api_key: str,
         model: str,
@@ -95,28 +214,46 @@ class GeminiEmbedder:
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] | None = None,
         on_retry: Callable[[KbError, float], None] | None = None,
-    ) -> None:
-        self._spec = SpaceSpec(provider="gemini", model=model, dimensions=dimensions)
-        self._secret = api_key
-        options = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000))
-        self._client = genai.Client(api_key=api_key, http_options=options)
-        self._retry = retry or RetryPolicy()
-        self._limiter = limiter
-        self._sleep_kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
-        self._on_retry = on_retry
+    ) -> "GeminiEmbedder":
+        api = GeminiApi(
+            api_key=api_key,
+            base_url=base_url,
+            api_version=api_version,
+            timeout_s=timeout_s,
+            retry=retry,
+            sleep=sleep,
+            on_retry=on_retry,
+        )
+        return cls(api, model, dimensions, limiter)
 
     @property
     def spec(self) -> SpaceSpec:
         return self._spec
 
+    @property
+    def api(self) -> GeminiApi:
+        return self._api
+
     def embed_documents(self, texts: Sequence[str]) -> Matrix:
-        return self._embed(texts, DOCUMENT_TASK)
+        return self.embed_counted(texts)[0]
+
+    def embed_counted(self, texts: Sequence[str]) -> tuple[Matrix, int | None]:
+        """The texts' vectors, and the input tokens the service counted for them (None: it did not say)."""
+        if not texts:
+            return np.zeros((0, self._spec.dimensions), dtype=np.float32), 0
+        blocks: list[Matrix] = []
+        tokens: int | None = 0
+        for indexes in plan_requests(texts):
+            block, counted = self._request([texts[i] for i in indexes], query=False)
+            blocks.append(block)
+            tokens = tokens if tokens is None else (None if counted is None else tokens + counted)
+        return np.vstack(blocks), tokens
 
     def plan_requests(self, texts: Sequence[str]) -> list[range]:
         return plan_requests(texts)
 
     def embed_query(self, text: str) -> Matrix:
-        return self._embed([text], QUERY_TASK)
+        return self._request([text], query=True)[0]
 
     def count_tokens(self, texts: list[str]) -> int:
         """The model's own token count for the texts (free of charge), for calibrated estimates."""
@@ -124,46 +261,49 @@ class GeminiEmbedder:
         for indexes in plan_requests(texts):
             contents = [texts[i] for i in indexes]
 
-            def send(contents: list[str] = contents) -> int:
-                with self._translated_errors(COUNT_TOKENS):
-                    response = self._client.models.count_tokens(model=self._spec.model, contents=contents)
+            def send(client: genai.Client, contents: list[str] = contents) -> int:
+                response = client.models.count_tokens(model=self._spec.model, contents=contents)
                 return int(response.total_tokens or 0)
 
-            total += call_with_retries(send, self._retry, **self._sleep_kwargs)
+            total += self._api.call(COUNT_TOKENS, self._spec.model, send)
         return total
 
-    def embed_in_requests(self, texts: Sequence[str], task_type: str = DOCUMENT_TASK) -> Iterator[Matrix]:
-        """Embed request by request, yielding each request's rows as they arrive."""
-        for indexes in plan_requests(texts):
-            yield self._request([texts[i] for i in indexes], task_type)
+    def model_info(self) -> ModelInfo:
+        """The service's description of the model (a cheap check that the key and the model work)."""
 
-    def _embed(self, texts: Sequence[str], task_type: str) -> Matrix:
-        import numpy as np
+        def send(client: genai.Client) -> ModelInfo:
+            model = client.models.get(model=self._spec.model)
+            return ModelInfo(str(model.name), model.input_token_limit, list(model.supported_actions or []))
 
-        if not texts:
-            return np.zeros((0, self._spec.dimensions), dtype=np.float32)
-        return np.vstack(list(self.embed_in_requests(texts, task_type)))
+        return self._api.call(MODEL_GET, self._spec.model, send)
 
-    def _request(self, texts: list[str], task_type: str) -> Matrix:
+    def _request(self, texts: list[str], query: bool) -> tuple[Matrix, int | None]:
+        model, dims = self._spec.model, self._spec.dimensions
         if self._limiter is not None:
             self._limiter.acquire(sum(estimate_tokens(text) for text in texts))
-        config = types.EmbedContentConfig(task_type=task_type, output_dimensionality=self._spec.dimensions)
+        shaped = [models.query_text(model, t) if query else models.document_text(model, t) for t in texts]
+        # One Content per text: given a list of strings, the SDK folds them into one Content (one
+        # embedding) for multimodal models such as gemini-embedding-2.
+        contents: list[types.ContentUnion] = [
+            types.Content(parts=[types.Part(text=t)], role="user") for t in shaped
+        ]
+        task = (QUERY_TASK if query else DOCUMENT_TASK) if models.takes_task_type(model) else None
+        config = types.EmbedContentConfig(task_type=task, output_dimensionality=dims)
 
-        def send() -> Matrix:
-            with self._translated_errors():
-                response = self._client.models.embed_content(
-                    model=self._spec.model, contents=list(texts), config=config
-                )
+        def send(client: genai.Client) -> tuple[Matrix, int | None]:
+            response = client.models.embed_content(model=model, contents=contents, config=config)
             rows = [embedding.values or [] for embedding in response.embeddings or []]
-            return checked_unit_rows(rows, len(texts), self._spec.dimensions)
+            usage = response.usage_metadata
+            counted = usage.prompt_token_count if usage is not None else None
+            return checked_unit_rows(rows, len(texts), dims), counted
 
-        return call_with_retries(send, self._retry, on_retry=self._on_retry, **self._sleep_kwargs)
+        return self._api.call(EMBED, model, send)
 
     def close(self) -> None:
-        self._client.close()
+        self._api.close()
 
-    def _translated_errors(self, route: str = EMBED) -> AbstractContextManager[None]:
-        return _translated_errors(route, self._spec.model, self._secret)
+
+# -- errors -----------------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -180,9 +320,9 @@ def _translated_errors(route: str, subject: str, secret: str) -> Iterator[None]:
         raise translated from None
 
 
-_MODEL_ROUTES = frozenset({EMBED, COUNT_TOKENS, BATCH_CREATE})
+_MODEL_ROUTES = frozenset({EMBED, COUNT_TOKENS, MODEL_GET, BATCH_CREATE})
 _FILE_ROUTES = frozenset({FILE_UPLOAD, FILE_LIST, FILE_DOWNLOAD, FILE_DELETE})
-_JOB_ROUTES = frozenset({BATCH_GET, BATCH_CANCEL})
+_JOB_ROUTES = frozenset({BATCH_GET, BATCH_CANCEL, BATCH_DELETE})
 
 # google.rpc.ErrorInfo reasons that mean the key (or its project) cannot be used: configuration, not outage.
 _KEY_REASONS = frozenset(
@@ -194,19 +334,26 @@ _KEY_REASONS = frozenset(
         "CONSUMER_SUSPENDED",
     }
 )
+# What a 404 says when the URL itself is unknown (a route this API version does not serve), as opposed to
+# a model, job or file that does not exist: Google's front end answers an HTML page.
+_NO_SUCH_URL = ("<html", "<!doctype", "was not found on this server", "method not found", "requested url")
 
 
 def classify(route: str, code: int, status: str, reasons: frozenset[str], message: str) -> type[KbError]:
     """The kb error for a Gemini API error, read by what failed (route), the HTTP code, the canonical status
     and the ErrorInfo reasons, not by the code alone: a 403 on a file means the file is gone (the service
     answers "You do not have permission to access the File ... or it may not exist"), a 404 on a batch that
-    the job is gone, and only a 404 on a model call that the model is gone."""
-    if reasons & _KEY_REASONS or "api key not valid" in message.lower():
+    the job is gone, only a 404 on a model call that names the model that the model is gone, and a 404 for
+    an unknown URL that this API version does not serve the route. docs/gemini.md has the table."""
+    text = message.lower()
+    if reasons & _KEY_REASONS or "api key not valid" in text or "api key expired" in text:
         return AuthenticationError
     if code == 429:
         return RateLimitedError
     if code >= 500 or code == 408:
         return ProviderUnavailableError
+    if code == 404 and any(marker in text for marker in _NO_SUCH_URL):
+        return RouteNotServedError
     if route in _FILE_ROUTES and code in (403, 404):
         return RemoteGoneError
     if route in _JOB_ROUTES and code == 404:
@@ -230,6 +377,8 @@ def translate_error(
         return ProviderUnavailableError(f"Gemini API unreachable: {detail}")
     if isinstance(error, json.JSONDecodeError):
         return ProviderUnavailableError("Gemini API answered with a body that is not JSON")
+    if isinstance(error, ValueError) and "vertex" in str(error).lower():
+        return ConfigError(f"the Gemini SDK refused the call for Vertex AI: {error}")
     return None
 
 
@@ -243,10 +392,12 @@ def _from_api_error(
     code = int(error.code or 0)
     body = error.details if isinstance(error.details, dict) else {}
     inner = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
-    message = str(inner.get("message") or error.message or error.status or code)
+    message = str(inner.get("message") or body.get("message") or error.message or error.status or code)
     status = str(inner.get("status") or error.status or "")
-    summary = _scrub(f"Gemini API {code} {status}: {message}", secret)
     kind = classify(route, code, status, _reasons(inner), message)
+    if kind is RouteNotServedError:
+        message = f"no such method or URL for {route}"  # not the whole HTML page
+    summary = _scrub(f"Gemini API {code} {status}: {message}", secret)
     if issubclass(kind, RetryableProviderError):
         return kind(summary, retry_after=_retry_delay(body))
     if kind is ModelNotFoundError:
@@ -255,6 +406,8 @@ def _from_api_error(
         return AuthenticationError(f"the Gemini API refused the key: {summary}")
     if issubclass(kind, RemoteGoneError):
         return kind(f"{subject} is gone: {summary}")
+    if kind is RouteNotServedError:
+        return RouteNotServedError(summary)
     return InvalidRequestError(summary)
 
 
@@ -281,9 +434,7 @@ def _retry_delay(body: dict[str, Any]) -> float | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Batch API (file mode): JSONL input uploaded with the Files API, results downloaded and joined by key.
-# ---------------------------------------------------------------------------------------------------------
+# -- the Batch API (file mode): JSONL input uploaded with the Files API, results downloaded, joined by key --
 
 _STATES = {
     "PENDING": JobState.PENDING,
@@ -304,26 +455,26 @@ def map_state(raw: str) -> JobState | None:
     return _STATES.get(raw.rsplit("_STATE_", 1)[-1])
 
 
+def request_line(key: str, model: str, dimensions: int, text: str) -> dict[str, Any]:
+    """One JSONL input line of a batch job, shaped as the model wants (task_type, or a prefix)."""
+    request: dict[str, Any] = {"content": {"parts": [{"text": models.document_text(model, text)}]}}
+    if models.takes_task_type(model):
+        request["task_type"] = DOCUMENT_TASK
+    request["output_dimensionality"] = dimensions
+    return {"key": key, "request": request}
+
+
 class GeminiBatchBackend:
     """Gemini's Batch API through google-genai: upload, create, get, list, cancel, download."""
 
     mode = "file"
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str | None = None,
-        api_version: str | None = None,
-        timeout_s: float = 300.0,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] | None = None,
-    ) -> None:
-        self._secret = api_key
-        options = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000))
-        self._client = genai.Client(api_key=api_key, http_options=options)
-        self._retry = retry or RetryPolicy()
-        self._sleep_kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+    def __init__(self, api: GeminiApi) -> None:
+        self._api = api
+
+    @property
+    def api(self) -> GeminiApi:
+        return self._api
 
     def upload_input(
         self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
@@ -332,16 +483,13 @@ class GeminiBatchBackend:
         path = folder / f"{display_name}.{os.getpid()}.{secrets.token_hex(4)}.input.jsonl"
         with path.open("w", encoding="utf-8") as handle:
             for key, text in lines:
-                request = {
-                    "content": {"parts": [{"text": text}]},
-                    "task_type": DOCUMENT_TASK,
-                    "output_dimensionality": dimensions,
-                }
-                handle.write(json.dumps({"key": key, "request": request}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps(request_line(key, model, dimensions, text), ensure_ascii=False) + "\n"
+                )
         config = types.UploadFileConfig(mime_type="jsonl", display_name=display_name)
         try:
-            uploaded = self._retried(
-                lambda: self._client.files.upload(file=str(path), config=config), FILE_UPLOAD, display_name
+            uploaded = self._api.call(
+                FILE_UPLOAD, display_name, lambda client: client.files.upload(file=str(path), config=config)
             )
         finally:
             path.unlink(missing_ok=True)
@@ -352,38 +500,44 @@ class GeminiBatchBackend:
         looks for it by display name before trying again."""
         source = types.EmbeddingsBatchJobSource(file_name=input_file)
         config = types.CreateEmbeddingsBatchJobConfig(display_name=display_name)
-        with _translated_errors(BATCH_CREATE, model, self._secret), warnings.catch_warnings():
-            warnings.simplefilter("ignore", genai_errors.ExperimentalWarning)
-            job = self._client.batches.create_embeddings(model=model, src=source, config=config)
-        return _remote(job)
+
+        def send(client: genai.Client) -> RemoteStatus:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", genai_errors.ExperimentalWarning)
+                return _remote(client.batches.create_embeddings(model=model, src=source, config=config))
+
+        return self._api.call(BATCH_CREATE, model, send, retried=False)
 
     def get(self, name: str) -> RemoteStatus:
-        return self._retried(lambda: _remote(self._client.batches.get(name=name)), BATCH_GET, name)
+        return self._api.call(BATCH_GET, name, lambda client: _remote(client.batches.get(name=name)))
 
     def find(self, display_names: set[str], max_pages: int = 50) -> dict[str, RemoteStatus]:
         """Remote jobs whose display names are among `display_names` (newest pages first)."""
-        found: dict[str, RemoteStatus] = {}
 
-        def scan() -> None:
-            pager = self._client.batches.list(config=types.ListBatchJobsConfig(page_size=100))
+        def scan(client: genai.Client) -> dict[str, RemoteStatus]:
+            found: dict[str, RemoteStatus] = {}
+            pager = client.batches.list(config=types.ListBatchJobsConfig(page_size=100))
             for number, job in enumerate(pager):
                 if number >= max_pages * 100 or len(found) == len(display_names):
                     break
                 if job.display_name in display_names:
                     found[str(job.display_name)] = _remote(job)
+            return found
 
-        self._retried(scan, BATCH_LIST, "batch jobs")
-        return found
+        return self._api.call(BATCH_LIST, "batch jobs", scan)
 
     def cancel(self, name: str) -> None:
-        self._retried(lambda: self._client.batches.cancel(name=name), BATCH_CANCEL, name)
+        self._api.call(BATCH_CANCEL, name, lambda client: client.batches.cancel(name=name))
+
+    def delete_job(self, name: str) -> None:
+        self._api.call(BATCH_DELETE, name, lambda client: client.batches.delete(name=name))
 
     def discard_input(self, display_name: str, max_pages: int = 20) -> None:
         """Delete uploaded files named `display_name` (an upload cut short); best effort, since files
         expire after 48 h anyway, but a crash loop could otherwise fill the project's 20 GB."""
 
-        def scan() -> list[str]:
-            pager = self._client.files.list(config=types.ListFilesConfig(page_size=100))
+        def scan(client: genai.Client) -> list[str]:
+            pager = client.files.list(config=types.ListFilesConfig(page_size=100))
             return [
                 str(f.name)
                 for number, f in enumerate(pager)
@@ -391,7 +545,7 @@ class GeminiBatchBackend:
             ]
 
         try:
-            for name in self._retried(scan, FILE_LIST, "files"):
+            for name in self._api.call(FILE_LIST, "files", scan):
                 self.delete_file(name)
         except ProviderError as error:
             log.info("could not look for files left by an interrupted upload: %s", error.message)
@@ -401,14 +555,14 @@ class GeminiBatchBackend:
         result file is ~100 MB, never held in memory. A missing or expired file is `RemoteGoneError`."""
         partial = destination.with_name(f"{destination.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
 
-        def fetch() -> None:
+        def fetch(client: genai.Client) -> None:
             with partial.open("wb") as handle:
-                self._client.files.download(file=file_name, destination=handle)
+                client.files.download(file=file_name, destination=handle)
                 handle.flush()
                 os.fsync(handle.fileno())
 
         try:
-            self._retried(fetch, FILE_DOWNLOAD, f"result file {file_name}")
+            self._api.call(FILE_DOWNLOAD, f"result file {file_name}", fetch)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -416,18 +570,11 @@ class GeminiBatchBackend:
 
     def delete_file(self, file_name: str) -> None:
         """Best effort: remote files expire after 48 h anyway."""
-        with contextlib.suppress(KbError):
-            self._retried(lambda: self._client.files.delete(name=file_name), FILE_DELETE, file_name)
+        with contextlib.suppress(ProviderError):
+            self._api.call(FILE_DELETE, file_name, lambda client: client.files.delete(name=file_name))
 
     def close(self) -> None:
-        self._client.close()
-
-    def _retried(self, call: Callable[[], T], route: str, subject: str) -> T:
-        def attempt() -> T:
-            with _translated_errors(route, subject, self._secret):
-                return call()
-
-        return call_with_retries(attempt, self._retry, **self._sleep_kwargs)
+        self._api.close()
 
 
 def _remote(job: types.BatchJob) -> RemoteStatus:

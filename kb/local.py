@@ -99,6 +99,9 @@ class LocalEmbedder:
         """One unit row, shape (1, 256), in the same space as the documents."""
         return _embed([text])
 
+    def embed_counted(self, texts: Sequence[str]) -> tuple[Matrix, int | None]:
+        return self.embed_documents(texts), None  # free: nothing to count
+
     def close(self) -> None:
         """Nothing to release: the model is shared by the whole process."""
 

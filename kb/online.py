@@ -140,7 +140,7 @@ def _embed_group(run: _Run, group: list[tasks.PendingText]) -> bool:
                 run.report.errors.append(refusal)
                 return False
             try:
-                matrix = _send(run, items)
+                matrix, counted = _send(run, items)
             except InvalidRequestError as error:
                 if len(items) > 1:  # find the text at fault: each half is a request of its own
                     half = len(items) // 2
@@ -152,7 +152,7 @@ def _embed_group(run: _Run, group: list[tasks.PendingText]) -> bool:
                 unsettled.difference_update(item.task_id for item in items)
                 return False  # the service is failing: the next round tries again, after the back-off
             else:
-                _store(run, items, matrix)
+                _store(run, items, matrix, counted)
             unsettled.difference_update(item.task_id for item in items)
         return True
     finally:
@@ -174,21 +174,25 @@ def _over_budget(run: _Run, items: Sequence[tasks.PendingText]) -> str | None:
         return run.budget.refusal(connection, cost)
 
 
-def _send(run: _Run, items: Sequence[tasks.PendingText]) -> Matrix:
+def _send(run: _Run, items: Sequence[tasks.PendingText]) -> tuple[Matrix, int | None]:
     failpoints.hit("online.request.before")
-    matrix = run.embedder.embed_documents([item.text for item in items])
+    answer = run.embedder.embed_counted([item.text for item in items])
     failpoints.hit("online.request.after")
-    return matrix
+    return answer
 
 
-def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix) -> None:
-    """Commit one request's paid vectors, their tasks and their cost, at once."""
+def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix, counted: int | None) -> None:
+    """Commit one request's paid vectors, their tasks and their cost, at once. The cost is the service's
+    token count where it gives one (what it bills), kb's estimate where it does not."""
     now = time.time()
     with write_transaction(run.engine) as connection:
         written = set(tasks.mark_embedded(connection, run.space_id, [i.task_id for i in items], now))
         rows = [(item.task_id, matrix[n]) for n, item in enumerate(items) if item.task_id in written]
         vectors.write(connection, run.space_id, rows)
-        tokens = sum(item.token_estimate for item in items if item.task_id in written)
+        measured = counted is not None
+        tokens = (
+            counted if counted is not None else sum(i.token_estimate for i in items if i.task_id in written)
+        )
         if rows:
             usage.record(
                 connection,
@@ -197,6 +201,7 @@ def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix) -> Non
                 model=run.embedder.spec.model,
                 texts=len(rows),
                 tokens=tokens,
+                tokens_reported=measured,
                 space_id=run.space_id,
                 now=now,
             )

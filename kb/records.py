@@ -95,6 +95,7 @@ class SpendSummary:
     saved_usd: float
     last_24h_usd: float
     by_kind: dict[str, dict[str, float]]
+    tokens_measured: int = 0  # counted by the service (tokenCount, usageMetadata); the rest estimated by kb
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,15 @@ This is the only module that reads `os.environ` (through pydantic-settings). CLI
 by constructing `KbSettings(**overrides)`.
 """
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kb import models
 
 ProviderName = Literal["gemini", "local"]
 
@@ -55,8 +59,10 @@ class KbSettings(BaseSettings):
         None,
         description="Gemini API base URL (default: the SDK's own, which honours `GOOGLE_GEMINI_BASE_URL`).",
     )
-    gemini_api_version: str | None = Field(
-        None, description="Gemini API version, e.g. `v1beta` (default: the SDK's, `v1`)."
+    gemini_api_version: Literal["v1beta", "v1"] | None = Field(
+        None,
+        description="Gemini API version (default: `v1beta`, the documented one; a call that version does not "
+        "serve is tried once on the other).",
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Timeout of one online API request, in seconds.")
     max_retries: int = Field(6, ge=1, description="Attempts per online API request before giving up.")
@@ -107,7 +113,7 @@ class KbSettings(BaseSettings):
         5.0, gt=0, description="How long the worker sleeps when there is nothing to do."
     )
     batch_incompatible_models: list[str] = Field(
-        default_factory=lambda: ["text-embedding-004", "embedding-001"],
+        default_factory=models.batch_refusing,
         description="Models that refuse the Batch API: their texts are embedded online, with a warning.",
     )
     reindex_min_coverage: float = Field(
@@ -124,11 +130,7 @@ class KbSettings(BaseSettings):
         "(default: 1.0 for Gemini, 0.5 for the weaker local model).",
     )
     model_prices: dict[str, tuple[float, float]] = Field(
-        default_factory=lambda: {
-            "gemini-embedding-001": (0.15, 0.075),
-            "gemini-embedding-2": (0.20, 0.10),
-            "wordllama-l2-supercat": (0.0, 0.0),
-        },
+        default_factory=models.default_prices,
         description="US dollars per million input tokens, (online, batch), per model.",
     )
     max_spend_usd: float | None = Field(
@@ -141,7 +143,7 @@ class KbSettings(BaseSettings):
         24.0, gt=0, description="`kb status` flags a job still pending or running after this many hours."
     )
     retired_models: list[str] = Field(
-        default_factory=lambda: ["text-embedding-004", "embedding-001", "embedding-gecko-001"],
+        default_factory=models.retired,
         description="Models shut down or on their way out: an active space on one makes kb suggest "
         "`kb reindex`.",
     )
@@ -172,3 +174,26 @@ class KbSettings(BaseSettings):
         if self.provider is not None:
             return self.provider
         return "gemini" if self.gemini_api_key is not None else "local"
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """Variables outside kb's own that change what the Gemini SDK would do, for `kb doctor`."""
+
+    key_variable: str | None  # which variable holds the key (never its value)
+    sdk_base_url: str | None  # GOOGLE_GEMINI_BASE_URL
+    sdk_api_version: str | None  # GOOGLE_GENAI_API_VERSION (kb passes its own version, so it is ignored)
+    vertex: dict[str, str]  # those of GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_CLOUD_PROJECT, _LOCATION that are set
+
+
+KEY_VARIABLES = ("KB_GEMINI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+_VERTEX_VARIABLES = ("GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION")
+
+
+def environment() -> Environment:
+    return Environment(
+        key_variable=next((name for name in KEY_VARIABLES if os.environ.get(name)), None),
+        sdk_base_url=os.environ.get("GOOGLE_GEMINI_BASE_URL") or None,
+        sdk_api_version=os.environ.get("GOOGLE_GENAI_API_VERSION") or None,
+        vertex={name: os.environ[name] for name in _VERTEX_VARIABLES if os.environ.get(name)},
+    )

@@ -56,6 +56,7 @@ def collect(engine: Engine, database: object, options: StatusOptions) -> StatusR
                 saved_usd=total.saved_usd,
                 last_24h_usd=today.usd,
                 by_kind=total.by_kind,
+                tokens_measured=total.tokens_measured,
             ),
             workers=workers,
             budget_block=block,

@@ -113,7 +113,11 @@ def _spend(report: StatusReport, console: Console) -> None:
         f"Spend   {spend.tokens:,} tokens · ${spend.usd:,.4f} paid · "
         f"${spend.usd_online_equivalent:,.4f} at online prices · [green]${spend.saved_usd:,.4f} saved[/green]"
     )
-    console.print(f"        last 24 h: ${spend.last_24h_usd:,.4f}")
+    measured = f"{spend.tokens_measured / spend.tokens:.0%}" if spend.tokens else "-"
+    console.print(
+        f"        last 24 h: ${spend.last_24h_usd:,.4f} · tokens counted by the service: {measured} "
+        "(the rest estimated)"
+    )
 
 
 def _worker(report: StatusReport, console: Console) -> None:

@@ -272,6 +272,25 @@ def announce_provider(settings: KbSettings) -> None:
         )
 
 
+def render_doctor(report: Any) -> None:
+    """One line per check: a mark, the step, what was found, its time and cost."""
+    marks = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]", None: "[dim]--[/dim]  "}
+    width = max((len(check.step) for check in report.checks), default=0)
+    for check in report.checks:
+        extra = []
+        if check.seconds is not None:
+            extra.append(f"{check.seconds:.2f} s")
+        if check.usd is not None:
+            extra.append(f"${check.usd:.6f}")
+        suffix = f"  [dim]({', '.join(extra)})[/dim]" if extra else ""
+        stdout.print(
+            f"{marks[check.ok]} {check.step.ljust(width)}  {escape(check.detail)}{suffix}", soft_wrap=True
+        )
+    verdict = "all checks passed" if report.ok else "some checks failed"
+    cost = f"; spent ${report.usd:.6f}" if report.usd else ""
+    stdout.print(f"{verdict}{cost}")
+
+
 def _usd(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.2f}"
 

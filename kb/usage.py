@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.engine import Connection
 
 from kb.schema import Meta, UsageRecord, table_of
@@ -58,6 +58,7 @@ class Spend:
     usd: float
     usd_online_equivalent: float
     by_kind: dict[str, dict[str, float]]
+    tokens_measured: int = 0  # of `tokens`, those the service counted (the rest are kb's estimates)
 
     @property
     def saved_usd(self) -> float:
@@ -95,23 +96,27 @@ def record(
 
 
 def spend(connection: Connection, since: float | None = None) -> Spend:
+    measured = func.sum(case((USAGE.c.tokens_reported, USAGE.c.tokens), else_=0))
     statement = select(
         USAGE.c.kind,
         func.coalesce(func.sum(USAGE.c.tokens), 0),
         func.coalesce(func.sum(USAGE.c.usd), 0.0),
         func.coalesce(func.sum(USAGE.c.usd_online_equivalent), 0.0),
+        func.coalesce(measured, 0),
     ).group_by(USAGE.c.kind)
     if since is not None:
         statement = statement.where(USAGE.c.created_at >= since)
+    rows = connection.execute(statement).all()
     by_kind = {
         str(kind): {"tokens": int(tokens), "usd": float(usd), "usd_online_equivalent": float(online)}
-        for kind, tokens, usd, online in connection.execute(statement)
+        for kind, tokens, usd, online, _ in rows
     }
     return Spend(
         tokens=sum(int(v["tokens"]) for v in by_kind.values()),
         usd=sum(v["usd"] for v in by_kind.values()),
         usd_online_equivalent=sum(v["usd_online_equivalent"] for v in by_kind.values()),
         by_kind=by_kind,
+        tokens_measured=sum(int(row[4]) for row in rows),
     )
 
 

@@ -22,7 +22,7 @@ def _embedder(emulator: GeminiEmulator, slept: list[float] | None = None, **kwar
         "sleep": (slept.append if slept is not None else lambda _: None),
     }
     options.update(kwargs)
-    return GeminiEmbedder(**options)  # type: ignore[arg-type]
+    return GeminiEmbedder.connect(**options)  # type: ignore[arg-type]
 
 
 def test_documents_are_split_into_requests_of_at_most_100(emulator: GeminiEmulator) -> None:
