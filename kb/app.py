@@ -2,22 +2,27 @@
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from kb import claims, ledger, migrate, online, reindex, spaces, tasks, usage, vectors
+if TYPE_CHECKING:
+    from kb.ingest import IngestOptions
+
+from kb import claims, migrate, online, querycache, readmodel, reindex, spaces, tasks, usage, vectors
 from kb.batches import BatchBackend, BatchManager, BatchPolicy
 from kb.chunking import ChunkingOptions, estimate_tokens
 from kb.db import create_engine, safe_url, write_transaction
 from kb.embedder import Embedder, Matrix
-from kb.errors import ConfigError, DatabaseError, InputError
-from kb.ingest import IngestOptions, ProgressCallback, ingest_bytes, ingest_paths
+from kb.errors import ConfigError, DatabaseError
 from kb.lease import LeaseKeeper
 from kb.online import OnlineReport
 from kb.providers import build_embedder, gemini_api
+from kb.reader import ConnectionReader, Reader
 from kb.records import (
     FailedText,
     IngestReport,
@@ -25,14 +30,13 @@ from kb.records import (
     SearchMode,
     SearchResult,
     SpaceSpec,
-    SpaceState,
     StatusReport,
 )
 from kb.retry import Backoff
 from kb.schema import EmbeddingSpace
-from kb.search import SearchSpace, run_search
+from kb.search import SearchSpace, run_search, search_space, spaces_to_search, spec_of
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
-from kb.status import StatusOptions, job_info
+from kb.status import StatusOptions
 from kb.status import collect as collect_status
 from kb.usage import Budget, PriceBook, Prices, Quote
 from kb.worker import Worker
@@ -94,7 +98,7 @@ class KnowledgeBase:
     def embed_now(
         self,
         hashes: Sequence[str] | None = None,
-        on_progress: ProgressCallback | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
         stop: threading.Event | None = None,
     ) -> OnlineReport:
         """Embed pending texts of the active space online, at full price (all of them, or these); `stop`
@@ -159,22 +163,29 @@ class KnowledgeBase:
         down, say) the part of a space being built that is already embedded is used instead, and the result's
         notes say so."""
         with self.engine.connect() as connection:
-            if space is not None:
-                chosen = spaces.by_id(connection, space)
-                if chosen is None:
-                    raise InputError(f"no embedding space #{space}: see `kb status`")
-            else:
-                chosen = spaces.active(connection)
-            building = [] if space is not None else spaces.in_state(connection, SpaceState.BUILDING)
+            reader = ConnectionReader(connection)
+            chosen, building = spaces_to_search(reader, space)
+            targets = [self._search_space(each, reader) for each in ([chosen] if chosen else []) + building]
         return run_search(
-            self.engine,
+            self.open_reader,
             query,
             k=k,
             mode=SearchMode(mode),
             path_glob=path,
-            space=None if chosen is None else self._search_space(chosen),
-            fallbacks=[self._search_space(b) for b in reversed(building)],
+            space=targets[0] if chosen else None,
+            fallbacks=targets[1:] if chosen else targets,
+            remember=self._remember_query,
         )
+
+    @contextmanager
+    def open_reader(self) -> Iterator[Reader]:
+        """A reader on a connection of its own, for plain SQL reads (kb.readmodel)."""
+        with self.engine.connect() as connection:
+            yield ConnectionReader(connection)
+
+    def _remember_query(self, space_id: int, question: str, vector: Matrix) -> None:
+        with write_transaction(self.engine) as connection:
+            querycache.put(connection, space_id, question, vector)
 
     # -- batch pipeline -------------------------------------------------------------------------------
 
@@ -317,17 +328,18 @@ class KnowledgeBase:
     def drop_retired(self) -> list[int]:
         return reindex.drop_retired(self.engine)
 
+    @property
+    def active_model(self) -> str | None:
+        """The model of the active embedding space (None before the first ingest)."""
+        with self.engine.connect() as connection:
+            active = spaces.active(connection)
+        return None if active is None else active.model
+
     def legacy_hint(self) -> str | None:
         """A one-line suggestion when the active space uses a retired or batch-incompatible model."""
         with self.engine.connect() as connection:
             active = spaces.active(connection)
-        legacy = set(self.settings.retired_models) | set(self.settings.batch_incompatible_models)
-        if active is None or active.model not in legacy:
-            return None
-        return (
-            f"the active space uses {active.model}, which is retired or cannot use the Batch API: "
-            f"run `kb reindex` to move to {self.settings.embedding_model}"
-        )
+        return self.settings.legacy_hint(None if active is None else active.model)
 
     def flush(self) -> list[int]:
         """Put every due pending text into batch jobs now and submit them (`kb flush`)."""
@@ -337,11 +349,11 @@ class KnowledgeBase:
 
     def jobs(self, limit: int = 1000) -> list[JobInfo]:
         with self.engine.connect() as connection:
-            return [job_info(job) for job in ledger.all_jobs(connection, limit)]
+            return readmodel.all_jobs(ConnectionReader(connection), limit)
 
     def failed_texts(self, limit: int = 1000) -> list[FailedText]:
         with self.engine.connect() as connection:
-            return tasks.failed(connection, limit)
+            return readmodel.failed(ConnectionReader(connection), limit)
 
     def retry_failed(self, task_ids: Sequence[int] | None = None) -> int:
         """Failed texts (all, or these) back to pending with fresh attempts; returns how many."""
@@ -372,50 +384,29 @@ class KnowledgeBase:
             return self.embedder(spaces.spec_of(space))
         return None
 
-    def _search_space(self, space: EmbeddingSpace) -> SearchSpace:
-        label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d)"
-        try:
-            embedder = self.embedder(spaces.spec_of(space))
-        except ConfigError as error:
-            return SearchSpace(space.id, label, None, error.message)
-
-        def embed_query(question: str) -> Matrix:
-            vector = embedder.embed_query(question)
+    def _search_space(self, space: readmodel.Space, reader: Reader) -> SearchSpace:
+        def record(paid: readmodel.Space, question: str) -> None:
             with write_transaction(self.engine) as connection:
                 usage.record(
                     connection,
                     self.prices,
                     kind="query",
-                    model=space.model,
+                    model=paid.model,
                     texts=1,
                     tokens=estimate_tokens(question),
-                    space_id=space.id,
+                    space_id=paid.id,
                 )
-            return vector
 
-        return SearchSpace(
-            space.id,
-            label,
-            embed_query,
+        return search_space(
+            space,
+            reader,
+            lambda: self.embedder(spec_of(space)),
+            vector_weight=self.settings.hybrid_vector_weight,
+            on_paid_query=record,
             memory_index=self._memory_index(space),
-            vector_weight=self._vector_weight(space),
-            coverage=self._coverage(space),
         )
 
-    def _coverage(self, space: EmbeddingSpace) -> str:
-        if space.state != SpaceState.BUILDING:
-            return ""
-        with self.engine.connect() as connection:
-            counts = tasks.counts_by_status(connection, space.id)
-        total = sum(counts.values())
-        return f"{counts['embedded'] / total:.0%}" if total else "0%"
-
-    def _vector_weight(self, space: EmbeddingSpace) -> float:
-        if self.settings.hybrid_vector_weight is not None:
-            return self.settings.hybrid_vector_weight
-        return 0.5 if space.provider == "local" else 1.0
-
-    def _memory_index(self, space: EmbeddingSpace) -> vectors.MemoryIndex | None:
+    def _memory_index(self, space: readmodel.Space) -> vectors.MemoryIndex | None:
         if self.settings.search_index != "memory":
             return None
         index = self._memory_indexes.get(space.id)
@@ -428,7 +419,9 @@ class KnowledgeBase:
         """The embedding space the current settings embed into."""
         return spaces.configured_spec(self.settings)
 
-    def ingest_options(self, **overrides: object) -> IngestOptions:
+    def ingest_options(self, **overrides: object) -> "IngestOptions":
+        from kb.ingest import IngestOptions
+
         chunking = ChunkingOptions(
             target_tokens=self.settings.chunk_target_tokens,
             max_tokens=self.settings.chunk_max_tokens,
@@ -449,9 +442,11 @@ class KnowledgeBase:
         exclude: Sequence[str] = (),
         prune: bool = False,
         dry_run: bool = False,
-        on_progress: ProgressCallback | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> IngestReport:
         """Ingest files and folders; unchanged files cost nothing."""
+        from kb.ingest import ingest_paths  # the format readers (HTML, YAML) only when ingesting
+
         options = self.ingest_options(
             include=tuple(include), exclude=tuple(exclude), prune=prune, dry_run=dry_run
         )
@@ -461,6 +456,8 @@ class KnowledgeBase:
         self, data: bytes | str, name: str = "stdin.md", *, dry_run: bool = False
     ) -> IngestReport:
         """Ingest one document held in memory, stored under `stdin:<name>`."""
+        from kb.ingest import ingest_bytes
+
         raw = data.encode("utf-8") if isinstance(data, str) else data
         options = self.ingest_options(dry_run=dry_run)
         return ingest_bytes(self.engine, raw, name, self.space_spec, options)
@@ -471,4 +468,5 @@ class KnowledgeBase:
             stuck_after_s=self.settings.stuck_after_h * 3600,
             min_coverage=self.settings.reindex_min_coverage,
         )
-        return collect_status(self.engine, self.location, options)
+        with self.engine.connect() as connection:
+            return collect_status(ConnectionReader(connection), self.location, options)

@@ -8,19 +8,21 @@ import threading
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from kb import __version__, migrate, statusview, ui
-from kb.app import KnowledgeBase
-from kb.db import create_engine, is_postgres_url, safe_url
+from kb import __version__, ui
 from kb.errors import InputError, KbError
 from kb.records import SearchMode
-from kb.settings import KbSettings
-from kb.transfer import copy_database
-from kb.worker import ExitReason
+
+if TYPE_CHECKING:
+    from kb.app import KnowledgeBase
+    from kb.settings import KbSettings
+
+# Modules that load the database layer, the providers or Alembic are imported inside the commands that use
+# them: `kb --help` then starts in a fraction of the time (scripts/bench_cli.py).
 
 
 class Provider(StrEnum):
@@ -35,10 +37,10 @@ class _KbGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except KbError as error:
-            ui.stderr.print(f"[red]error:[/red] {ui.escape(error.message)}", soft_wrap=True)
+            ui.err().print(f"[red]error:[/red] {ui.escape(error.message)}", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            ui.stderr.print("interrupted")
+            ui.err().print("interrupted")
             raise typer.Exit(130) from None
 
 
@@ -56,7 +58,7 @@ app.add_typer(db_app, name="db")
 
 def _version(value: bool) -> None:
     if value:
-        ui.stdout.print(f"kb {__version__}")
+        ui.out().print(f"kb {__version__}")
         raise typer.Exit()
 
 
@@ -80,6 +82,8 @@ def main_options(
 ) -> None:
     db = None if db_text is None else Path(db_text)
     overrides: dict[str, Any] = {}
+    from kb.settings import KbSettings, is_postgres_url
+
     if db is not None and is_postgres_url(str(db_text)):
         overrides["database_url"] = db_text
     elif db is not None:
@@ -92,15 +96,20 @@ def main_options(
         raise typer.BadParameter(f"invalid configuration: {error}") from None
 
 
-def _open(ctx: typer.Context, announce: bool = False) -> KnowledgeBase:
+def _open(ctx: typer.Context, announce: bool = False) -> "KnowledgeBase":
+    from kb.app import KnowledgeBase
+
     settings: KbSettings = ctx.obj
     if announce:
         ui.announce_provider(settings)
     kb = KnowledgeBase(settings=settings)
-    hint = kb.legacy_hint()
-    if hint:
-        ui.stderr.print(f"[yellow]hint:[/yellow] {ui.escape(hint)}")
+    _hint(settings.legacy_hint(kb.active_model))
     return kb
+
+
+def _hint(hint: str | None) -> None:
+    if hint:
+        ui.err().print(f"[yellow]hint:[/yellow] {ui.escape(hint)}")
 
 
 @app.command()
@@ -179,10 +188,19 @@ def search_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Find the chunks that best answer a question."""
-    with _open(ctx, announce=True) as kb:
-        result = kb.search(query, k=k, mode=mode, path=path, space=space)
+    from kb import readonly
+
+    settings: KbSettings = ctx.obj
+    # Read-only and without the database layer when nothing must be written (scripts/bench_cli.py).
+    result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space)
+    if result is not None:
+        ui.announce_provider(settings)
+        _hint(settings.legacy_hint(readonly.active_model(settings)))
+    else:
+        with _open(ctx, announce=True) as kb:
+            result = kb.search(query, k=k, mode=mode, path=path, space=space)
     for note in result.notes:
-        ui.stderr.print(f"[yellow]note:[/yellow] {ui.escape(note)}")
+        ui.err().print(f"[yellow]note:[/yellow] {ui.escape(note)}")
     if as_json:
         ui.print_json(ui.search_json(result))
     else:
@@ -214,7 +232,7 @@ def worker(
         worker_ = kb.worker(stop=stop, after_step=lambda: advance(*kb.embedding_progress()))
         result = worker_.run(once=once, timeout_s=timeout)
     ui.render_worker(result)
-    if result.reason == ExitReason.TIMED_OUT:
+    if result.reason == "timed_out":
         raise typer.Exit(6)
 
 
@@ -223,7 +241,7 @@ def flush(ctx: typer.Context) -> None:
     """Submit every pending text to batch jobs now, without waiting for the flush policy."""
     with _open(ctx) as kb:
         submitted = kb.flush()
-    ui.stdout.print(f"submitted {len(submitted)} batch job{'s' * (len(submitted) != 1)}")
+    ui.out().print(f"submitted {len(submitted)} batch job{'s' * (len(submitted) != 1)}")
 
 
 @app.command()
@@ -265,7 +283,7 @@ def retry(
         raise InputError("name task ids to retry, or use --all")
     with _open(ctx) as kb:
         count = kb.retry_failed(None if all_failed else task_ids)
-    ui.stdout.print(f"requeued {count} text{'s' * (count != 1)}")
+    ui.out().print(f"requeued {count} text{'s' * (count != 1)}")
 
 
 @app.command("reindex")
@@ -309,19 +327,19 @@ def reindex_command(
             return
         if activate:
             space_id = kb.activate(strict=strict, force=True)
-            ui.stdout.print(
+            ui.out().print(
                 f"space #{space_id} is now active; the previous one is retired (--rollback undoes)"
             )
             return
         if rollback:
             space_id = kb.rollback()
-            ui.stdout.print(f"space #{space_id} is active again")
+            ui.out().print(f"space #{space_id} is active again")
             return
         if drop_retired:
             before = kb.size_bytes()
             dropped = kb.drop_retired()
             after = kb.size_bytes()
-            ui.stdout.print(
+            ui.out().print(
                 f"dropped {len(dropped)} retired space{'s' * (len(dropped) != 1)}; "
                 f"database {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB"
             )
@@ -340,7 +358,7 @@ def reindex_command(
             if not typer.confirm("Start the reindex?", default=False):
                 raise typer.Exit(1)
         space_id = kb.reindex_start(spec)
-    ui.stdout.print(
+    ui.out().print(
         f"space #{space_id} is being built: `kb worker` fills it through the Batch API and switches search "
         "to it when it is complete (`kb reindex --status` shows progress)"
     )
@@ -356,17 +374,24 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 seconds until Ctrl-C.")] = False,
 ) -> None:
     """Show documents, tasks per space, jobs in flight, warnings, errors, spend, and the worker."""
-    with _open(ctx) as kb:
-        if watch:
-            ui.watch(kb.status)
-            return
-        report = kb.status()
+    from kb import readonly, statusview
+
+    settings: KbSettings = ctx.obj
+    report = None if watch else readonly.status(settings)
+    if report is not None:
+        _hint(settings.legacy_hint(readonly.active_model(settings)))
+    else:
+        with _open(ctx) as kb:
+            if watch:
+                ui.watch(kb.status)
+                return
+            report = kb.status()
     if as_json:
         ui.print_json(statusview.status_json(report))
     elif prometheus:
-        ui.stdout.out(statusview.prometheus(report), end="")
+        ui.out().out(statusview.prometheus(report), end="")
     else:
-        statusview.render(report, ui.stdout)
+        statusview.render(report, ui.out())
 
 
 @app.command()
@@ -404,6 +429,9 @@ def migrate_db(
     to: Annotated[str, typer.Option("--to", help="The target: a postgresql:// URL or a SQLite file.")],
 ) -> None:
     """Copy this knowledge base to another database (e.g. PostgreSQL) without re-embedding anything."""
+    from kb.db import create_engine, safe_url
+    from kb.transfer import copy_database
+
     settings: KbSettings = ctx.obj
     with _open(ctx) as kb:
         target = create_engine(to, busy_timeout_ms=settings.busy_timeout_ms)
@@ -412,25 +440,30 @@ def migrate_db(
         finally:
             target.dispose()
     rows = ", ".join(f"{n:,} {name}" for name, n in report.rows.items() if n)
-    ui.stdout.print(f"copied to {safe_url(to)}: {rows}")
+    ui.out().print(f"copied to {safe_url(to)}: {rows}")
     vectors = sum(report.vectors.values())
-    ui.stdout.print(f"  {vectors:,} vectors in {len(report.vectors)} spaces; nothing was embedded again")
+    ui.out().print(f"  {vectors:,} vectors in {len(report.vectors)} spaces; nothing was embedded again")
 
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending schema migrations (kb also does this on open)."""
+    from kb import migrate
+
     with _open(ctx) as kb:
-        ui.stdout.print(f"{kb.location}: schema at {migrate.current_revision(kb.engine)} (head)")
+        ui.out().print(f"{kb.location}: schema at {migrate.current_revision(kb.engine)} (head)")
 
 
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the database's schema revision and the newest one kb knows."""
+    from kb import migrate
+    from kb.db import create_engine, safe_url
+
     settings: KbSettings = ctx.obj
     location = safe_url(settings.database)
     if not settings.database_url and not settings.db.exists():
-        ui.stdout.print(f"{location}: no database yet (head {migrate.head_revision()})")
+        ui.out().print(f"{location}: no database yet (head {migrate.head_revision()})")
         return
     engine = create_engine(settings.database, busy_timeout_ms=settings.busy_timeout_ms)
     try:
@@ -438,8 +471,13 @@ def db_current(ctx: typer.Context) -> None:
     finally:
         engine.dispose()
     head = migrate.head_revision()
-    state = "up to date" if current == head else "behind: run `kb db upgrade`"
-    ui.stdout.print(f"{location}: {current or 'empty'} (head {head}; {state})")
+    if current == head:
+        state = "up to date"
+    elif current is not None and current not in migrate.REVISIONS:
+        state = "written by a newer kb: upgrade kb to use it"
+    else:
+        state = "behind: run `kb db upgrade`"
+    ui.out().print(f"{location}: {current or 'empty'} (head {head}; {state})")
 
 
 def main() -> None:

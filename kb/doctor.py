@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kb import migrate, models
-from kb.db import create_engine, is_postgres_url, safe_url, sqlite_driver
+from kb.db import create_engine, safe_url
+from kb.dbapi import sqlite_driver
 from kb.errors import KbError
 from kb.providers import gemini_api
 from kb.records import JobState
-from kb.settings import KbSettings, environment
+from kb.settings import KbSettings, environment, is_postgres_url
 
 if TYPE_CHECKING:
     from kb.gemini import GeminiBatchBackend, GeminiEmbedder

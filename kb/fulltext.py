@@ -3,8 +3,7 @@
 import fnmatch
 import re
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from kb.reader import Reader
 
 # Headings say what a chunk is about, so a match there weighs more than one in the body.
 _TEXT_WEIGHT = 1.0
@@ -90,24 +89,20 @@ def tsquery_expression(query: str) -> str | None:
     return " | ".join("'" + word.replace("'", "''") + "'" for word in meaningful)
 
 
-def search(
-    connection: Connection, query: str, limit: int, path_glob: str | None = None
-) -> list[tuple[int, float]]:
+def search(reader: Reader, query: str, limit: int, path_glob: str | None = None) -> list[tuple[int, float]]:
     """(chunk id, relevance) pairs, best first; higher scores are better (BM25, or ts_rank_cd)."""
-    if connection.dialect.name == "postgresql":
-        return _postgres_search(connection, query, limit, path_glob)
+    if reader.dialect == "postgresql":
+        return _postgres_search(reader, query, limit, path_glob)
     expression = match_expression(query)
     if expression is None:
         return []
     path_filter = "AND d.source_path GLOB :glob" if path_glob else ""
-    rows = connection.execute(
-        text(
-            f"SELECT c.id, bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT}) AS rank "
-            "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-            "JOIN documents d ON d.id = c.document_id "
-            f"WHERE chunks_fts MATCH :expression {path_filter} "
-            "ORDER BY rank LIMIT :limit"
-        ),
+    rows = reader.rows(
+        f"SELECT c.id, bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT}) AS rank "
+        "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+        "JOIN documents d ON d.id = c.document_id "
+        f"WHERE chunks_fts MATCH :expression {path_filter} "
+        "ORDER BY rank LIMIT :limit",
         {"expression": expression, "limit": limit, "glob": path_glob},
     )
     return [(int(chunk_id), -float(rank)) for chunk_id, rank in rows]
@@ -121,18 +116,16 @@ _RANK = "ts_rank({v}, q, 1)"
 
 
 def _postgres_search(
-    connection: Connection, query: str, limit: int, path_glob: str | None
+    reader: Reader, query: str, limit: int, path_glob: str | None
 ) -> list[tuple[int, float]]:
     expression = tsquery_expression(query)
     if expression is None:
         return []
-    rows = connection.execute(
-        text(
-            f"SELECT c.id, d.source_path, {_RANK.format(v=_DOCUMENT_VECTOR)} AS rank "
-            "FROM chunks c JOIN documents d ON d.id = c.document_id, "
-            "to_tsquery('english', :expression) AS q "
-            f"WHERE {_DOCUMENT_VECTOR} @@ q ORDER BY rank DESC, c.id LIMIT :limit"
-        ),
+    rows = reader.rows(
+        f"SELECT c.id, d.source_path, {_RANK.format(v=_DOCUMENT_VECTOR)} AS rank "
+        "FROM chunks c JOIN documents d ON d.id = c.document_id, "
+        "to_tsquery('english', :expression) AS q "
+        f"WHERE {_DOCUMENT_VECTOR} @@ q ORDER BY rank DESC, c.id LIMIT :limit",
         # A path filter is applied here, after ranking: fetch deeper so that enough hits remain.
         {"expression": expression, "limit": limit * 20 if path_glob else limit},
     )

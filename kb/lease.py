@@ -15,8 +15,10 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from kb import readmodel
 from kb.db import write_transaction
 from kb.errors import DatabaseError, LeaseLostError
+from kb.reader import ConnectionReader
 from kb.schema import WorkerLease, table_of
 
 LEASES = table_of(WorkerLease)
@@ -79,15 +81,10 @@ def beat(engine: Engine, owner: str, now: float, lease_s: float) -> None:
     acquire(engine, owner, now, lease_s, heartbeat_name(owner))
 
 
-def heartbeats(engine: Engine) -> list[LeaseHolder]:
+def heartbeats(engine: Engine) -> list[readmodel.Heartbeat]:
     """Every worker's last heartbeat, newest first."""
     with engine.connect() as connection:
-        rows = connection.execute(
-            select(LEASES)
-            .where(LEASES.c.name.startswith(_HEARTBEAT, autoescape=True))
-            .order_by(LEASES.c.heartbeat_at.desc())
-        ).all()
-    return [LeaseHolder(row.owner, row.expires_at, row.heartbeat_at) for row in rows]
+        return readmodel.heartbeats(ConnectionReader(connection))
 
 
 def forget_silent(engine: Engine, now: float, older_than_s: float) -> None:

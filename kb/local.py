@@ -1,14 +1,11 @@
 """The local embedding provider: wordllama `l2_supercat`, 256 dimensions, offline, on the CPU.
 
-wordllama (MIT) ships its weights (`weights/l2_supercat_256.safetensors`, a 32,000 x 256 float32 table of
+wordllama (MIT) ships its weights (`weights/l2_supercat_256.safetensors`, a 32,000 x 256 float16 table of
 token embeddings) and its Llama-2 tokenizer (`tokenizers/l2_supercat_tokenizer_config.json`) inside its
-wheel, so this provider needs no key, no network and no model download. Nothing is ever fetched: the model
-is loaded with `disable_download=True` from the installed package's own folder.
-
-wordllama 0.4.0.post1 looks for its bundled tokenizer in `wordllama/tokenizer/` (singular, a folder that
-does not exist) and then in `<cache_dir>/tokenizers/` (default `~/.cache/wordllama`), and would download it
-from Hugging Face when both miss. Passing the package folder itself as `cache_dir` makes the second lookup
-find the bundled file; the weights are found in the package folder by the first lookup.
+wheel, so this provider needs no key, no network and no model download. kb reads the two files itself from
+the installed package's folder (the table memory-mapped, the tokenizer with `tokenizers`, a wordllama
+dependency) and never imports wordllama: its loader could fall back to downloading from Hugging Face, and
+importing it costs start-up time for training code kb does not use.
 
 A text's vector is the L2-normalised sum of its tokens' embeddings (wordllama's mean pooling, which
 normalisation makes the same direction), so it is deterministic and has no length limit. The pooling is
@@ -20,11 +17,12 @@ Texts that are empty or whitespace only (and, in theory, texts whose token embed
 direction: they all get the fixed unit vector e0 = (1, 0, ..., 0). It is deterministic, never raises, and
 is far from real text (cosine below about 0.2 with the fastapi docs, which are about 0.4 from each other).
 
-The model is loaded once per process, on first use, under a lock; `import kb.local` does not import
-wordllama.
+The model is loaded once per process, on first use, under a lock.
 """
 
-import logging
+import importlib.util
+import json
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,17 +41,33 @@ from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
 PROVIDER = "local"
 WORDLLAMA_CONFIG = "l2_supercat"
 WEIGHTS_FILE = f"weights/{WORDLLAMA_CONFIG}_{LOCAL_DIMENSIONS}.safetensors"
+_TENSOR = "embedding.weight"  # 32,000 x 256, float16 in the file
 TOKENIZER_FILE = f"tokenizers/{WORDLLAMA_CONFIG}_tokenizer_config.json"
 DEFAULT_BATCH_SIZE = 512
 
 _REINSTALL = "reinstall kb's local model: pip install --force-reinstall 'wordllama>=0.4.0,<0.5'"
 _TOKEN_WINDOW = 8192  # token embeddings gathered at once when pooling one text (8 MiB at 256 dims)
+_FEW_TEXTS = 16  # fewer texts than this are pooled from the stored float16 table
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Model:
+    """The tokenizer, and the token table as stored (float16, memory-mapped: nothing read until used).
+
+    A few texts (a question) gather their rows straight from the mapped file; many texts (a batch job) use
+    the whole table in float32, read once, since gathering float16 rows is ~3.5x slower. Both give the same
+    sums: float16 widens to float32 exactly."""
+
     tokenizer: Any  # tokenizers.Tokenizer, padding and truncation off
-    table: NDArray[np.float32]  # (vocabulary, LOCAL_DIMENSIONS), C-contiguous
+    stored: NDArray[np.float16]  # (vocabulary, LOCAL_DIMENSIONS)
+    _wide: NDArray[np.float32] | None = None
+
+    def table(self, texts: int) -> NDArray[np.floating[Any]]:
+        if texts < _FEW_TEXTS:
+            return self.stored
+        if self._wide is None:
+            self._wide = np.ascontiguousarray(self.stored, dtype=np.float32)
+        return self._wide
 
 
 _lock = threading.Lock()
@@ -132,8 +146,9 @@ def _embed(texts: Sequence[str]) -> Matrix:
     wanted = [index for index, is_blank in enumerate(blank) if not is_blank]
     if wanted:
         encodings = _encode(model, [texts[index] for index in wanted])
+        table = model.table(len(wanted))
         for index, encoding in zip(wanted, encodings, strict=True):
-            rows[index] = _pool(model.table, encoding.ids)
+            rows[index] = _pool(table, encoding.ids)
     # A text with no tokens, or whose token embeddings cancel out, has no direction.
     empty = np.asarray(blank, dtype=bool) | ~(np.abs(rows) > 0).any(axis=1)
     rows[empty] = _empty_vector()
@@ -150,7 +165,7 @@ def _encode(model: _Model, texts: list[str]) -> list[Any]:
     return encodings
 
 
-def _pool(table: NDArray[np.float32], token_ids: list[int]) -> NDArray[np.float32]:
+def _pool(table: NDArray[np.floating[Any]], token_ids: list[int]) -> NDArray[np.float32]:
     ids = np.asarray(token_ids, dtype=np.intp)
     # wordllama clamps ids beyond its table (the tokenizer's vocabulary matches it for l2_supercat).
     np.clip(ids, 0, table.shape[0] - 1, out=ids)
@@ -172,8 +187,10 @@ def _get_model() -> _Model:
 
 
 def _load_model() -> _Model:
-    wordllama_module, wordllama_class = _import_wordllama()
-    package = Path(wordllama_module.__file__).resolve().parent
+    """The token table and tokenizer, read straight from the files wordllama's wheel ships (safetensors and
+    a tokenizers JSON): importing wordllama itself would cost ~150 ms of start-up (its training code) for
+    nothing kb uses, and reading them directly can never reach for the network."""
+    package = wordllama_folder()
     missing = [name for name in (WEIGHTS_FILE, TOKENIZER_FILE) if not (package / name).is_file()]
     if missing:
         raise ConfigError(
@@ -181,47 +198,60 @@ def _load_model() -> _Model:
             + _REINSTALL
         )
     try:
-        # cache_dir=<package>: works around wordllama 0.4.0.post1 looking for its bundled tokenizer in
-        # `wordllama/tokenizer/`; disable_download: never fall back to Hugging Face.
-        inference = wordllama_class.load(
-            config=WORDLLAMA_CONFIG,
-            dim=LOCAL_DIMENSIONS,
-            cache_dir=package,
-            disable_download=True,
-        )
-    except Exception as exc:  # FileNotFoundError, or a damaged safetensors or tokenizer file
+        from tokenizers import Tokenizer
+
+        stored = _mapped_tensor(package / WEIGHTS_FILE, _TENSOR)
+        tokenizer = Tokenizer.from_file(str(package / TOKENIZER_FILE))
+    except Exception as exc:  # a damaged safetensors or tokenizer file, or tokenizers missing
         raise ConfigError(
             f"cannot load the local embedding model from {package}: {exc}; {_REINSTALL}"
         ) from exc
-    table = np.ascontiguousarray(inference.embedding, dtype=np.float32)
-    if table.ndim != 2 or table.shape[1] != LOCAL_DIMENSIONS or not np.isfinite(table).all():
+    if stored.ndim != 2 or stored.shape[1] != LOCAL_DIMENSIONS:
         raise ConfigError(
-            f"the local embedding model in {package} has unexpected weights {table.shape}; {_REINSTALL}"
+            f"the local embedding model in {package} has unexpected weights {stored.shape}; {_REINSTALL}"
         )
-    tokenizer = inference.tokenizer
-    # WordLlamaInference turns padding on for its own batching; _pool works on unpadded token ids.
+    # _pool works on each text's own token ids: no padding, no truncation.
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    return _Model(tokenizer=tokenizer, table=table)
+    return _Model(tokenizer=tokenizer, stored=stored)
 
 
-def _import_wordllama() -> tuple[Any, Any]:
-    # wordllama calls logging.basicConfig(level=INFO) when imported, which would make every library's
-    # INFO records (HTTP clients included) print to stderr: undo that.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+def _mapped_tensor(path: Path, name: str) -> NDArray[np.float16]:
+    """A float16 tensor of a safetensors file, memory-mapped. The format (huggingface/safetensors): an
+    8-byte little-endian header length, a JSON header giving each tensor's dtype, shape and byte range
+    after the header, then the raw little-endian data."""
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    info = header[name]
+    if info["dtype"] != "F16":
+        raise ValueError(f"tensor {name} is {info['dtype']}, not F16")
+    start, end = info["data_offsets"]
+    shape = tuple(info["shape"])
+    if end - start != 2 * int(np.prod(shape)):
+        raise ValueError(f"tensor {name} has {end - start} bytes for shape {shape}")
+    mapped: NDArray[np.float16] = np.memmap(
+        path, dtype="<f2", mode="r", offset=8 + length + start, shape=shape
+    )
+    if not np.isfinite(mapped).all():
+        raise ValueError(f"tensor {name} holds NaN or infinite values")
+    return mapped
+
+
+def wordllama_folder() -> Path:
+    """The installed wordllama package's folder, found without importing it."""
     try:
-        import wordllama  # type: ignore[import-untyped]
-    except ImportError as exc:
+        spec = importlib.util.find_spec("wordllama")
+    except (ImportError, ValueError) as exc:
+        spec = None
+        reason = str(exc)
+    else:
+        reason = "not installed"
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            f"the local embedding provider needs the wordllama package ({exc}); {_REINSTALL}"
-        ) from exc
-    finally:
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-        root.setLevel(level)
-    return wordllama, wordllama.WordLlama
+            f"the local embedding provider needs the wordllama package ({reason}); {_REINSTALL}"
+        )
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 class LocalBatchBackend:

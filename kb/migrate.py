@@ -1,27 +1,87 @@
-"""Alembic from code, on kb's own connection (no alembic.ini): upgrade, current revision, head."""
+"""The schema revision, and Alembic from code on kb's own connection (no alembic.ini) to migrate.
+
+Checking the revision is one plain query, with no Alembic import: every command checks it on open, and
+Alembic (with its templates and autogenerate machinery) costs more to import than the check itself.
+`REVISIONS` lists the migrations in order; tests/test_migrations.py checks it against Alembic's own view.
+"""
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection, Engine
+from kb import readmodel
+from kb.errors import DatabaseError
+from kb.reader import ConnectionReader
 
-import kb
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection, Engine
+
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+HEAD = REVISIONS[-1]
 
 
 def script_location() -> Path:
     """`kb/_migrations` in an installed wheel, else the checkout's top-level `migrations/`."""
-    package_dir = Path(kb.__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent
     for candidate in (package_dir / "_migrations", package_dir.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
     raise FileNotFoundError("kb's migrations folder is missing from this installation")
 
 
-def _config(connection: Connection | None = None) -> Config:
+def head_revision() -> str:
+    return HEAD
+
+
+def current_revision(engine: "Engine") -> str | None:
+    """The database's revision (None: an empty database). One plain query."""
+    with engine.connect() as connection:
+        return readmodel.revision(ConnectionReader(connection))
+
+
+def check_revision(current: str | None) -> str | None:
+    """`current`, or DatabaseError for a database written by a newer kb (never migrated down)."""
+    if current is not None and current not in REVISIONS:
+        raise DatabaseError(
+            f"this database was written by a newer kb (schema {current}; this kb knows up to {HEAD}): "
+            "upgrade kb (pip install -U kb) to use it"
+        )
+    return current
+
+
+def check(engine: "Engine") -> str | None:
+    return check_revision(current_revision(engine))
+
+
+def ensure_current(engine: "Engine") -> None:
+    """Bring the database to the newest schema; one read when it is already there."""
+    if check(engine) != HEAD:
+        upgrade(engine)
+
+
+def upgrade(engine: "Engine", revision: str = "head") -> None:
+    from alembic import command
+
+    _run(engine, lambda config: command.upgrade(config, revision))
+
+
+def downgrade(engine: "Engine", revision: str) -> None:
+    from alembic import command
+
+    _run(engine, lambda config: command.downgrade(config, revision))
+
+
+def alembic_head() -> str | None:
+    """Alembic's own view of the newest revision (for the test that keeps REVISIONS true)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def _config(connection: "Connection | None" = None) -> "Config":
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     if connection is not None:
@@ -29,24 +89,7 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_config()).get_current_head()
-
-
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
-
-
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    _run(engine, lambda config: command.upgrade(config, revision))
-
-
-def downgrade(engine: Engine, revision: str) -> None:
-    _run(engine, lambda config: command.downgrade(config, revision))
-
-
-def _run(engine: Engine, step: Callable[[Config], None]) -> None:
+def _run(engine: "Engine", step: "Callable[[Config], None]") -> None:
     """Run a migration step with foreign keys off, as SQLite's table rebuilds require: dropping a parent
     table with them on would cascade-delete its children's rows."""
     with engine.connect() as connection:
@@ -63,9 +106,3 @@ def _run(engine: Engine, step: Callable[[Config], None]) -> None:
             connection.commit()
         finally:
             driver_connection.execute("PRAGMA foreign_keys=ON")
-
-
-def ensure_current(engine: Engine) -> None:
-    """Bring the database to the newest schema; a no-op (one read) when it is already there."""
-    if current_revision(engine) != head_revision():
-        upgrade(engine)

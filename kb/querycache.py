@@ -2,16 +2,15 @@
 
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
 
-from kb.db import insert_ignoring_conflicts
 from kb.embedder import Matrix
-from kb.schema import QueryEmbedding, table_of
+from kb.reader import Reader, scalar
 
-QUERIES = table_of(QueryEmbedding)
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 
 def query_key(query: str) -> str:
@@ -19,21 +18,25 @@ def query_key(query: str) -> str:
     return hashlib.sha256(" ".join(query.split()).encode("utf-8")).hexdigest()
 
 
-def get(connection: Connection, space_id: int, query: str) -> Matrix | None:
-    key = query_key(query)
-    blob = connection.execute(
-        select(QUERIES.c.vector).where(QUERIES.c.space_id == space_id, QUERIES.c.query_sha256 == key)
-    ).scalar_one_or_none()
+def get(reader: Reader, space_id: int, query: str) -> Matrix | None:
+    blob = scalar(
+        reader,
+        "SELECT vector FROM query_embeddings WHERE space_id = :space AND query_sha256 = :key",
+        {"space": space_id, "key": query_key(query)},
+    )
     if blob is None:
         return None
     vector: Matrix = np.frombuffer(blob, dtype="<f4").reshape(1, -1).astype(np.float32)
     return vector
 
 
-def put(connection: Connection, space_id: int, query: str, vector: Matrix) -> None:
+def put(connection: "Connection", space_id: int, query: str, vector: Matrix) -> None:
+    from kb.db import insert_ignoring_conflicts
+    from kb.schema import QueryEmbedding, table_of
+
     now = time.time()
     connection.execute(
-        insert_ignoring_conflicts(connection, QUERIES).values(
+        insert_ignoring_conflicts(connection, table_of(QueryEmbedding)).values(
             space_id=space_id,
             query_sha256=query_key(query),
             vector=np.asarray(vector, dtype="<f4").tobytes(),

@@ -7,19 +7,20 @@ key, model shut down, provider down), it answers from full text and says why in 
 import fnmatch
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
-
-from kb import fulltext, querycache, vectors
-from kb.db import write_transaction
-from kb.embedder import Matrix
-from kb.errors import KbError
-from kb.records import SearchHit, SearchMode, SearchResult
-from kb.store import in_batches
+from kb import fulltext, querycache, readmodel, vectors
+from kb.embedder import Embedder, Matrix
+from kb.errors import ConfigError, InputError, KbError
+from kb.reader import Reader
+from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
 
 QueryEmbedder = Callable[[str], Matrix]
+# A reader on its own connection (full text and vectors are searched at once, on two).
+OpenReader = Callable[[], AbstractContextManager[Reader]]
+# Stores a query vector just paid for, so that the same question costs nothing next time.
+Remember = Callable[[int, str, Matrix], None]
 RRF_K = 10  # a small k lets the top of each ranking count (measured on the labelled FastAPI questions)
 _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-search")
 
@@ -35,6 +36,67 @@ class SearchSpace:
     memory_index: vectors.MemoryIndex | None = None  # None: scan the sqlite-vec table
     vector_weight: float = 1.0  # in hybrid fusion, relative to full text's 1.0
     coverage: str = ""  # e.g. "41% embedded", for notes about a space still being built
+    paid: bool = True  # its questions cost money: cached (a local model's are free, and not kept)
+
+
+def spaces_to_search(
+    reader: Reader, space_id: int | None
+) -> tuple[readmodel.Space | None, list[readmodel.Space]]:
+    """The space to search (the one asked for, else the active one) and, when none was asked for, the
+    spaces being built, newest first: their embedded part answers if the chosen space's vectors cannot."""
+    known = readmodel.spaces(reader)
+    if space_id is not None:
+        chosen = next((space for space in known if space.id == space_id), None)
+        if chosen is None:
+            raise InputError(f"no embedding space #{space_id}: see `kb status`")
+        return chosen, []
+    active = next((space for space in known if space.state == "active"), None)
+    return active, [space for space in reversed(known) if space.state == "building"]
+
+
+def spec_of(space: readmodel.Space) -> SpaceSpec:
+    return SpaceSpec(space.provider, space.model, space.dimensions, space.task_type, space.normalized)
+
+
+def search_space(
+    space: readmodel.Space,
+    reader: Reader,
+    embedder: Callable[[], Embedder],
+    *,
+    vector_weight: float | None = None,
+    on_paid_query: Callable[[readmodel.Space, str], None] | None = None,
+    memory_index: vectors.MemoryIndex | None = None,
+) -> SearchSpace:
+    """How to search `space`: its embedder (or why there is none), its weight in hybrid fusion (the local
+    model's vectors count half by default: they are weaker than full text), and its coverage if building."""
+    label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d)"
+    paid = space.provider != "local"
+    try:
+        model = embedder()
+    except ConfigError as error:
+        return SearchSpace(space.id, label, None, error.message, paid=paid)
+
+    def embed_query(question: str) -> Matrix:
+        vector = model.embed_query(question)
+        if on_paid_query is not None and paid:
+            on_paid_query(space, question)
+        return vector
+
+    coverage = ""
+    if space.state == "building":
+        counts = readmodel.task_counts(reader, space.id)
+        total = sum(counts.values())
+        coverage = f"{counts['embedded'] / total:.0%}" if total else "0%"
+    weight = vector_weight if vector_weight is not None else (1.0 if paid else 0.5)
+    return SearchSpace(
+        space.id,
+        label,
+        embed_query,
+        memory_index=memory_index,
+        vector_weight=weight,
+        coverage=coverage,
+        paid=paid,
+    )
 
 
 def normalize_glob(pattern: str | None) -> str | None:
@@ -57,7 +119,7 @@ def rank_fusion(
 
 
 def run_search(
-    engine: Engine,
+    open_reader: OpenReader,
     query: str,
     *,
     k: int = 10,
@@ -65,6 +127,7 @@ def run_search(
     path_glob: str | None = None,
     space: SearchSpace | None = None,
     fallbacks: Sequence[SearchSpace] = (),
+    remember: Remember | None = None,
 ) -> SearchResult:
     """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built)."""
     glob = normalize_glob(path_glob)
@@ -76,13 +139,13 @@ def run_search(
     # The full-text query and the vector scan run on two connections at once: SQLite releases the GIL
     # while it works, so hybrid costs about the slower of the two rather than their sum.
     text_future = (
-        _EXECUTOR.submit(_text_search, engine, query, depth, glob) if mode != SearchMode.VECTOR else None
+        _EXECUTOR.submit(_text_search, open_reader, query, depth, glob) if mode != SearchMode.VECTOR else None
     )
     used_space = space
     if wants_vectors:
-        vector_ranked, reason = _vector_search(engine, query, space, depth, glob)
+        vector_ranked, reason = _vector_search(open_reader, remember, query, space, depth, glob)
         for fallback in fallbacks if reason is not None else ():
-            ranked, fallback_reason = _vector_search(engine, query, fallback, depth, glob)
+            ranked, fallback_reason = _vector_search(open_reader, remember, query, fallback, depth, glob)
             if fallback_reason is None:
                 notes.append(
                     f"vector search unavailable ({reason}): answering from full text and "
@@ -96,13 +159,13 @@ def run_search(
     if text_future is not None:
         text_ranked = text_future.result()
     elif not vectors_used:
-        text_ranked = _text_search(engine, query, depth, glob)
+        text_ranked = _text_search(open_reader, query, depth, glob)
     used = _used_mode(mode, vectors_used)
     fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[:k]
     text_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(text_ranked, start=1)}
     vector_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(vector_ranked, start=1)}
-    with engine.connect() as connection:
-        hits = _hydrate(connection, fused, text_ranks, vector_ranks)
+    with open_reader() as reader:
+        hits = _hydrate(reader, fused, text_ranks, vector_ranks)
     return SearchResult(
         query=query,
         mode=mode,
@@ -113,9 +176,11 @@ def run_search(
     )
 
 
-def _text_search(engine: Engine, query: str, depth: int, glob: str | None) -> list[tuple[int, float]]:
-    with engine.connect() as connection:
-        return fulltext.search(connection, query, depth, glob)
+def _text_search(
+    open_reader: OpenReader, query: str, depth: int, glob: str | None
+) -> list[tuple[int, float]]:
+    with open_reader() as reader:
+        return fulltext.search(reader, query, depth, glob)
 
 
 def _used_mode(mode: SearchMode, vectors_used: bool) -> SearchMode:
@@ -139,15 +204,20 @@ def _combine(
 
 
 def _vector_search(
-    engine: Engine, query: str, space: SearchSpace | None, depth: int, glob: str | None
+    open_reader: OpenReader,
+    remember: Remember | None,
+    query: str,
+    space: SearchSpace | None,
+    depth: int,
+    glob: str | None,
 ) -> tuple[list[tuple[int, float]], str | None]:
     """Chunk ids with cosine similarity, best first; or the reason vectors could not be used."""
     if space is None:
         return [], "no embedding space yet"
-    with engine.connect() as connection:
-        if vectors.count(connection, space.id) == 0:
+    with open_reader() as reader:
+        if vectors.count(reader, space.id) == 0:
             return [], f"nothing is embedded yet in {space.label}"
-        cached = querycache.get(connection, space.id, query)
+        cached = querycache.get(reader, space.id, query) if space.paid else None
     if cached is None:
         if space.embed_query is None:
             return [], space.unavailable_reason or "no provider for this space"
@@ -155,33 +225,31 @@ def _vector_search(
             cached = space.embed_query(query)
         except KbError as error:
             return [], f"the question could not be embedded: {error.message}"
-        with write_transaction(engine) as connection:
-            querycache.put(connection, space.id, query, cached)
+        if space.paid and remember is not None:
+            remember(space.id, query, cached)
     fetch = min(4096, depth * 10 if glob else depth * 2)
-    with engine.connect() as connection:
+    with open_reader() as reader:
         if space.memory_index is not None:
-            space.memory_index.refresh(connection)
+            space.memory_index.refresh(reader)
             neighbours = space.memory_index.nearest(cached[0], fetch)
         else:
-            neighbours = vectors.nearest(connection, space.id, cached[0], fetch)
-        return _chunks_of_tasks(connection, neighbours, glob)[:depth], None
+            neighbours = vectors.nearest(reader, space.id, cached[0], fetch)
+        return _chunks_of_tasks(reader, neighbours, glob)[:depth], None
 
 
 def _chunks_of_tasks(
-    connection: Connection, neighbours: list[tuple[int, float]], glob: str | None
+    reader: Reader, neighbours: list[tuple[int, float]], glob: str | None
 ) -> list[tuple[int, float]]:
     """Expand (task id, distance) to (chunk id, similarity): every chunk holding that text, in order."""
     chunks_by_task: dict[int, list[tuple[int, str]]] = {}
     task_ids = [task_id for task_id, _ in neighbours]
-    for batch in in_batches(task_ids, 500):
-        placeholders = ",".join(str(int(task_id)) for task_id in batch)
-        rows = connection.execute(
-            text(
-                "SELECT t.id, c.id, d.source_path FROM embedding_tasks t "
-                "JOIN chunks c ON c.text_sha256 = t.text_sha256 "
-                f"JOIN documents d ON d.id = c.document_id WHERE t.id IN ({placeholders}) "
-                "ORDER BY c.id"
-            )
+    for start in range(0, len(task_ids), 500):
+        placeholders = ",".join(str(int(task_id)) for task_id in task_ids[start : start + 500])
+        rows = reader.rows(
+            "SELECT t.id, c.id, d.source_path FROM embedding_tasks t "
+            "JOIN chunks c ON c.text_sha256 = t.text_sha256 "
+            f"JOIN documents d ON d.id = c.document_id WHERE t.id IN ({placeholders}) "
+            "ORDER BY c.id"
         )
         for task_id, chunk_id, path in rows:
             chunks_by_task.setdefault(int(task_id), []).append((int(chunk_id), str(path)))
@@ -194,7 +262,7 @@ def _chunks_of_tasks(
 
 
 def _hydrate(
-    connection: Connection,
+    reader: Reader,
     ranked: list[tuple[int, float]],
     text_ranks: dict[int, int],
     vector_ranks: dict[int, int],
@@ -202,11 +270,9 @@ def _hydrate(
     if not ranked:
         return []
     placeholders = ",".join(str(int(chunk_id)) for chunk_id, _ in ranked)
-    rows = connection.execute(
-        text(
-            "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title "
-            f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({placeholders})"
-        )
+    rows = reader.rows(
+        "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title "
+        f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({placeholders})"
     )
     by_id = {int(row[0]): row for row in rows}
     hits: list[SearchHit] = []

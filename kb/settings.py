@@ -20,6 +20,10 @@ LOCAL_MODEL = "wordllama-l2-supercat"
 LOCAL_DIMENSIONS = 256
 
 
+def is_postgres_url(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgresql+", "postgres://"))
+
+
 class KbSettings(BaseSettings):
     """kb configuration. Every field can be set as `KB_<NAME>` in the environment or in `.env`."""
 
@@ -168,6 +172,16 @@ class KbSettings(BaseSettings):
     def database(self) -> str | Path:
         """The database in force: the PostgreSQL URL if one is set, else the SQLite file."""
         return self.database_url or self.db
+
+    def legacy_hint(self, active_model: str | None) -> str | None:
+        """A one-line suggestion when the active space uses a retired or batch-refusing model."""
+        legacy = set(self.retired_models) | set(self.batch_incompatible_models)
+        if active_model is None or active_model not in legacy:
+            return None
+        return (
+            f"the active space uses {active_model}, which is retired or cannot use the Batch API: "
+            f"run `kb reindex` to move to {self.embedding_model}"
+        )
 
     def resolved_provider(self) -> ProviderName:
         """The provider in force: explicit choice, else `gemini` when a key is configured."""

@@ -1,23 +1,15 @@
-"""`kb status`: one picture of documents, tasks per space, live jobs, warnings, errors, spend and worker."""
+"""`kb status`: one picture of documents, tasks per space, live jobs, warnings, errors, spend and worker.
+
+Built from `kb.readmodel` on any `Reader`: the cold command line reads a SQLite file with the bare driver,
+`KnowledgeBase.status()` through SQLAlchemy.
+"""
 
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection, Engine
-
-from kb import lease, ledger, migrate, spaces, store, tasks, usage
-from kb.records import (
-    JobInfo,
-    SpaceSummary,
-    SpendSummary,
-    StatusReport,
-    TaskStatus,
-    WorkerHeartbeat,
-)
-from kb.schema import BatchJob, EmbeddingSpace, EmbeddingTask, table_of
-
-TASKS = table_of(EmbeddingTask)
+from kb import readmodel
+from kb.reader import Reader
+from kb.records import JobInfo, SpaceSummary, SpendSummary, StatusReport, TaskStatus, WorkerHeartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,53 +18,50 @@ class StatusOptions:
     min_coverage: float = 0.995  # a rebuilt space below this stays building (KB_REINDEX_MIN_COVERAGE)
 
 
-def collect(engine: Engine, database: object, options: StatusOptions) -> StatusReport:
+def collect(reader: Reader, database: object, options: StatusOptions) -> StatusReport:
     now = time.time()
-    workers = _workers(engine, now)
-    with engine.connect() as connection:
-        summaries = [_space_summary(connection, space, now) for space in spaces.all_spaces(connection)]
-        active = next((s for s in summaries if s.state == "active"), None)
-        live = [job_info(job) for job in ledger.live_jobs(connection)]
-        total = usage.spend(connection)
-        today = usage.spend(connection, since=now - usage.DAY_S)
-        block = usage.block(connection)
-        report = StatusReport(
-            database=database,  # type: ignore[arg-type]
-            revision=migrate.current_revision(engine),
-            documents=store.count_documents(connection),
-            chunks=store.count_chunks(connection),
-            tasks=active.tasks if active else {s.value: 0 for s in TaskStatus},
-            chunk_statuses=(
-                tasks.chunk_statuses(connection, active.id) if active else {s.value: 0 for s in TaskStatus}
-            ),
-            spaces=summaries,
-            jobs=live,
-            warnings=_warnings(live, block, now, options) + _space_warnings(summaries, now, options),
-            recent_errors=_recent_errors(connection),
-            spend=SpendSummary(
-                tokens=total.tokens,
-                usd=total.usd,
-                usd_online_equivalent=total.usd_online_equivalent,
-                saved_usd=total.saved_usd,
-                last_24h_usd=today.usd,
-                by_kind=total.by_kind,
-                tokens_measured=total.tokens_measured,
-            ),
-            workers=workers,
-            budget_block=block,
-        )
-    return report
+    summaries = [_space_summary(reader, space, now) for space in readmodel.spaces(reader)]
+    active = next((s for s in summaries if s.state == "active"), None)
+    live = readmodel.live_jobs(reader)
+    total = readmodel.spend(reader)
+    today = readmodel.spend(reader, since=now - readmodel.DAY_S)
+    block = readmodel.budget_block(reader)
+    empty = {status.value: 0 for status in TaskStatus}
+    return StatusReport(
+        database=database,  # type: ignore[arg-type]
+        revision=readmodel.revision(reader),
+        documents=readmodel.count_documents(reader),
+        chunks=readmodel.count_chunks(reader),
+        tasks=active.tasks if active else empty,
+        chunk_statuses=readmodel.chunk_statuses(reader, active.id) if active else empty,
+        spaces=summaries,
+        jobs=live,
+        warnings=_warnings(live, block, now, options) + _space_warnings(summaries, now, options),
+        recent_errors=[f"task {f.task_id}: {f.error}" for f in readmodel.failed(reader, 5)],
+        spend=SpendSummary(
+            tokens=total.tokens,
+            usd=total.usd,
+            usd_online_equivalent=total.usd_online_equivalent,
+            saved_usd=total.saved_usd,
+            last_24h_usd=today.usd,
+            by_kind=total.by_kind,
+            tokens_measured=total.tokens_measured,
+        ),
+        workers=[
+            WorkerHeartbeat(
+                owner=h.owner, heartbeat_age_s=max(0.0, now - h.heartbeat_at), alive=h.expires_at > now
+            )
+            for h in readmodel.heartbeats(reader)
+        ],
+        budget_block=block,
+    )
 
 
-def _space_summary(connection: Connection, space: EmbeddingSpace, now: float) -> SpaceSummary:
-    counts = tasks.counts_by_status(connection, space.id)
-    oldest = connection.execute(
-        select(func.min(TASKS.c.created_at)).where(
-            TASKS.c.space_id == space.id, TASKS.c.status == TaskStatus.PENDING
-        )
-    ).scalar()
+def _space_summary(reader: Reader, space: readmodel.Space, now: float) -> SpaceSummary:
+    counts = readmodel.task_counts(reader, space.id)
+    oldest = readmodel.oldest_pending(reader, space.id)
     total = sum(counts.values())
-    held, reason, until = tasks.held_back(connection, space.id, now)
+    held, reason, until = readmodel.held_back(reader, space.id, now)
     return SpaceSummary(
         id=space.id,
         provider=space.provider,
@@ -81,28 +70,10 @@ def _space_summary(connection: Connection, space: EmbeddingSpace, now: float) ->
         state=space.state,
         tasks=counts,
         coverage=counts["embedded"] / total if total else 0.0,
-        oldest_pending_age_s=None if oldest is None else max(0.0, now - float(oldest)),
+        oldest_pending_age_s=None if oldest is None else max(0.0, now - oldest),
         held_back=held,
         held_back_reason=reason,
         held_back_until=until,
-    )
-
-
-def job_info(job: BatchJob) -> JobInfo:
-    return JobInfo(
-        id=job.id,
-        display_name=job.display_name,
-        remote_name=job.remote_name,
-        state=job.state,
-        remote_state=job.remote_state,
-        texts=job.item_count,
-        tokens=job.token_estimate,
-        created_at=job.created_at,
-        submitted_at=job.submitted_at,
-        finished_at=job.applied_at or job.finished_at,
-        deadline_at=job.deadline_at,
-        error=job.error,
-        worker=job.lease_owner,
     )
 
 
@@ -138,17 +109,3 @@ def _space_warnings(summaries: list[SpaceSummary], now: float, options: StatusOp
                 "See `kb errors`, then `kb retry --all`; or `kb reindex --activate` to switch anyway"
             )
     return found
-
-
-def _recent_errors(connection: Connection, limit: int = 5) -> list[str]:
-    failed = tasks.failed(connection, limit)
-    return [f"task {f.task_id}: {f.error}" for f in failed]
-
-
-def _workers(engine: Engine, now: float) -> list[WorkerHeartbeat]:
-    return [
-        WorkerHeartbeat(
-            owner=h.owner, heartbeat_age_s=max(0.0, now - h.heartbeat_at), alive=h.expires_at > now
-        )
-        for h in lease.heartbeats(engine)
-    ]

@@ -2,13 +2,19 @@
 
 import time
 from dataclasses import asdict
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from kb.records import StatusReport
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 WIDTH = 100
 
@@ -46,7 +52,7 @@ def age(seconds: float | None) -> str:
     return f"{seconds / 86_400:.1f}d"
 
 
-def render(report: StatusReport, console: Console) -> None:
+def render(report: StatusReport, console: "Console") -> None:
     """The whole picture; every line fits in 100 columns."""
     console.print(f"[bold]kb[/bold]  {escape(str(report.database))}  (schema {report.revision or 'none'})")
     console.print(f"Documents {report.documents:,}   Chunks {report.chunks:,}")
@@ -62,10 +68,12 @@ def render(report: StatusReport, console: Console) -> None:
             console.print(f"  {escape(error[: WIDTH - 4])}")
 
 
-def _spaces(report: StatusReport, console: Console) -> None:
+def _spaces(report: StatusReport, console: "Console") -> None:
     if not report.spaces:
         console.print("Spaces: none yet (`kb ingest PATH` creates one)")
         return
+    from rich.table import Table
+
     table = Table(title="Embedding spaces (texts by status)", title_justify="left", box=None, width=WIDTH)
     for column in ("space", "model", "state", "pending", "submitted", "embedded", "failed", "oldest"):
         table.add_column(column, justify="right" if column not in ("space", "model", "state") else "left")
@@ -84,11 +92,13 @@ def _spaces(report: StatusReport, console: Console) -> None:
     console.print(table)
 
 
-def _jobs(report: StatusReport, console: Console) -> None:
+def _jobs(report: StatusReport, console: "Console") -> None:
     if not report.jobs:
         console.print("Jobs in flight: none")
         return
     now = time.time()
+    from rich.table import Table
+
     table = Table(title="Jobs in flight", title_justify="left", box=None, width=WIDTH)
     for column in ("job", "state", "texts", "age", "deadline in", "remote"):
         table.add_column(column)
@@ -105,7 +115,7 @@ def _jobs(report: StatusReport, console: Console) -> None:
     console.print(table)
 
 
-def _spend(report: StatusReport, console: Console) -> None:
+def _spend(report: StatusReport, console: "Console") -> None:
     spend = report.spend
     if spend is None:
         return
@@ -120,7 +130,7 @@ def _spend(report: StatusReport, console: Console) -> None:
     )
 
 
-def _worker(report: StatusReport, console: Console) -> None:
+def _worker(report: StatusReport, console: "Console") -> None:
     """Live workers one per line; of the silent (killed) ones only the latest, or a count when others live."""
     alive = [worker for worker in report.workers if worker.alive]
     silent = [worker for worker in report.workers if not worker.alive]

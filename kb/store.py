@@ -144,14 +144,6 @@ def referenced_hashes(connection: Connection, hashes: Iterable[str]) -> set[str]
     return found
 
 
-def count_documents(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(DOCUMENTS)).scalar_one())
-
-
-def count_chunks(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(CHUNKS)).scalar_one())
-
-
 def in_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     """Slices of `items`, so that IN (...) lists stay under SQLite's variable limit."""
     for start in range(0, len(items), size):

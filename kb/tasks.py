@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from kb import readmodel
 from kb.db import insert_ignoring_conflicts
-from kb.records import FailedText, TaskStatus
-from kb.schema import Chunk, Document, EmbeddingTask, table_of
+from kb.reader import ConnectionReader
+from kb.records import TaskStatus
+from kb.schema import Chunk, EmbeddingTask, table_of
 from kb.store import in_batches
 
 TASKS = table_of(EmbeddingTask)
@@ -87,29 +89,7 @@ def drop_unpaid(connection: Connection, hashes: Sequence[str]) -> int:
 
 
 def counts_by_status(connection: Connection, space_id: int) -> dict[str, int]:
-    rows = connection.execute(
-        select(TASKS.c.status, func.count()).where(TASKS.c.space_id == space_id).group_by(TASKS.c.status)
-    )
-    found = {str(status): int(n) for status, n in rows}
-    return {status.value: found.get(status.value, 0) for status in TaskStatus}
-
-
-def chunk_statuses(connection: Connection, space_id: int) -> dict[str, int]:
-    """Chunks counted by the status of their text's task in the space (no task counts as pending)."""
-    chunks = table_of(Chunk)
-    status = func.coalesce(TASKS.c.status, TaskStatus.PENDING.value)
-    rows = connection.execute(
-        select(status, func.count())
-        .select_from(
-            chunks.outerjoin(
-                TASKS,
-                (TASKS.c.text_sha256 == chunks.c.text_sha256) & (TASKS.c.space_id == space_id),
-            )
-        )
-        .group_by(status)
-    )
-    found = {str(name): int(n) for name, n in rows}
-    return {s.value: found.get(s.value, 0) for s in TaskStatus}
+    return readmodel.task_counts(ConnectionReader(connection), space_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,50 +241,6 @@ def mark_failed(connection: Connection, task_ids: Sequence[int], reason: str, no
             )
         ).rowcount
     return failed
-
-
-def held_back(connection: Connection, space_id: int, now: float) -> tuple[int, str | None, float | None]:
-    """Pending texts waiting out a back-off after failed attempts: (how many, the latest reason, when the
-    first of them is due again)."""
-    waiting = (
-        (TASKS.c.space_id == space_id)
-        & (TASKS.c.status == TaskStatus.PENDING)
-        & (TASKS.c.attempts > 0)
-        & (TASKS.c.next_attempt_at > now)
-    )
-    count, due = connection.execute(
-        select(func.count(), func.min(TASKS.c.next_attempt_at)).where(waiting)
-    ).one()
-    if not count:
-        return 0, None, None
-    reason = connection.execute(
-        select(TASKS.c.last_error).where(waiting).order_by(TASKS.c.updated_at.desc()).limit(1)
-    ).scalar()
-    return int(count), None if reason is None else str(reason), float(due)
-
-
-def failed(connection: Connection, limit: int = 1000) -> list[FailedText]:
-    """Failed tasks with their reasons and the documents holding their text (dead letters)."""
-    documents = table_of(Document)
-    chunks = table_of(Chunk)
-    rows = connection.execute(
-        select(TASKS.c.id, TASKS.c.space_id, TASKS.c.attempts, TASKS.c.last_error, TASKS.c.text_sha256)
-        .where(TASKS.c.status == TaskStatus.FAILED)
-        .order_by(TASKS.c.updated_at.desc())
-        .limit(limit)
-    ).all()
-    paths: dict[str, list[str]] = {}
-    for batch in in_batches([row[4] for row in rows], 500):
-        for sha, path in connection.execute(
-            select(chunks.c.text_sha256, documents.c.source_path)
-            .join(documents, documents.c.id == chunks.c.document_id)
-            .where(chunks.c.text_sha256.in_(batch))
-            .distinct()
-        ):
-            paths.setdefault(str(sha), []).append(str(path))
-    return [
-        FailedText(int(a), int(b), int(c), d, sorted(paths.get(str(sha), []))) for a, b, c, d, sha in rows
-    ]
 
 
 def requeue_failed(connection: Connection, task_ids: Sequence[int] | None = None) -> int:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from kb import migrate, spaces, vectors
 from kb.db import write_transaction
 from kb.errors import InputError
+from kb.reader import ConnectionReader
 from kb.schema import (
     BatchJob,
     BatchJobItem,
@@ -79,7 +80,7 @@ def copy_database(
         # Streamed block by block: memory stays at one block of vectors, whatever the size of the space.
         with source.connect() as reading, write_transaction(target) as writing:
             vectors.create_table(writing, space.id, space.dimensions, index=False)
-            for ids, block in vectors.batches(reading, space.id, space.dimensions, _BATCH):
+            for ids, block in vectors.batches(ConnectionReader(reading), space.id, space.dimensions, _BATCH):
                 vectors.write(writing, space.id, list(zip(ids.tolist(), block, strict=True)))
                 copied += len(ids)
             vectors.create_index(writing, space.id, space.dimensions, work_mem=_INDEX_BUILD_MEMORY)

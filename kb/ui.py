@@ -4,30 +4,57 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape as escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING, Any
 
 from kb import statusview
-from kb.ingest import ProgressCallback
-from kb.online import OnlineReport
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
-from kb.reindex import Estimate, ReindexStatus
-from kb.settings import KbSettings
 from kb.statusview import age
-from kb.usage import Quote
-from kb.worker import WorkerResult
 
-stderr = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False, soft_wrap=True)
+if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
+    from rich.console import Console
+
+    from kb.online import OnlineReport
+    from kb.reindex import Estimate, ReindexStatus
+    from kb.settings import KbSettings
+    from kb.usage import Quote
+    from kb.worker import WorkerResult
+
+ProgressCallback = Callable[[int, int], None]
+
+_consoles: dict[str, "Console"] = {}
+
+
+def out() -> "Console":
+    """The Rich console on stdout (data), made on first use: a command that prints only JSON never loads
+    Rich."""
+    if "out" not in _consoles:
+        from rich.console import Console
+
+        _consoles["out"] = Console(highlight=False, soft_wrap=True)
+    return _consoles["out"]
+
+
+def err() -> "Console":
+    """The Rich console on stderr (messages, progress, logs), made on first use."""
+    if "err" not in _consoles:
+        from rich.console import Console
+
+        _consoles["err"] = Console(stderr=True, highlight=False)
+    return _consoles["err"]
+
+
+def escape(text: str) -> str:
+    """Text shown as is by Rich (its `[...]` markup escaped)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def display_path(path: str) -> str:
@@ -42,14 +69,16 @@ def display_path(path: str) -> str:
 @contextmanager
 def progress(label: str) -> Iterator[ProgressCallback]:
     """A progress bar on a terminal's stderr; silent when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     bar = Progress(
         TextColumn(f"[bold]{escape(label)}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=stderr,
+        console=err(),
         transient=True,
-        disable=not stderr.is_terminal,
+        disable=not err().is_terminal,
     )
     task = bar.add_task(label, total=None)
 
@@ -61,11 +90,11 @@ def progress(label: str) -> Iterator[ProgressCallback]:
 
 
 def print_json(data: Any) -> None:
-    stdout.out(json.dumps(data, indent=2, default=str), highlight=False)
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def ingest_json(
-    report: IngestReport, embedded: OnlineReport | None = None, quote: Quote | None = None
+    report: IngestReport, embedded: "OnlineReport | None" = None, quote: "Quote | None" = None
 ) -> dict[str, Any]:
     return {
         "cost": None if quote is None else asdict(quote),
@@ -86,38 +115,38 @@ def ingest_json(
 
 
 def render_ingest(
-    report: IngestReport, embedded: OnlineReport | None = None, quote: Quote | None = None
+    report: IngestReport, embedded: "OnlineReport | None" = None, quote: "Quote | None" = None
 ) -> None:
     counts = report.counts()
     files = sum(counts[k] for k in ("added", "changed", "unchanged", "skipped"))
     verb = "Would ingest" if report.dry_run else "Ingested"
-    stdout.print(
+    out().print(
         f"{verb} {files:,} file{'s' * (files != 1)}: "
         + ", ".join(f"{n:,} {name}" for name, n in counts.items())
     )
     queued = "would be queued" if report.dry_run else "queued"
-    stdout.print(
+    out().print(
         f"  {report.chunks_written:,} chunks {'to write' if report.dry_run else 'written'}; "
         f"{report.tasks_queued:,} new texts {queued} for embedding (~{report.tokens_queued:,} tokens)"
     )
     if quote is not None and report.tasks_queued:
-        stdout.print(
+        out().print(
             f"  cost with {escape(quote.model)}: {_usd(quote.usd_batch)} by batch ({quote.jobs} "
             f"job{'s' * (quote.jobs != 1)}), {_usd(quote.usd_online)} online"
         )
     if embedded is not None:
-        stdout.print(
+        out().print(
             f"  embedded {embedded.embedded:,} texts online now (~{embedded.tokens:,} tokens at online price)"
         )
         if embedded.left_pending:
             reason = f": {embedded.errors[-1]}" if embedded.errors else ""
-            stdout.print(
+            out().print(
                 f"  {embedded.left_pending:,} texts left pending for the batch worker{escape(reason)}"
             )
     for path in report.removed:
-        stdout.print(f"  removed  {escape(display_path(path))}")
+        out().print(f"  removed  {escape(display_path(path))}")
     for skipped in report.skipped:
-        stdout.print(f"  skipped  {escape(display_path(skipped.path))}: {escape(skipped.reason)}")
+        out().print(f"  skipped  {escape(display_path(skipped.path))}: {escape(skipped.reason)}")
 
 
 def search_json(result: SearchResult) -> list[dict[str, Any]]:
@@ -145,16 +174,16 @@ SNIPPET_CHARS = 320
 def render_search(result: SearchResult) -> None:
     """Hits for a person: on a terminal a snippet of each, piped the whole chunk text."""
     if not result.hits:
-        stdout.print(f"No results for {escape(repr(result.query))}.")
+        out().print(f"No results for {escape(repr(result.query))}.")
         return
     for hit in result.hits:
         where = escape(display_path(hit.path)) + (f": {escape(hit.heading)}" if hit.heading else "")
-        stdout.print(f"[bold]{hit.rank:>2}.[/bold] [dim]{hit.score:.4f}[/dim]  [cyan]{where}[/cyan]")
+        out().print(f"[bold]{hit.rank:>2}.[/bold] [dim]{hit.score:.4f}[/dim]  [cyan]{where}[/cyan]")
         body = hit.text
-        if stdout.is_terminal and len(body) > SNIPPET_CHARS:
+        if out().is_terminal and len(body) > SNIPPET_CHARS:
             body = body[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
-        stdout.print("    " + escape(body).replace("\n", "\n    "))
-        stdout.print()
+        out().print("    " + escape(body).replace("\n", "\n    "))
+        out().print()
 
 
 class _JsonFormatter(logging.Formatter):
@@ -175,11 +204,11 @@ def configure_logging(log_format: str) -> None:
     if log_format == "json":
         handler = logging.StreamHandler()
         handler.setFormatter(_JsonFormatter())
-    elif stderr.is_terminal:
+    elif err().is_terminal:
         # Through Rich's console, so that log lines and a progress bar share the terminal cleanly.
         from rich.logging import RichHandler
 
-        handler = RichHandler(console=stderr, show_path=False, markup=False, log_time_format="%H:%M:%S")
+        handler = RichHandler(console=err(), show_path=False, markup=False, log_time_format="%H:%M:%S")
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
@@ -200,7 +229,7 @@ def stop_on_signals(
     def request_stop(signum: int, _frame: object) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        stderr.print(f"{announce} (Ctrl-C again to interrupt)")
+        err().print(f"{announce} (Ctrl-C again to interrupt)")
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -212,14 +241,14 @@ def stop_on_signals(
             signal.signal(signum, handler)
 
 
-def render_worker(result: WorkerResult) -> None:
-    stdout.print(
+def render_worker(result: "WorkerResult") -> None:
+    out().print(
         f"worker {result.reason.value}: {result.jobs_submitted} jobs submitted, "
         f"{result.jobs_applied} applied, {result.embedded:,} texts embedded by batch, "
         f"{result.embedded_online:,} online, {result.failed:,} failed"
     )
     for error in result.errors[-5:]:
-        stderr.print(f"[yellow]error:[/yellow] {escape(error)}")
+        err().print(f"[yellow]error:[/yellow] {escape(error)}")
     left = result.left
     if left is not None and not left.nothing:
         parts = [
@@ -227,46 +256,46 @@ def render_worker(result: WorkerResult) -> None:
             f"{left.jobs_not_submitted:,} recorded but not yet submitted",
             f"{left.pending_texts:,} text{'s' * (left.pending_texts != 1)} pending",
         ]
-        stderr.print(f"left for the next `kb worker`: {', '.join(parts)} (nothing is lost)")
+        err().print(f"left for the next `kb worker`: {', '.join(parts)} (nothing is lost)")
 
 
 def render_jobs(jobs: list[JobInfo]) -> None:
     if not jobs:
-        stdout.print("No batch jobs yet.")
+        out().print("No batch jobs yet.")
         return
     now = time.time()
     for job in jobs:
         deadline = "" if job.deadline_at is None else f"  deadline in {age(max(0, job.deadline_at - now))}"
         live = job.state not in ("applied", "failed", "expired", "cancelled")
-        stdout.print(
+        out().print(
             f"#{job.id:<5} {job.state:<10} {job.texts:>6,} texts  age {age(now - job.created_at):>6}"
             f"{deadline if live else ''}  {escape(job.remote_name or '(not submitted)')}"
             f"{'  by ' + escape(job.worker) if job.worker else ''}"
         )
         if job.error:
-            stdout.print(f"       {escape(job.error)}")
+            out().print(f"       {escape(job.error)}")
 
 
 def render_errors(items: list[FailedText]) -> None:
     if not items:
-        stdout.print("No failed texts.")
+        out().print("No failed texts.")
         return
     for item in items:
-        stdout.print(
+        out().print(
             f"task {item.task_id} (space #{item.space_id}, {item.attempts} attempts): "
             f"{escape(item.error or '?')}"
         )
         for path in item.documents[:3]:
-            stdout.print(f"    {escape(display_path(path))}")
+            out().print(f"    {escape(display_path(path))}")
 
 
-def announce_provider(settings: KbSettings) -> None:
+def announce_provider(settings: "KbSettings") -> None:
     """Say once, on stderr, which embedding provider is in force and why."""
     if settings.resolved_provider() == "local":
         why = "KB_PROVIDER=local" if settings.provider == "local" else "no Gemini API key is set"
-        stderr.print(f"[dim]kb: local embeddings (wordllama, offline, free) because {why}[/dim]")
+        err().print(f"[dim]kb: local embeddings (wordllama, offline, free) because {why}[/dim]")
     else:
-        stderr.print(
+        err().print(
             f"[dim]kb: Gemini embeddings ({escape(settings.embedding_model)}, "
             f"{settings.embedding_dimensions} dims)[/dim]"
         )
@@ -283,19 +312,19 @@ def render_doctor(report: Any) -> None:
         if check.usd is not None:
             extra.append(f"${check.usd:.6f}")
         suffix = f"  [dim]({', '.join(extra)})[/dim]" if extra else ""
-        stdout.print(
+        out().print(
             f"{marks[check.ok]} {check.step.ljust(width)}  {escape(check.detail)}{suffix}", soft_wrap=True
         )
     verdict = "all checks passed" if report.ok else "some checks failed"
     cost = f"; spent ${report.usd:.6f}" if report.usd else ""
-    stdout.print(f"{verdict}{cost}")
+    out().print(f"{verdict}{cost}")
 
 
 def _usd(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.2f}"
 
 
-def estimate_json(plan: Estimate) -> dict[str, Any]:
+def estimate_json(plan: "Estimate") -> dict[str, Any]:
     return {
         "provider": plan.spec.provider,
         "model": plan.spec.model,
@@ -310,35 +339,35 @@ def estimate_json(plan: Estimate) -> dict[str, Any]:
     }
 
 
-def render_estimate(plan: Estimate) -> None:
+def render_estimate(plan: "Estimate") -> None:
     how = "counted by the model on a sample" if plan.tokens_calibrated else "estimated"
-    stdout.print(f"Reindex to {escape(plan.spec.model)} at {plan.spec.dimensions} dimensions:")
-    stdout.print(
+    out().print(f"Reindex to {escape(plan.spec.model)} at {plan.spec.dimensions} dimensions:")
+    out().print(
         f"  texts to embed   {plan.texts:,} ({plan.already_embedded:,} already embedded there cost nothing)"
     )
-    stdout.print(f"  tokens           {plan.tokens:,} ({how})")
-    stdout.print(f"  cost, batch      {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
-    stdout.print(f"  cost, online     {_usd(plan.usd_online)}   (the same at online prices)")
-    stdout.print(f"  batch jobs       {plan.jobs:,}")
+    out().print(f"  tokens           {plan.tokens:,} ({how})")
+    out().print(f"  cost, batch      {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
+    out().print(f"  cost, online     {_usd(plan.usd_online)}   (the same at online prices)")
+    out().print(f"  batch jobs       {plan.jobs:,}")
 
 
-def reindex_status_json(report: ReindexStatus) -> dict[str, Any]:
+def reindex_status_json(report: "ReindexStatus") -> dict[str, Any]:
     return {**asdict(report), "coverage": round(report.coverage, 6), "complete": report.complete}
 
 
-def render_reindex_status(report: ReindexStatus | None) -> None:
+def render_reindex_status(report: "ReindexStatus | None") -> None:
     if report is None:
-        stdout.print("No reindex in progress.")
+        out().print("No reindex in progress.")
         return
     eta = "unknown" if report.eta_s is None else age(report.eta_s)
     done = f"{report.embedded:,} / {report.total:,} texts embedded ({report.coverage:.1%})"
-    stdout.print(f"{escape(report.label)}: {done}")
-    stdout.print(
+    out().print(f"{escape(report.label)}: {done}")
+    out().print(
         f"  pending {report.pending:,} · submitted {report.submitted:,} · failed {report.failed:,} · "
         f"jobs in flight {report.jobs_in_flight} · ETA {eta}"
     )
     if report.previous:
-        stdout.print(f"  search still uses {escape(report.previous)} until this one is complete")
+        out().print(f"  search still uses {escape(report.previous)} until this one is complete")
 
 
 def watch(read: Callable[[], Any], every_s: float = 2.0) -> None:
@@ -346,9 +375,9 @@ def watch(read: Callable[[], Any], every_s: float = 2.0) -> None:
     try:
         while True:
             report = read()
-            stdout.clear()
-            statusview.render(report, stdout)
-            stdout.print(f"[dim]refreshing every {every_s:.0f}s; Ctrl-C to stop[/dim]")
+            out().clear()
+            statusview.render(report, out())
+            out().print(f"[dim]refreshing every {every_s:.0f}s; Ctrl-C to stop[/dim]")
             time.sleep(every_s)
     except KeyboardInterrupt:
         return

@@ -9,13 +9,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
+from kb import readmodel
+from kb.reader import ConnectionReader
+from kb.readmodel import DAY_S as DAY_S
+from kb.readmodel import Spend
 from kb.schema import Meta, UsageRecord, table_of
 
 USAGE = table_of(UsageRecord)
-DAY_S = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +55,6 @@ class Quote:
     jobs: int
 
 
-@dataclass(frozen=True, slots=True)
-class Spend:
-    tokens: int
-    usd: float
-    usd_online_equivalent: float
-    by_kind: dict[str, dict[str, float]]
-    tokens_measured: int = 0  # of `tokens`, those the service counted (the rest are kb's estimates)
-
-    @property
-    def saved_usd(self) -> float:
-        return self.usd_online_equivalent - self.usd
-
-
 def record(
     connection: Connection,
     prices: PriceBook,
@@ -96,28 +86,7 @@ def record(
 
 
 def spend(connection: Connection, since: float | None = None) -> Spend:
-    measured = func.sum(case((USAGE.c.tokens_reported, USAGE.c.tokens), else_=0))
-    statement = select(
-        USAGE.c.kind,
-        func.coalesce(func.sum(USAGE.c.tokens), 0),
-        func.coalesce(func.sum(USAGE.c.usd), 0.0),
-        func.coalesce(func.sum(USAGE.c.usd_online_equivalent), 0.0),
-        func.coalesce(measured, 0),
-    ).group_by(USAGE.c.kind)
-    if since is not None:
-        statement = statement.where(USAGE.c.created_at >= since)
-    rows = connection.execute(statement).all()
-    by_kind = {
-        str(kind): {"tokens": int(tokens), "usd": float(usd), "usd_online_equivalent": float(online)}
-        for kind, tokens, usd, online, _ in rows
-    }
-    return Spend(
-        tokens=sum(int(v["tokens"]) for v in by_kind.values()),
-        usd=sum(v["usd"] for v in by_kind.values()),
-        usd_online_equivalent=sum(v["usd_online_equivalent"] for v in by_kind.values()),
-        by_kind=by_kind,
-        tokens_measured=sum(int(row[4]) for row in rows),
-    )
+    return readmodel.spend(ConnectionReader(connection), since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +132,4 @@ def set_block(connection: Connection, reason: str | None) -> None:
 
 
 def block(connection: Connection) -> str | None:
-    meta = table_of(Meta)
-    found = connection.execute(select(meta.c.value).where(meta.c.key == _BLOCK_KEY)).scalar()
-    return None if found is None else str(found)
+    return readmodel.budget_block(ConnectionReader(connection))

@@ -6,11 +6,15 @@ rows), and its row ids are embedding task ids.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+
+from kb.reader import Reader
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 Matrix = NDArray[np.float32]
 
@@ -22,7 +26,7 @@ def table_name(space_id: int) -> str:
     return f"vec_space_{int(space_id)}"
 
 
-def _postgres(connection: Connection) -> bool:
+def _postgres(connection: "Connection") -> bool:
     return connection.dialect.name == "postgresql"
 
 
@@ -31,7 +35,7 @@ def _literal(vector: NDArray[np.float32] | Sequence[float]) -> str:
     return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
 
 
-def create_table(connection: Connection, space_id: int, dimensions: int, index: bool = True) -> None:
+def create_table(connection: "Connection", space_id: int, dimensions: int, index: bool = True) -> None:
     """The space's vector table. `index=False` leaves out PostgreSQL's HNSW index, for a bulk load that
     calls `create_index` afterwards (several times faster than updating the index row by row)."""
     if _postgres(connection):
@@ -46,20 +50,24 @@ def create_table(connection: Connection, space_id: int, dimensions: int, index: 
     )
 
 
-def create_index(connection: Connection, space_id: int, dimensions: int, work_mem: str | None = None) -> None:
+def create_index(
+    connection: "Connection", space_id: int, dimensions: int, work_mem: str | None = None
+) -> None:
     """PostgreSQL's HNSW (cosine) index on the space's vectors; `work_mem` (e.g. '512MB') speeds a build
     over many rows already loaded. SQLite's vec0 table needs none."""
     if not _postgres(connection) or dimensions > 2000:  # pgvector's HNSW limit; larger ones are scanned
         return
     if work_mem is not None:
-        connection.execute(text("SELECT set_config('maintenance_work_mem', :mem, true)"), {"mem": work_mem})
+        connection.exec_driver_sql(
+            "SELECT set_config('maintenance_work_mem', %(mem)s, true)", {"mem": work_mem}
+        )
     name = table_name(space_id)
     connection.exec_driver_sql(
         f"CREATE INDEX IF NOT EXISTS {name}_hnsw ON {name} USING hnsw (embedding vector_cosine_ops)"
     )
 
 
-def drop_table(connection: Connection, space_id: int) -> None:
+def drop_table(connection: "Connection", space_id: int) -> None:
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table_name(space_id)}")
 
 
@@ -67,13 +75,15 @@ def serialize(vector: NDArray[np.float32] | Sequence[float]) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
-def write(connection: Connection, space_id: int, rows: Iterable[tuple[int, NDArray[np.float32]]]) -> None:
+def write(connection: "Connection", space_id: int, rows: Iterable[tuple[int, NDArray[np.float32]]]) -> None:
     """Insert or replace the vectors of (task id, vector) rows; replacing makes re-application idempotent."""
     rows = list(rows)
     if not rows:
         return
     name = table_name(space_id)
     if _postgres(connection):
+        from sqlalchemy import text
+
         connection.execute(
             text(
                 f"INSERT INTO {name} (rowid, embedding) VALUES (:id, CAST(:v AS vector)) "
@@ -91,49 +101,41 @@ def write(connection: Connection, space_id: int, rows: Iterable[tuple[int, NDArr
     )
 
 
-def count(connection: Connection, space_id: int) -> int:
+def count(reader: Reader, space_id: int) -> int:
     """Vectors stored for the space. Counts vec0's rowid shadow table: `count(*)` on the virtual table scans
     every vector (25 ms at 100k), the shadow table's b-tree answers in microseconds."""
     name = table_name(space_id)
-    shadow = name if _postgres(connection) else f"{name}_rowids"
-    result = connection.exec_driver_sql(f"SELECT count(*) FROM {shadow}").scalar()
-    return int(result or 0)
+    shadow = name if reader.dialect == "postgresql" else f"{name}_rowids"
+    return int(reader.rows(f"SELECT count(*) FROM {shadow}")[0][0] or 0)
 
 
-def nearest(
-    connection: Connection, space_id: int, query: NDArray[np.float32], k: int
-) -> list[tuple[int, float]]:
+def nearest(reader: Reader, space_id: int, query: NDArray[np.float32], k: int) -> list[tuple[int, float]]:
     """The k nearest (task id, cosine distance) pairs, nearest first."""
-    if _postgres(connection):
+    if reader.dialect == "postgresql":
         # HNSW search is approximate; ef_search above k keeps its recall high for k up to a few hundred.
-        connection.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(k) * 2))}")
-        rows = connection.execute(
-            text(
-                f"SELECT rowid, embedding <=> CAST(:query AS vector) AS distance FROM {table_name(space_id)} "
-                "ORDER BY distance LIMIT :k"
-            ),
+        reader.rows(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(k) * 2))}")
+        rows = reader.rows(
+            f"SELECT rowid, embedding <=> CAST(:query AS vector) AS distance FROM {table_name(space_id)} "
+            "ORDER BY distance LIMIT :k",
             {"query": _literal(query), "k": int(k)},
         )
-        return [(int(row[0]), float(row[1])) for row in rows]
-    rows = connection.execute(
-        text(
+    else:
+        rows = reader.rows(
             f"SELECT rowid, distance FROM {table_name(space_id)} "
-            "WHERE embedding MATCH :query AND k = :k ORDER BY distance"
-        ),
-        {"query": serialize(query), "k": int(k)},
-    )
+            "WHERE embedding MATCH :query AND k = :k ORDER BY distance",
+            {"query": serialize(query), "k": int(k)},
+        )
     return [(int(row[0]), float(row[1])) for row in rows]
 
 
 def batches(
-    connection: Connection, space_id: int, dimensions: int, size: int = 1_000
+    reader: Reader, space_id: int, dimensions: int, size: int = 1_000
 ) -> Iterator[tuple[NDArray[np.int64], Matrix]]:
     """The space's (rowids, vectors) in blocks of at most `size` rows, streamed from the database: memory
     stays at one block whatever the size of the space."""
-    postgres = _postgres(connection)
+    postgres = reader.dialect == "postgresql"
     column = "embedding::text" if postgres else "embedding"
-    result = connection.exec_driver_sql(f"SELECT rowid, {column} FROM {table_name(space_id)}")
-    while rows := result.fetchmany(size):
+    for rows in reader.blocks(f"SELECT rowid, {column} FROM {table_name(space_id)}", size):
         ids = np.empty(len(rows), dtype=np.int64)
         block = np.empty((len(rows), dimensions), dtype=np.float32)
         for n, (rowid, value) in enumerate(rows):
@@ -146,14 +148,14 @@ def batches(
         yield ids, block
 
 
-def load_all(connection: Connection, space_id: int, dimensions: int) -> tuple[NDArray[np.int64], Matrix]:
+def load_all(reader: Reader, space_id: int, dimensions: int) -> tuple[NDArray[np.int64], Matrix]:
     """Every (rowid, vector) of the space as arrays, for an in-memory index: streamed into arrays sized
     from the row count up front (grown if rows arrive meanwhile), so the peak is the matrix itself."""
-    capacity = count(connection, space_id)
+    capacity = count(reader, space_id)
     ids = np.empty(capacity, dtype=np.int64)
     matrix = np.empty((capacity, dimensions), dtype=np.float32)
     filled = 0
-    for block_ids, block in batches(connection, space_id, dimensions):
+    for block_ids, block in batches(reader, space_id, dimensions):
         end = filled + len(block_ids)
         if end > capacity:  # written since the count: grow, rarely
             capacity = max(end, capacity * 2)
@@ -179,10 +181,10 @@ class MemoryIndex:
         self._ids: NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self._matrix: Matrix = np.empty((0, dimensions), dtype=np.float32)
 
-    def refresh(self, connection: Connection) -> None:
-        stored = count(connection, self.space_id)
+    def refresh(self, reader: Reader) -> None:
+        stored = count(reader, self.space_id)
         if stored != self._count:
-            self._ids, self._matrix = load_all(connection, self.space_id, self.dimensions)
+            self._ids, self._matrix = load_all(reader, self.space_id, self.dimensions)
             self._count = stored
 
     def nearest(self, query: NDArray[np.float32], k: int) -> list[tuple[int, float]]:

@@ -38,6 +38,7 @@ from kb.app import KnowledgeBase
 from kb.batches import BatchBackend, BatchManager
 from kb.db import create_engine, write_transaction
 from kb.embedder import normalized
+from kb.reader import ConnectionReader
 from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
 from kb.results import parse_lines
 from kb.settings import KbSettings
@@ -178,7 +179,7 @@ def verify(kb: KnowledgeBase, space_id: int, job_id: int, corpus: Corpus, saved:
         ).scalar()
         rows = connection.exec_driver_sql(f"SELECT count(*) FROM {vectors.table_name(space_id)}").scalar()
         job = ledger.job(connection, job_id)
-        ids, matrix = vectors.load_all(connection, space_id, corpus.unit.shape[1])
+        ids, matrix = vectors.load_all(ConnectionReader(connection), space_id, corpus.unit.shape[1])
     assert embedded == count, f"{embedded} tasks embedded, expected {count}"
     assert rows == count, f"{rows} vectors stored, expected {count}"
     assert job.state == JobState.APPLIED and job.error is None, (job.state, job.error)

@@ -137,7 +137,7 @@ def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: s
             1, "bench", lambda text: by_text[text], memory_index=vectors.MemoryIndex(1, dimensions)
         )
         for space in (sqlite_space, memory_space):  # warm caches (and load the in-memory index)
-            run_search(kb.engine, texts[0], k=10, mode=SearchMode.HYBRID, space=space)
+            run_search(kb.open_reader, texts[0], k=10, mode=SearchMode.HYBRID, space=space)
         floor = []
         for q in query_vectors:
             started = time.perf_counter()
@@ -158,7 +158,7 @@ def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: s
             samples = []
             for text in texts:
                 started = time.perf_counter()
-                result = run_search(kb.engine, text, k=10, mode=mode, space=space)
+                result = run_search(kb.open_reader, text, k=10, mode=mode, space=space)
                 samples.append(time.perf_counter() - started)
                 assert result.used == mode and result.hits, (mode, result.notes)
             p50, p95 = percentiles(samples)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from kb import vectors
-from kb.db import PAGE_SIZE, create_engine, sqlite_driver, write_transaction
+from kb.db import create_engine, write_transaction
+from kb.dbapi import PAGE_SIZE, sqlite_driver
 from kb.errors import DatabaseError
+from kb.reader import ConnectionReader
 
 
 def test_connection_has_sqlite_vec_and_pragmas(db_path: Path) -> None:
@@ -41,8 +43,8 @@ def test_vec_table_round_trip(db_path: Path) -> None:
         # Writing the same ids again replaces, never duplicates.
         vectors.write(connection, 1, [(1, matrix[0])])
     with engine.connect() as connection:
-        assert vectors.count(connection, 1) == 50
-        hits = vectors.nearest(connection, 1, matrix[17], k=3)
+        assert vectors.count(ConnectionReader(connection), 1) == 50
+        hits = vectors.nearest(ConnectionReader(connection), 1, matrix[17], k=3)
     assert hits[0][0] == 18
     assert hits[0][1] == pytest.approx(0.0, abs=1e-5)
     expected = np.argsort(-(matrix @ matrix[17]))[:3] + 1

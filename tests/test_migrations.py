@@ -72,3 +72,30 @@ def test_full_text_index_follows_chunks(db_path: Path) -> None:
         assert connection.exec_driver_sql(query, ("rotate",)).scalars().all() == []
         connection.exec_driver_sql("DELETE FROM documents")
         assert connection.exec_driver_sql(query, ("something",)).scalars().all() == []
+
+
+def test_the_revision_list_matches_the_migrations() -> None:
+    """kb checks the schema with one plain query against `REVISIONS`, without importing Alembic: the list
+    must name every migration, in order, ending at Alembic's head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrate.script_location()))
+    chain = [script.revision for script in ScriptDirectory.from_config(config).walk_revisions()]
+    assert tuple(reversed(chain)) == migrate.REVISIONS
+    assert migrate.alembic_head() == migrate.HEAD
+
+
+def test_a_database_from_a_newer_kb_is_refused_not_migrated(db_path: Path) -> None:
+    import pytest
+
+    from kb.errors import DatabaseError
+
+    engine = create_engine(db_path)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(DatabaseError, match=r"written by a newer kb .schema 0099.*upgrade kb"):
+        migrate.ensure_current(engine)
+    assert migrate.current_revision(engine) == "0099"  # untouched

@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 from kb import failpoints, ledger, tasks
 from kb.app import KnowledgeBase
 from kb.cli import app
-from kb.db import sqlite_driver, write_transaction
+from kb.db import write_transaction
+from kb.dbapi import sqlite_driver
 from kb.errors import AuthenticationError, ClaimLostError, DatabaseFullError
+from kb.reader import ConnectionReader
 from kb.records import JobState, RemoteStatus
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
@@ -492,7 +494,7 @@ def test_loading_a_space_into_memory_streams_its_vectors(settings: KbSettings) -
         matrix_bytes = count * dims * 4
         with kb.engine.connect() as connection:
             tracemalloc.start()
-            _, matrix = vectors.load_all(connection, 1, dims)
+            _, matrix = vectors.load_all(ConnectionReader(connection), 1, dims)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
         assert matrix.shape == (count, dims) and np.array_equal(matrix[0], rows[0])

@@ -4,7 +4,7 @@ import kb
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    public = {name for name in vars(kb) if not name.startswith("_") and name[0].isupper()}
+    public = {name for name in dir(kb) if not name.startswith("_") and name[0].isupper()}
     assert public == {name for name in kb.__all__ if name != "__version__"}
     for name in kb.__all__:
         assert hasattr(kb, name)

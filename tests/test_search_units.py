@@ -88,8 +88,8 @@ def test_vector_search_and_memory_index_agree(kb: KnowledgeBase, tmp_path: Path)
     query = matrix[target : target + 1]
     scan = SearchSpace(space_id, "test", lambda _: query)
     memory = SearchSpace(space_id, "test", lambda _: query, memory_index=vectors.MemoryIndex(space_id, dims))
-    by_scan = run_search(kb.engine, "q1", k=5, mode=SearchMode.VECTOR, space=scan)
-    by_memory = run_search(kb.engine, "q2", k=5, mode=SearchMode.VECTOR, space=memory)
+    by_scan = run_search(kb.open_reader, "q1", k=5, mode=SearchMode.VECTOR, space=scan)
+    by_memory = run_search(kb.open_reader, "q2", k=5, mode=SearchMode.VECTOR, space=memory)
     assert by_scan.used == SearchMode.VECTOR
     assert [h.chunk_id for h in by_scan.hits] == [h.chunk_id for h in by_memory.hits]
     assert by_scan.hits[0].score == pytest.approx(1.0, abs=1e-4)

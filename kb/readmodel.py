@@ -1,0 +1,234 @@
+"""Every read that `kb status` and `kb search` make, as plain SQL on a `Reader` (see kb.reader).
+
+Written once and used everywhere: by the cold command line on the bare SQLite driver, and through SQLAlchemy
+by `KnowledgeBase`, the worker and the budget guard. Only `:name` parameters and SQL that SQLite and
+PostgreSQL both speak; lists of ids are inlined as integers.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kb.reader import Reader, scalar
+from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, TaskStatus
+
+DAY_S = 86_400.0
+_BLOCK_KEY = "budget_block"
+_HEARTBEAT = "worker:"
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """An embedding space as stored."""
+
+    id: int
+    provider: str
+    model: str
+    dimensions: int
+    task_type: str
+    normalized: bool
+    state: str
+    created_at: float
+    activated_at: float | None
+    retired_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    tokens: int
+    usd: float
+    usd_online_equivalent: float
+    by_kind: dict[str, dict[str, float]]
+    tokens_measured: int = 0  # of `tokens`, those the service counted (the rest are kb's estimates)
+
+    @property
+    def saved_usd(self) -> float:
+        return self.usd_online_equivalent - self.usd
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    owner: str
+    expires_at: float
+    heartbeat_at: float
+
+
+def revision(reader: Reader) -> str | None:
+    """The schema revision, or None for a database without one (empty, or not kb's)."""
+    if reader.dialect == "postgresql":
+        exists = scalar(reader, "SELECT to_regclass('alembic_version') IS NOT NULL")
+    else:
+        exists = scalar(
+            reader, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        )
+    if not exists:
+        return None
+    found = scalar(reader, "SELECT version_num FROM alembic_version")
+    return None if found is None else str(found)
+
+
+def count_documents(reader: Reader) -> int:
+    return int(scalar(reader, "SELECT count(*) FROM documents"))
+
+
+def count_chunks(reader: Reader) -> int:
+    return int(scalar(reader, "SELECT count(*) FROM chunks"))
+
+
+_SPACE_COLUMNS = (
+    "id, provider, model, dimensions, task_type, normalized, state, created_at, activated_at, retired_at"
+)
+
+
+def spaces(reader: Reader) -> list[Space]:
+    rows = reader.rows(f"SELECT {_SPACE_COLUMNS} FROM embedding_spaces ORDER BY id")
+    return [_space(row) for row in rows]
+
+
+def _space(row: Sequence[object]) -> Space:
+    id_, provider, model, dimensions, task_type, normalized, state, created, activated, retired = row
+    return Space(
+        int(id_),  # type: ignore[call-overload]
+        str(provider),
+        str(model),
+        int(dimensions),  # type: ignore[call-overload]
+        str(task_type),
+        bool(normalized),
+        str(state),
+        float(created),  # type: ignore[arg-type]
+        None if activated is None else float(activated),  # type: ignore[arg-type]
+        None if retired is None else float(retired),  # type: ignore[arg-type]
+    )
+
+
+def active_space(reader: Reader) -> Space | None:
+    return next((space for space in spaces(reader) if space.state == "active"), None)
+
+
+def task_counts(reader: Reader, space_id: int) -> dict[str, int]:
+    """The space's tasks by status (every status present, zero or not)."""
+    rows = reader.rows(
+        "SELECT status, count(*) FROM embedding_tasks WHERE space_id = :space GROUP BY status",
+        {"space": space_id},
+    )
+    found = {str(status): int(n) for status, n in rows}
+    return {status.value: found.get(status.value, 0) for status in TaskStatus}
+
+
+def chunk_statuses(reader: Reader, space_id: int) -> dict[str, int]:
+    """Chunks counted by the status of their text's task in the space (no task counts as pending)."""
+    rows = reader.rows(
+        "SELECT coalesce(t.status, 'pending'), count(*) FROM chunks c "
+        "LEFT JOIN embedding_tasks t ON t.text_sha256 = c.text_sha256 AND t.space_id = :space "
+        "GROUP BY coalesce(t.status, 'pending')",
+        {"space": space_id},
+    )
+    found = {str(status): int(n) for status, n in rows}
+    return {status.value: found.get(status.value, 0) for status in TaskStatus}
+
+
+def oldest_pending(reader: Reader, space_id: int) -> float | None:
+    """When the space's oldest pending task was queued."""
+    found = scalar(
+        reader,
+        "SELECT min(created_at) FROM embedding_tasks WHERE space_id = :space AND status = 'pending'",
+        {"space": space_id},
+    )
+    return None if found is None else float(found)
+
+
+def held_back(reader: Reader, space_id: int, now: float) -> tuple[int, str | None, float | None]:
+    """Pending texts waiting out a back-off after failed attempts: (how many, the latest reason, when the
+    first of them is due again)."""
+    waiting = (
+        "FROM embedding_tasks WHERE space_id = :space AND status = 'pending' AND attempts > 0 "
+        "AND next_attempt_at > :now"
+    )
+    params = {"space": space_id, "now": now}
+    [(count, due)] = reader.rows(f"SELECT count(*), min(next_attempt_at) {waiting}", params)
+    if not count:
+        return 0, None, None
+    reason = scalar(reader, f"SELECT last_error {waiting} ORDER BY updated_at DESC LIMIT 1", params)
+    return int(count), None if reason is None else str(reason), float(due)
+
+
+_JOB_COLUMNS = (
+    "id, display_name, remote_name, state, remote_state, item_count, token_estimate, created_at, "
+    "submitted_at, coalesce(applied_at, finished_at), deadline_at, error, lease_owner"
+)
+
+
+def live_jobs(reader: Reader) -> list[JobInfo]:
+    states = ", ".join(f"'{state.value}'" for state in sorted(LIVE_JOB_STATES))
+    return [
+        JobInfo(*row)
+        for row in reader.rows(f"SELECT {_JOB_COLUMNS} FROM batch_jobs WHERE state IN ({states}) ORDER BY id")
+    ]
+
+
+def all_jobs(reader: Reader, limit: int = 1000) -> list[JobInfo]:
+    rows = reader.rows(
+        f"SELECT {_JOB_COLUMNS} FROM batch_jobs ORDER BY id DESC LIMIT :limit", {"limit": limit}
+    )
+    return [JobInfo(*row) for row in rows]
+
+
+def spend(reader: Reader, since: float | None = None) -> Spend:
+    """Tokens and dollars recorded (since a moment, or ever), by kind: batch, online, query."""
+    where = "WHERE created_at >= :since" if since is not None else ""
+    rows = reader.rows(
+        "SELECT kind, coalesce(sum(tokens), 0), coalesce(sum(usd), 0.0), "
+        "coalesce(sum(usd_online_equivalent), 0.0), "
+        "coalesce(sum(CASE WHEN tokens_reported THEN tokens ELSE 0 END), 0) "
+        f"FROM usage_records {where} GROUP BY kind",
+        {"since": since} if since is not None else None,
+    )
+    by_kind = {
+        str(kind): {"tokens": int(tokens), "usd": float(usd), "usd_online_equivalent": float(online)}
+        for kind, tokens, usd, online, _ in rows
+    }
+    return Spend(
+        tokens=sum(int(v["tokens"]) for v in by_kind.values()),
+        usd=sum(v["usd"] for v in by_kind.values()),
+        usd_online_equivalent=sum(v["usd_online_equivalent"] for v in by_kind.values()),
+        by_kind=by_kind,
+        tokens_measured=sum(int(row[4]) for row in rows),
+    )
+
+
+def budget_block(reader: Reader) -> str | None:
+    """Why submissions are stopped (a budget cap), or None."""
+    found = scalar(reader, "SELECT value FROM kb_meta WHERE key = :key", {"key": _BLOCK_KEY})
+    return None if found is None else str(found)
+
+
+def heartbeats(reader: Reader) -> list[Heartbeat]:
+    """Every worker's last heartbeat, newest first."""
+    rows = reader.rows(
+        "SELECT owner, expires_at, heartbeat_at FROM worker_leases WHERE name LIKE :prefix "
+        "ORDER BY heartbeat_at DESC",
+        {"prefix": _HEARTBEAT + "%"},
+    )
+    return [Heartbeat(str(owner), float(expires), float(beat)) for owner, expires, beat in rows]
+
+
+def failed(reader: Reader, limit: int = 1000) -> list[FailedText]:
+    """Failed tasks with their reasons and the documents holding their text (dead letters), newest first."""
+    rows = reader.rows(
+        "SELECT id, space_id, attempts, last_error, text_sha256 FROM embedding_tasks WHERE status = 'failed' "
+        "ORDER BY updated_at DESC LIMIT :limit",
+        {"limit": limit},
+    )
+    paths: dict[str, list[str]] = {}
+    hashes = sorted({str(row[4]) for row in rows})
+    for start in range(0, len(hashes), 500):
+        batch = {f"h{n}": sha for n, sha in enumerate(hashes[start : start + 500])}
+        names = ", ".join(f":{name}" for name in batch)
+        for sha, path in reader.rows(
+            "SELECT DISTINCT c.text_sha256, d.source_path FROM chunks c "
+            f"JOIN documents d ON d.id = c.document_id WHERE c.text_sha256 IN ({names})",
+            batch,
+        ):
+            paths.setdefault(str(sha), []).append(str(path))
+    return [
+        FailedText(int(a), int(b), int(c), d, sorted(paths.get(str(sha), []))) for a, b, c, d, sha in rows
+    ]

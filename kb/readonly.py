@@ -1,0 +1,87 @@
+"""Commands that only read, on a SQLite knowledge base, without SQLAlchemy: `kb status` and `kb search`.
+
+They open the file read-only with the bare SQLite driver (`kb.dbapi`) and run the same read model as
+`KnowledgeBase` (`kb.readmodel`, `kb.search`, `kb.status`): a cold command then starts in a fraction of the
+time, and a knowledge base on read-only media can be searched. When this path cannot serve a command as it
+is (PostgreSQL, a database to create or migrate, a question that must be paid for and remembered), its
+functions return None and the caller opens `KnowledgeBase`, which can.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kb import dbapi, migrate, readmodel
+from kb.reader import DriverReader
+from kb.records import SearchMode, SearchResult, StatusReport
+from kb.settings import KbSettings
+from kb.status import StatusOptions, collect
+
+
+@contextmanager
+def _reader(settings: KbSettings) -> Iterator[DriverReader]:
+    reader = DriverReader(dbapi.connect_readonly(settings.db, settings.busy_timeout_ms), str(settings.db))
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def usable(settings: KbSettings) -> bool:
+    """A SQLite file that exists, at this kb's schema."""
+    if settings.database_url or not settings.db.is_file():
+        return False
+    with _reader(settings) as reader:
+        return migrate.check_revision(readmodel.revision(reader)) == migrate.HEAD
+
+
+def status(settings: KbSettings) -> StatusReport | None:
+    if not usable(settings):
+        return None
+    options = StatusOptions(settings.stuck_after_h * 3600, settings.reindex_min_coverage)
+    with _reader(settings) as reader:
+        return collect(reader, settings.db, options)
+
+
+def active_model(settings: KbSettings) -> str | None:
+    with _reader(settings) as reader:
+        active = readmodel.active_space(reader)
+    return None if active is None else active.model
+
+
+def search(
+    settings: KbSettings, query: str, *, k: int, mode: SearchMode, path: str | None, space: int | None
+) -> SearchResult | None:
+    """The search, if it needs nothing written: spaces of the local model (whose questions are free), or
+    a question already paid for and cached. None otherwise."""
+    if not usable(settings):
+        return None
+    from kb import querycache
+    from kb.providers import build_embedder
+    from kb.search import run_search, search_space, spaces_to_search, spec_of
+
+    with _reader(settings) as reader:
+        chosen, building = spaces_to_search(reader, space)
+        spaces = ([chosen] if chosen else []) + building
+        wants_vectors = mode != SearchMode.TEXT
+        if wants_vectors and any(
+            each.provider != "local" and querycache.get(reader, each.id, query) is None for each in spaces
+        ):
+            return None  # a paid question: the full path pays for it once and remembers it
+        targets = [
+            search_space(
+                each,
+                reader,
+                lambda each=each: build_embedder(settings, spec_of(each)),  # type: ignore[misc]
+                vector_weight=settings.hybrid_vector_weight,
+            )
+            for each in spaces
+        ]
+    return run_search(
+        lambda: _reader(settings),
+        query,
+        k=k,
+        mode=mode,
+        path_glob=path,
+        space=targets[0] if chosen else None,
+        fallbacks=targets[1:] if chosen else targets,
+    )

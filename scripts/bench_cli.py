@@ -1,0 +1,77 @@
+"""Benchmark: how long cold `kb` command lines take, against Python importing sqlite3 and numpy.
+
+    .venv/bin/python scripts/bench_cli.py [--runs 15] [--chunks 1000]
+
+Builds a local knowledge base of `--chunks` one-section chunks (the local provider, offline), then runs each
+command `--runs` times in a fresh process and reports the median wall time and its ratio to the baseline
+`python -c "import sqlite3, numpy"`, measured in the same run. Goals (issue 14): `kb --help` within 2x,
+`kb status --json` within 3x, `kb search` on a small local index within 4x.
+"""
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ["harbor", "pilot", "tide", "lantern", "keeper", "signal", "beacon", "storm", "anchor", "compass"]
+
+
+def corpus(root: Path, chunks: int) -> None:
+    rng = random.Random(1)
+    per_file = 50
+    for number in range(0, chunks, per_file):
+        parts = [f"# File {number}\n"]
+        for section in range(number, min(chunks, number + per_file)):
+            parts.append(f"## Part {section}\n\n" + " ".join(rng.choices(WORDS, k=30)) + ".\n")
+        (root / f"f{number:05d}.md").write_text("\n".join(parts), encoding="utf-8")
+
+
+def median_s(command: list[str], runs: int, env: dict[str, str], cwd: Path) -> float:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(
+            command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--chunks", type=int, default=1000)
+    args = parser.parse_args()
+    kb = str(Path(sys.executable).with_name("kb"))
+    work = Path(tempfile.mkdtemp(prefix="kb-bench-cli-"))
+    (work / "docs").mkdir()
+    corpus(work / "docs", args.chunks)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KB_")}
+    env |= {"KB_PROVIDER": "local", "KB_DB": str(work / "kb.sqlite")}
+    env.pop("GEMINI_API_KEY", None)
+    env.pop("GOOGLE_API_KEY", None)
+    subprocess.run([kb, "ingest", "docs"], env=env, cwd=work, check=True, capture_output=True)
+    subprocess.run([kb, "worker", "--once"], env=env, cwd=work, check=True, capture_output=True)
+    baseline = median_s([sys.executable, "-c", "import sqlite3, numpy"], args.runs, env, work)
+    print(f"{args.chunks:,} chunks, local provider; median of {args.runs} cold runs each")
+    label = 'python -c "import sqlite3, numpy"'
+    print(f"  {label:<34} {baseline * 1000:6.0f} ms   1.0x  (baseline)")
+    for label, command, goal in (
+        ("kb --help", [kb, "--help"], 2.0),
+        ("kb status --json", [kb, "status", "--json"], 3.0),
+        ('kb search "storm beacon"', [kb, "search", "storm beacon"], 4.0),
+        ("kb search ... --mode text", [kb, "search", "storm beacon", "--mode", "text"], 4.0),
+    ):
+        seconds = median_s(command, args.runs, env, work)
+        ratio = seconds / baseline
+        verdict = "ok" if ratio <= goal else "over"
+        print(f"  {label:<34} {seconds * 1000:6.0f} ms {ratio:5.1f}x  (goal {goal:.0f}x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
