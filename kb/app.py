@@ -10,36 +10,21 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-if TYPE_CHECKING:
-    from kb.ingest import IngestOptions
-
-from kb import claims, migrate, online, querycache, readmodel, reindex, spaces, tasks, usage, vectors
-from kb.batches import BatchBackend, BatchManager, BatchPolicy
-from kb.chunking import ChunkingOptions, estimate_tokens
+from kb import migrate, readmodel, spaces
 from kb.db import create_engine, safe_url, write_transaction
-from kb.embedder import Embedder, Matrix
 from kb.errors import ConfigError, DatabaseError
-from kb.lease import LeaseKeeper
-from kb.online import OnlineReport
-from kb.providers import build_embedder, gemini_api
 from kb.reader import ConnectionReader, Reader
-from kb.records import (
-    FailedText,
-    IngestReport,
-    JobInfo,
-    SearchMode,
-    SearchResult,
-    SpaceSpec,
-    StatusReport,
-)
-from kb.retry import Backoff
-from kb.schema import EmbeddingSpace
-from kb.search import SearchSpace, run_search, search_space, spaces_to_search, spec_of
+from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
-from kb.status import StatusOptions
-from kb.status import collect as collect_status
-from kb.usage import Budget, PriceBook, Prices, Quote
-from kb.worker import Worker
+
+if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
+    from kb import online, reindex, usage, vectors
+    from kb.batches import BatchBackend, BatchManager
+    from kb.embedder import Embedder, Matrix
+    from kb.ingest import IngestOptions
+    from kb.schema import EmbeddingSpace
+    from kb.search import SearchSpace
+    from kb.worker import Worker
 
 
 class KnowledgeBase:
@@ -89,8 +74,10 @@ class KnowledgeBase:
                 backend.close()
         self.engine.dispose()
 
-    def embedder(self, spec: SpaceSpec) -> Embedder:
+    def embedder(self, spec: SpaceSpec) -> "Embedder":
         """The embedder for a space, built on first use (raises ConfigError if it cannot be used)."""
+        from kb.providers import build_embedder
+
         if spec not in self._embedders:
             self._embedders[spec] = build_embedder(self.settings, spec)
         return self._embedders[spec]
@@ -100,13 +87,17 @@ class KnowledgeBase:
         hashes: Sequence[str] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         stop: threading.Event | None = None,
-    ) -> OnlineReport:
+    ) -> "online.OnlineReport":
         """Embed pending texts of the active space online, at full price (all of them, or these); `stop`
         ends it after the request in flight, whose vectors are stored."""
         with self.engine.connect() as connection:
             active = spaces.active(connection)
         if active is None:
+            from kb.online import OnlineReport
+
             return OnlineReport()
+        from kb import online
+
         embedder = self.embedder(spaces.spec_of(active))
         return online.embed_pending(
             self.engine,
@@ -121,17 +112,22 @@ class KnowledgeBase:
         )
 
     @property
-    def online_policy(self) -> online.OnlinePolicy:
+    def online_policy(self) -> "online.OnlinePolicy":
+        from kb import online
+        from kb.retry import Backoff
+
         s = self.settings
         return online.OnlinePolicy(
             s.task_max_attempts, Backoff(s.task_retry_base_s, s.task_retry_max_s), s.worker_lease_s
         )
 
-    def quote(self, tokens: int, texts: int) -> Quote:
+    def quote(self, tokens: int, texts: int) -> "usage.Quote":
         """What embedding `texts` texts of `tokens` tokens would cost in the active (or configured) space."""
         with self.engine.connect() as connection:
             active = spaces.active(connection)
         model = active.model if active else self.space_spec.model
+        from kb.usage import Quote
+
         prices = self.prices.prices(model)
         return Quote(
             model=model,
@@ -141,11 +137,15 @@ class KnowledgeBase:
         )
 
     @property
-    def prices(self) -> PriceBook:
+    def prices(self) -> "usage.PriceBook":
+        from kb.usage import PriceBook
+
         return PriceBook(self.settings.model_prices)
 
     @property
-    def budget(self) -> Budget:
+    def budget(self) -> "usage.Budget":
+        from kb.usage import Budget
+
         return Budget(self.settings.max_spend_usd, self.settings.max_spend_usd_per_day)
 
     def search(
@@ -162,6 +162,8 @@ class KnowledgeBase:
         Vectors come from the active space (or `space`). If its question cannot be embedded (its model shut
         down, say) the part of a space being built that is already embedded is used instead, and the result's
         notes say so."""
+        from kb.search import run_search, spaces_to_search
+
         with self.engine.connect() as connection:
             reader = ConnectionReader(connection)
             chosen, building = spaces_to_search(reader, space)
@@ -183,7 +185,9 @@ class KnowledgeBase:
         with self.engine.connect() as connection:
             yield ConnectionReader(connection)
 
-    def _remember_query(self, space_id: int, question: str, vector: Matrix) -> None:
+    def _remember_query(self, space_id: int, question: str, vector: "Matrix") -> None:
+        from kb import querycache
+
         with write_transaction(self.engine) as connection:
             querycache.put(connection, space_id, question, vector)
 
@@ -204,9 +208,11 @@ class KnowledgeBase:
         owner: str | None = None,
         guard: Callable[[], None] | None = None,
         stop: threading.Event | None = None,
-    ) -> BatchManager:
+    ) -> "BatchManager":
         """The batch pipeline's manager; `owner` names this process in job claims (default: host:pid),
         `guard` runs before every remote step, `stop` ends the work before the next remote call."""
+        from kb.batches import BatchManager, BatchPolicy
+
         s = self.settings
         policy = BatchPolicy(
             max_items=s.batch_max_texts,
@@ -237,9 +243,13 @@ class KnowledgeBase:
 
     def worker(
         self, stop: threading.Event | None = None, after_step: Callable[[], None] | None = None
-    ) -> Worker:
+    ) -> "Worker":
         """The `kb worker` loop; `after_step` runs after each step (the CLI's progress bar), after the
         reindex cut-over check."""
+        from kb import claims
+        from kb.lease import LeaseKeeper
+        from kb.worker import Worker
+
         stop = stop or threading.Event()
         keeper = LeaseKeeper(self.engine, claims.default_owner(), self.settings.worker_lease_s)
         manager = self.batch_manager(owner=keeper.owner, guard=keeper.renew, stop=stop)
@@ -262,12 +272,16 @@ class KnowledgeBase:
 
     def embedding_progress(self) -> tuple[int, int]:
         """(embedded, all) texts over the spaces being filled, for a progress bar."""
+        from kb import tasks
+
         with self.engine.connect() as connection:
             counts = [tasks.counts_by_status(connection, space_id) for space_id in spaces.filling(connection)]
         done = sum(c["embedded"] for c in counts)
         return done, sum(sum(c.values()) for c in counts)
 
     def _cut_over(self) -> None:
+        from kb import reindex
+
         activated = reindex.activate_if_complete(self.engine, self.settings.reindex_min_coverage)
         if activated is not None:
             report = reindex.status(self.engine, activated)
@@ -290,8 +304,11 @@ class KnowledgeBase:
             provider="gemini", model=model, dimensions=dimensions or self.settings.embedding_dimensions
         )
 
-    def reindex_estimate(self, spec: SpaceSpec) -> reindex.Estimate:
+    def reindex_estimate(self, spec: SpaceSpec) -> "reindex.Estimate":
         """Texts, tokens, dollars (batch and online) and jobs that building `spec` would take now."""
+        from kb import reindex
+        from kb.usage import Prices
+
         online, batch = self.settings.model_prices.get(spec.model, (None, None))
         counter = None
         if spec.provider == "gemini":
@@ -305,15 +322,23 @@ class KnowledgeBase:
 
     def reindex_start(self, spec: SpaceSpec) -> int:
         """Create or resume the space for `spec` and queue what it lacks; `kb worker` fills it."""
+        from kb import reindex
+
         return reindex.start(self.engine, spec)
 
-    def reindex_status(self) -> reindex.ReindexStatus | None:
+    def reindex_status(self) -> "reindex.ReindexStatus | None":
+        from kb import reindex
+
         return reindex.status(self.engine)
 
     def activate(self, strict: bool = False, force: bool = False) -> int:
+        from kb import reindex
+
         return reindex.activate(self.engine, strict=strict, force=force)
 
     def rollback(self) -> int:
+        from kb import reindex
+
         return reindex.rollback(self.engine)
 
     def size_bytes(self) -> int:
@@ -326,6 +351,8 @@ class KnowledgeBase:
         return self.path.stat().st_size
 
     def drop_retired(self) -> list[int]:
+        from kb import reindex
+
         return reindex.drop_retired(self.engine)
 
     @property
@@ -357,10 +384,12 @@ class KnowledgeBase:
 
     def retry_failed(self, task_ids: Sequence[int] | None = None) -> int:
         """Failed texts (all, or these) back to pending with fresh attempts; returns how many."""
+        from kb import tasks
+
         with write_transaction(self.engine) as connection:
             return tasks.requeue_failed(connection, task_ids)
 
-    def _batch_backend(self, space: EmbeddingSpace) -> BatchBackend | None:
+    def _batch_backend(self, space: "EmbeddingSpace") -> "BatchBackend | None":
         if space.provider == "local":
             if self._local_batches is None:
                 from kb.local import LocalBatchBackend, LocalEmbedder
@@ -373,18 +402,23 @@ class KnowledgeBase:
             return None
         if self._gemini_batches is None:
             from kb.gemini import GeminiBatchBackend
+            from kb.providers import gemini_api
 
             # Uploads and downloads of 10,000-text files take longer than one online request.
             self._gemini_batches = GeminiBatchBackend(gemini_api(self.settings, timeout_s=300.0))
         return self._gemini_batches
 
-    def _online_embedder_for(self, space: EmbeddingSpace) -> Embedder | None:
+    def _online_embedder_for(self, space: "EmbeddingSpace") -> "Embedder | None":
         """The embedder for spaces whose texts go online instead of through batch jobs."""
         if space.provider == "gemini" and space.model in self.settings.batch_incompatible_models:
             return self.embedder(spaces.spec_of(space))
         return None
 
-    def _search_space(self, space: readmodel.Space, reader: Reader) -> SearchSpace:
+    def _search_space(self, space: readmodel.Space, reader: Reader) -> "SearchSpace":
+        from kb import usage
+        from kb.chunking import estimate_tokens
+        from kb.search import search_space, spec_of
+
         def record(paid: readmodel.Space, question: str) -> None:
             with write_transaction(self.engine) as connection:
                 usage.record(
@@ -406,9 +440,11 @@ class KnowledgeBase:
             memory_index=self._memory_index(space),
         )
 
-    def _memory_index(self, space: readmodel.Space) -> vectors.MemoryIndex | None:
+    def _memory_index(self, space: readmodel.Space) -> "vectors.MemoryIndex | None":
         if self.settings.search_index != "memory":
             return None
+        from kb import vectors
+
         index = self._memory_indexes.get(space.id)
         if index is None or index.dimensions != space.dimensions:
             index = self._memory_indexes[space.id] = vectors.MemoryIndex(space.id, space.dimensions)
@@ -420,6 +456,7 @@ class KnowledgeBase:
         return spaces.configured_spec(self.settings)
 
     def ingest_options(self, **overrides: object) -> "IngestOptions":
+        from kb.chunking import ChunkingOptions
         from kb.ingest import IngestOptions
 
         chunking = ChunkingOptions(
@@ -464,6 +501,9 @@ class KnowledgeBase:
 
     def status(self) -> StatusReport:
         """Documents, chunks, tasks per space, live jobs, warnings, errors, spend and the worker."""
+        from kb.status import StatusOptions
+        from kb.status import collect as collect_status
+
         options = StatusOptions(
             stuck_after_s=self.settings.stuck_after_h * 3600,
             min_coverage=self.settings.reindex_min_coverage,

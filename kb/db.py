@@ -2,7 +2,7 @@
 the transactions kb writes in. Driver errors become kb errors at the engine's boundary.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,26 @@ def insert_ignoring_conflicts(connection: Connection, table: sa.Table) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def bulk_insert(
+    connection: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    ignore: bool = False,
+) -> None:
+    """Insert many rows with the driver's own `executemany` (SQLAlchemy's per-row parameter processing is a
+    third of the cost of storing chunks). `ignore`: skip rows whose key exists (ON CONFLICT DO NOTHING)."""
+    if not rows:
+        return
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    conflict = " ON CONFLICT DO NOTHING" if ignore else ""
+    statement = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))}){conflict}"
+    )
+    connection.exec_driver_sql(statement, [tuple(row) for row in rows])
 
 
 def serialize(connection: Connection, name: str) -> None:

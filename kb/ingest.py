@@ -11,6 +11,7 @@ import errno
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,9 @@ class _Change:
 
 
 class _Writer:
-    """Buffers document changes and writes them in short transactions."""
+    """Buffers document changes and writes them in short transactions, on a thread of its own: while one
+    batch is written (SQLite works without the GIL), the next is read and chunked. At most one batch waits,
+    so memory stays at two batches; a failed write is raised at the next `add` or `flush`."""
 
     def __init__(self, engine: Engine, spec: SpaceSpec, report: IngestReport, now: float) -> None:
         self._engine = engine
@@ -60,20 +63,38 @@ class _Writer:
         self._now = now
         self._buffer: list[_Change] = []
         self._buffered_chunks = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-ingest-writer")
+        self._writing: Future[None] | None = None
 
     def add(self, change: _Change) -> None:
         self._buffer.append(change)
         self._buffered_chunks += len(change.chunks or ())
         if self._buffered_chunks >= _FLUSH_CHUNKS or len(self._buffer) >= _FLUSH_DOCUMENTS:
-            self.flush()
+            self._hand_over()
 
     def flush(self) -> None:
+        """Write everything buffered, and wait until it is committed."""
+        self._hand_over()
+        self._wait()
+
+    def _hand_over(self) -> None:
         if not self._buffer:
             return
+        self._wait()
+        batch, self._buffer, self._buffered_chunks = self._buffer, [], 0
+        self._writing = self._thread.submit(self._commit, batch)
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def _commit(self, batch: list[_Change]) -> None:
         with write_transaction(self._engine) as connection:
-            self._write(connection, self._buffer)
-        self._buffer = []
-        self._buffered_chunks = 0
+            self._write(connection, batch)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
 
     def delete(self, documents: Sequence[store.StoredDocument]) -> None:
         with write_transaction(self._engine) as connection:
@@ -86,13 +107,23 @@ class _Writer:
         space_ids = self._filling_spaces(connection)
         replaced = [c.existing.id for c in changes if c.existing and c.chunks is not None]
         old_hashes = store.chunk_hashes(connection, replaced)
-        rows: list[tuple[int, TextChunk]] = []
+        new = [change for change in changes if change.existing is None]
+        new_ids = dict(
+            zip(
+                map(id, new),
+                store.insert_documents(connection, [c.record for c in new], self._now),
+                strict=True,
+            )
+        )
+        rows: list[tuple[int, TextChunk, str]] = []
         for change in changes:
-            document_id = self._write_document(connection, change)
-            rows.extend((document_id, chunk) for chunk in change.chunks or ())
+            document_id = (
+                new_ids[id(change)] if change.existing is None else self._update_document(connection, change)
+            )
+            rows.extend((document_id, chunk, store.text_sha256(chunk.text)) for chunk in change.chunks or ())
         store.insert_chunks(connection, rows)
         self._report.chunks_written += len(rows)
-        estimates = {store.text_sha256(chunk.text): chunk.token_estimate for _, chunk in rows}
+        estimates = {sha: chunk.token_estimate for _, chunk, sha in rows}
         active_id = space_ids[0]
         for space_id in space_ids:
             queued = tasks.queue(connection, space_id, estimates, self._now)
@@ -102,9 +133,8 @@ class _Writer:
                 self._report.queued_hashes.extend(queued.hashes)
         _forget_unreferenced(connection, old_hashes - estimates.keys())
 
-    def _write_document(self, connection: Connection, change: _Change) -> int:
-        if change.existing is None:
-            return store.insert_document(connection, change.record, self._now)
+    def _update_document(self, connection: Connection, change: _Change) -> int:
+        assert change.existing is not None
         document_id = change.existing.id
         if change.chunks is None:
             store.touch_document(connection, document_id, change.record.size, change.record.mtime_ns)
@@ -144,18 +174,21 @@ def ingest_paths(
         stored = store.stored_documents(connection)
     planner = _Planner(stored, options, report)
     sink = _DryRun(engine, spec, report) if options.dry_run else _Writer(engine, spec, report, time.time())
-    for done, candidate in enumerate(candidates, start=1):
-        change = planner.plan(candidate)
-        if change is not None:
-            sink.add(change)
-        if on_progress is not None:
-            on_progress(done, len(candidates))
-    sink.flush()
-    if options.prune:
-        gone = _vanished(stored, paths)
-        report.removed.extend(document.source_path for document in gone)
-        if gone and not options.dry_run:
-            sink.delete(gone)
+    try:
+        for done, candidate in enumerate(candidates, start=1):
+            change = planner.plan(candidate)
+            if change is not None:
+                sink.add(change)
+            if on_progress is not None:
+                on_progress(done, len(candidates))
+        sink.flush()
+        if options.prune:
+            gone = _vanished(stored, paths)
+            report.removed.extend(document.source_path for document in gone)
+            if gone and not options.dry_run:
+                sink.delete(gone)
+    finally:
+        sink.close()
     return report
 
 
@@ -177,10 +210,13 @@ def ingest_bytes(
         stored = store.stored_documents(connection)
     planner = _Planner(stored, options, report)
     sink = _DryRun(engine, spec, report) if options.dry_run else _Writer(engine, spec, report, time.time())
-    change = planner.plan_loaded(loaded, source_path)
-    if change is not None:
-        sink.add(change)
-    sink.flush()
+    try:
+        change = planner.plan_loaded(loaded, source_path)
+        if change is not None:
+            sink.add(change)
+        sink.flush()
+    finally:
+        sink.close()
     return report
 
 
@@ -258,6 +294,9 @@ class _DryRun:
         self._report.tokens_queued = sum(self._estimates[sha] for sha in new)
 
     def delete(self, documents: Sequence[store.StoredDocument]) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 

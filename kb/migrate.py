@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine import Connection, Engine
 
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 HEAD = REVISIONS[-1]
 
 
@@ -55,9 +55,46 @@ def check(engine: "Engine") -> str | None:
 
 
 def ensure_current(engine: "Engine") -> None:
-    """Bring the database to the newest schema; one read when it is already there."""
-    if check(engine) != HEAD:
+    """Bring the database to the newest schema: create a new one at once, migrate an older one; one read
+    when it is already there."""
+    current = check(engine)
+    if current == HEAD:
+        return
+    if current is None and _empty(engine):
+        create(engine)
+    else:
         upgrade(engine)
+
+
+def create(engine: "Engine") -> None:
+    """A new database at the newest schema, from the metadata and the DDL it cannot express, stamped with
+    the head revision (what Alembic's cookbook calls create_all + stamp): no migration replayed, and no
+    Alembic import, on a user's first command."""
+    from kb import schema
+
+    with engine.connect() as connection:
+        connection = connection.execution_options(kb_begin="IMMEDIATE")
+        with connection.begin():
+            schema.metadata.create_all(connection)
+            extra = schema.POSTGRES_DDL if connection.dialect.name == "postgresql" else schema.SQLITE_DDL
+            for statement in extra:
+                connection.exec_driver_sql(statement)
+            connection.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+            connection.exec_driver_sql(f"INSERT INTO alembic_version (version_num) VALUES ('{HEAD}')")
+
+
+def _empty(engine: "Engine") -> bool:
+    """No table of any kind: a database kb may create from scratch."""
+    with engine.connect() as connection:
+        reader = ConnectionReader(connection)
+        if reader.dialect == "postgresql":
+            sql = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+        else:
+            sql = "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'view')"
+        return not reader.rows(sql)[0][0]
 
 
 def upgrade(engine: "Engine", revision: str = "head") -> None:

@@ -207,6 +207,30 @@ class QueryEmbedding(Base):
 
 metadata = Base.metadata
 
+# What the metadata cannot say, as it stands after the newest migration: a new database is created from the
+# metadata plus these (`kb.migrate.create`), without replaying every migration; tests/test_migrations.py
+# checks that both roads give the same schema.
+SQLITE_DDL = (
+    # Full text over chunk text and headings: FTS5, external content (the text is stored once, in chunks).
+    # New chunks are indexed in bulk by the write that adds them (kb.fulltext); triggers keep deletes and
+    # edits exact.
+    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, heading_path, content='chunks', "
+    "content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "
+    "INSERT INTO chunks_fts(chunks_fts, rowid, text, heading_path) "
+    "VALUES ('delete', old.id, old.text, old.heading_path); END",
+    "CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text, heading_path ON chunks BEGIN "
+    "INSERT INTO chunks_fts(chunks_fts, rowid, text, heading_path) "
+    "VALUES ('delete', old.id, old.text, old.heading_path); "
+    "INSERT INTO chunks_fts(rowid, text, heading_path) VALUES (new.id, new.text, new.heading_path); END",
+)
+POSTGRES_DDL = (
+    "CREATE EXTENSION IF NOT EXISTS vector",
+    "ALTER TABLE chunks ADD COLUMN search_vector tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('english', text || ' ' || heading_path)) STORED",
+    "CREATE INDEX ix_chunks_search_vector ON chunks USING gin (search_vector)",
+)
+
 
 def table_of(model: type[Base]) -> Table:
     """The Core table behind a model, for bulk statements on hot paths."""

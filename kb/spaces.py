@@ -5,7 +5,6 @@ import time
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from kb import vectors
 from kb.records import SpaceSpec, SpaceState
 from kb.schema import EmbeddingSpace, table_of
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
@@ -68,6 +67,8 @@ def create(connection: Connection, spec: SpaceSpec, state: SpaceState) -> int:
         )
         .returning(SPACES.c.id)
     ).scalar_one()
+    from kb import vectors  # numpy, only when a space is made
+
     vectors.create_table(connection, space_id, spec.dimensions)
     return int(space_id)
 

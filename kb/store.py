@@ -9,7 +9,9 @@ from typing import TypeVar
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from kb import fulltext
 from kb.chunking import TextChunk
+from kb.db import bulk_insert
 from kb.schema import Chunk, Document, table_of
 
 DOCUMENTS = table_of(Document)
@@ -59,10 +61,15 @@ def stored_documents(connection: Connection) -> dict[str, StoredDocument]:
     return {row.source_path: StoredDocument(*row) for row in rows}
 
 
-def insert_document(connection: Connection, record: DocumentRecord, now: float) -> int:
-    values = _document_values(record, now)
-    statement = DOCUMENTS.insert().values(created_at=now, **values).returning(DOCUMENTS.c.id)
-    return int(connection.execute(statement).scalar_one())
+def insert_documents(connection: Connection, records: Sequence[DocumentRecord], now: float) -> list[int]:
+    """Insert new documents in one statement; returns their ids, in the order given."""
+    if not records:
+        return []
+    rows = connection.execute(
+        DOCUMENTS.insert().returning(DOCUMENTS.c.id, sort_by_parameter_order=True),
+        [{"created_at": now, **_document_values(record, now)} for record in records],
+    )
+    return [int(document_id) for document_id in rows.scalars()]
 
 
 def update_document(connection: Connection, document_id: int, record: DocumentRecord, now: float) -> None:
@@ -107,25 +114,42 @@ def delete_chunks(connection: Connection, document_id: int) -> None:
     connection.execute(delete(CHUNKS).where(CHUNKS.c.document_id == document_id))
 
 
-def insert_chunks(connection: Connection, rows: Sequence[tuple[int, TextChunk]]) -> None:
+_CHUNK_COLUMNS = (
+    "document_id",
+    "ordinal",
+    "text",
+    "text_sha256",
+    "token_estimate",
+    "heading_path",
+    "start_offset",
+    "end_offset",
+)
+
+
+def insert_chunks(connection: Connection, rows: Sequence[tuple[int, TextChunk, str]]) -> None:
+    """Insert chunks, (document id, chunk, text sha256) each, and add them to the full-text index, in bulk."""
     if not rows:
         return
-    connection.execute(
-        CHUNKS.insert(),
+    before = fulltext.last_chunk_id(connection)
+    bulk_insert(
+        connection,
+        "chunks",
+        _CHUNK_COLUMNS,
         [
-            {
-                "document_id": document_id,
-                "ordinal": chunk.ordinal,
-                "text": chunk.text,
-                "text_sha256": text_sha256(chunk.text),
-                "token_estimate": chunk.token_estimate,
-                "heading_path": HEADING_SEPARATOR.join(chunk.heading_path),
-                "start_offset": chunk.start,
-                "end_offset": chunk.end,
-            }
-            for document_id, chunk in rows
+            (
+                document_id,
+                chunk.ordinal,
+                chunk.text,
+                sha,
+                chunk.token_estimate,
+                HEADING_SEPARATOR.join(chunk.heading_path),
+                chunk.start,
+                chunk.end,
+            )
+            for document_id, chunk, sha in rows
         ],
     )
+    fulltext.index_new(connection, before)
 
 
 def delete_documents(connection: Connection, document_ids: Sequence[int]) -> None:

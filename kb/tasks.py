@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from kb import readmodel
-from kb.db import insert_ignoring_conflicts
+from kb.db import bulk_insert, insert_ignoring_conflicts
 from kb.reader import ConnectionReader
 from kb.records import TaskStatus
 from kb.schema import Chunk, EmbeddingTask, table_of
@@ -39,6 +39,18 @@ def missing(connection: Connection, space_id: int, hashes: Sequence[str]) -> lis
     return [sha for sha in hashes if sha not in known]
 
 
+_TASK_COLUMNS = (
+    "space_id",
+    "text_sha256",
+    "token_estimate",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+
+
 def queue(
     connection: Connection,
     space_id: int,
@@ -47,30 +59,23 @@ def queue(
 ) -> QueueResult:
     """Create pending tasks for the texts (sha256 -> token estimate) that the space lacks.
 
-    INSERT ... ON CONFLICT DO NOTHING: two ingests queueing the same text at once (PostgreSQL) both succeed,
-    and the text gets one task; RETURNING says which rows this call created."""
+    SQLite writers take turns, so the texts found missing are exactly the ones this call creates. PostgreSQL
+    writers do not: INSERT ... ON CONFLICT DO NOTHING RETURNING lets two ingests queueing the same text at
+    once both succeed, the text gets one task, and only the one that created it counts it as queued."""
     stamp = time.time() if now is None else now
     new = missing(connection, space_id, list(token_estimates))
-    created: set[str] = set()
-    if new:
-        rows = connection.execute(
+    rows = [
+        (space_id, sha, token_estimates[sha], TaskStatus.PENDING.value, 0, stamp, stamp, stamp) for sha in new
+    ]
+    if connection.dialect.name == "postgresql" and rows:
+        created = connection.execute(
             insert_ignoring_conflicts(connection, TASKS).returning(TASKS.c.text_sha256),
-            [
-                {
-                    "space_id": space_id,
-                    "text_sha256": sha,
-                    "token_estimate": token_estimates[sha],
-                    "status": TaskStatus.PENDING,
-                    "attempts": 0,
-                    "next_attempt_at": stamp,
-                    "created_at": stamp,
-                    "updated_at": stamp,
-                }
-                for sha in new
-            ],
+            [dict(zip(_TASK_COLUMNS, row, strict=True)) for row in rows],
         )
-        created = {str(sha) for sha in rows.scalars()}
-    new = [sha for sha in new if sha in created]
+        kept = {str(sha) for sha in created.scalars()}
+        new = [sha for sha in new if sha in kept]
+    else:
+        bulk_insert(connection, "embedding_tasks", _TASK_COLUMNS, rows, ignore=True)
     return QueueResult(hashes=new, tokens=sum(token_estimates[sha] for sha in new))
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from kb import migrate, spaces, vectors
+from kb import fulltext, migrate, spaces, vectors
 from kb.db import write_transaction
 from kb.errors import InputError
 from kb.reader import ConnectionReader
@@ -73,6 +73,8 @@ def copy_database(
         report.rows[table.name] = copied
         if on_progress is not None:
             on_progress(table.name, copied)
+    with write_transaction(target) as writing:
+        fulltext.rebuild(writing)  # the copied chunks (SQLite's index is kept by kb's writes, not triggers)
     with source.connect() as connection:
         source_spaces = spaces.all_spaces(connection)
     for space in source_spaces:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from kb import vectors
+from kb import fulltext, vectors
 from kb.app import KnowledgeBase
 from kb.db import write_transaction
 from kb.records import SearchMode
@@ -92,6 +92,7 @@ def build(kb: KnowledgeBase, size: int, dimensions: int, rng: np.random.Generato
             ),
             chunk_rows,
         )
+        fulltext.index_new(connection, 0)
         connection.execute(
             text(
                 "INSERT INTO embedding_tasks (id, space_id, text_sha256, token_estimate, status, attempts,"

@@ -127,9 +127,8 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> "Iterator[str]"
     yield str(server.get_uri())
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> str:
-    """A fresh, empty database on the test server."""
+def new_postgres_database(server: str) -> str:
+    """A fresh, empty database on the test server; its URL."""
     import uuid
 
     import sqlalchemy as sa
@@ -137,12 +136,18 @@ def postgres_url(postgres_server: str) -> str:
     from kb.db import create_engine
 
     name = f"kb_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server)
+    admin = create_engine(server)
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
     admin.dispose()
-    url = sa.engine.make_url(postgres_server.replace("postgresql://", "postgresql+psycopg://", 1))
+    url = sa.engine.make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the test server."""
+    return new_postgres_database(postgres_server)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -23,7 +23,7 @@ from kb.app import KnowledgeBase
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
 from kb.worker import ExitReason
-from tests.conftest import EMULATOR_KEY, FAST_SETTINGS
+from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, new_postgres_database
 from tests.crash_harness import kb_env, owner_of, run_kb, write_corpus
 
 ACTIONS = ("interrupt", "crash", "kill")
@@ -239,20 +239,7 @@ def test_batch_fault_matrix_on_postgres(tmp_path: Path, request: pytest.FixtureR
 
 def _fresh_postgres(request: pytest.FixtureRequest) -> str:
     """A new empty database per cell (the `postgres_url` fixture gives one per test)."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    from kb.db import create_engine
-
-    server = request.getfixturevalue("postgres_server")
-    name = f"kb_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = sa.engine.make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
-    return url.set(database=name).render_as_string(hide_password=False)
+    return new_postgres_database(request.getfixturevalue("postgres_server"))
 
 
 # -- the online path: each request boundary ------------------------------------------------------------------

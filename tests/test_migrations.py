@@ -51,6 +51,9 @@ def test_downgrade_and_upgrade_round_trip(db_path: Path) -> None:
 
 
 def test_full_text_index_follows_chunks(db_path: Path) -> None:
+    """New chunks are indexed in bulk by the write that adds them; edits and deletes by triggers."""
+    from kb import fulltext
+
     engine = create_engine(db_path)
     migrate.upgrade(engine)
     with engine.begin() as connection:
@@ -59,11 +62,13 @@ def test_full_text_index_follows_chunks(db_path: Path) -> None:
             " size, metadata, created_at, updated_at) VALUES (1, '/a.md', 'x', 'A', 'markdown', 0, 1,"
             " '{}', 0, 0)"
         )
+        before = fulltext.last_chunk_id(connection)
         connection.exec_driver_sql(
             "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate,"
             " heading_path, start_offset, end_offset) VALUES (7, 1, 0, 'Rotating keys safely',"
             " 'h', 3, 'Security > Keys', 0, 20)"
         )
+        fulltext.index_new(connection, before)
     query = "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
     with engine.begin() as connection:
         assert connection.exec_driver_sql(query, ("rotate",)).scalars().all() == [7]

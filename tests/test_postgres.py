@@ -4,6 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
@@ -12,22 +13,64 @@ from typer.testing import CliRunner
 from kb import migrate, schema
 from kb.app import KnowledgeBase
 from kb.cli import app
+from kb.db import create_engine
 from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator
 from kb.worker import ExitReason
-from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, FASTAPI_DOCS
+from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, FASTAPI_DOCS, new_postgres_database
 from tests.crash_harness import KbProcess
 
 
-def test_migrations_match_models(backend: KbSettings) -> None:
-    with KnowledgeBase(settings=backend) as kb:
-        assert migrate.current_revision(kb.engine) == migrate.head_revision()
-        with kb.engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection, opts={"include_name": _managed, "compare_type": True}
+def test_migrations_match_models_and_a_new_database_matches_the_migrations(
+    backend: KbSettings, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Replaying every migration gives the models' schema; a new database, created at once from the models
+    and the DDL they cannot express, gives the same tables, columns, indexes and full-text objects."""
+    migrated = create_engine(backend.database)
+    migrate.upgrade(migrated)
+    assert migrate.current_revision(migrated) == migrate.head_revision()
+    with migrated.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"include_name": _managed, "compare_type": True}
+        )
+        assert compare_metadata(context, schema.metadata) == []
+    other = (
+        new_postgres_database(request.getfixturevalue("postgres_server"))
+        if backend.database_url
+        else tmp_path / "created.sqlite"
+    )
+    created = create_engine(other)
+    migrate.ensure_current(created)
+    assert _structure(created) == _structure(migrated)
+    created.dispose()
+    migrated.dispose()
+
+
+def _structure(engine: sa.engine.Engine) -> dict[str, object]:
+    found: dict[str, object] = {"revision": migrate.current_revision(engine)}
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        for table in sorted(inspector.get_table_names()):
+            columns = {c["name"]: (str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)}
+            indexes = sorted(
+                (i["name"], tuple(map(str, i["column_names"])), i["unique"])
+                for i in inspector.get_indexes(table)
             )
-            assert compare_metadata(context, schema.metadata) == []
+            keys = sorted(str(sorted(k.items())) for k in inspector.get_foreign_keys(table))
+            found[table] = (columns, indexes, keys, inspector.get_pk_constraint(table)["constrained_columns"])
+        if connection.dialect.name == "sqlite":
+            sql = (
+                "SELECT type, name, sql FROM sqlite_master WHERE type = 'trigger' OR sql LIKE 'CREATE VIRT%'"
+            )
+            found["full text"] = sorted(tuple(row) for row in connection.exec_driver_sql(sql))
+        else:
+            sql = "SELECT indexdef FROM pg_indexes WHERE tablename = 'chunks' ORDER BY indexname"
+            found["full text"] = [row[0] for row in connection.exec_driver_sql(sql)]
+            found["extensions"] = sorted(
+                r[0] for r in connection.exec_driver_sql("SELECT extname FROM pg_extension")
+            )
+    return found
 
 
 def _managed(name: str | None, type_: str, _parents: object) -> bool:
