@@ -18,12 +18,13 @@ from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResu
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
-    from kb import online, reindex, usage, vectors
+    from kb import online, reindex, usage
     from kb.batches import BatchBackend, BatchManager
     from kb.embedder import Embedder, Matrix
     from kb.ingest import IngestOptions
     from kb.schema import EmbeddingSpace
     from kb.search import SearchSpace
+    from kb.vectorindex import SpaceIndex
     from kb.worker import Worker
 
 
@@ -50,7 +51,7 @@ class KnowledgeBase:
             self.engine.dispose()
             raise DatabaseError(f"cannot open database {self.location}: {error}") from error
         self._embedders: dict[SpaceSpec, Embedder] = {}
-        self._memory_indexes: dict[int, vectors.MemoryIndex] = {}
+        self._indexes: dict[int, SpaceIndex] = {}  # kept between searches: the quantized index lives here
         self._gemini_batches: BatchBackend | None = None
         self._local_batches: BatchBackend | None = None
 
@@ -437,17 +438,17 @@ class KnowledgeBase:
             lambda: self.embedder(spec_of(space)),
             vector_weight=self.settings.hybrid_vector_weight,
             on_paid_query=record,
-            memory_index=self._memory_index(space),
+            index=self._index(space),
         )
 
-    def _memory_index(self, space: readmodel.Space) -> "vectors.MemoryIndex | None":
-        if self.settings.search_index != "memory":
-            return None
-        from kb import vectors
+    def _index(self, space: readmodel.Space) -> "SpaceIndex":
+        from kb.vectorindex import SpaceIndex
 
-        index = self._memory_indexes.get(space.id)
+        index = self._indexes.get(space.id)
         if index is None or index.dimensions != space.dimensions:
-            index = self._memory_indexes[space.id] = vectors.MemoryIndex(space.id, space.dimensions)
+            index = self._indexes[space.id] = SpaceIndex(
+                space.id, space.dimensions, self.settings.search_index
+            )
         return index
 
     @property

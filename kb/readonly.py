@@ -58,6 +58,7 @@ def search(
     from kb import querycache
     from kb.providers import build_embedder
     from kb.search import run_search, search_space, spaces_to_search, spec_of
+    from kb.vectorindex import SpaceIndex
 
     with _reader(settings) as reader:
         chosen, building = spaces_to_search(reader, space)
@@ -73,6 +74,7 @@ def search(
                 reader,
                 lambda each=each: build_embedder(settings, spec_of(each)),  # type: ignore[misc]
                 vector_weight=settings.hybrid_vector_weight,
+                index=SpaceIndex(each.id, each.dimensions, settings.search_index),
             )
             for each in spaces
         ]

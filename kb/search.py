@@ -9,12 +9,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kb import fulltext, querycache, readmodel, vectors
 from kb.embedder import Embedder, Matrix
 from kb.errors import ConfigError, InputError, KbError
 from kb.reader import Reader
 from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
+
+if TYPE_CHECKING:
+    from kb.vectorindex import SpaceIndex
 
 QueryEmbedder = Callable[[str], Matrix]
 # A reader on its own connection (full text and vectors are searched at once, on two).
@@ -33,7 +37,7 @@ class SearchSpace:
     label: str
     embed_query: QueryEmbedder | None
     unavailable_reason: str | None = None
-    memory_index: vectors.MemoryIndex | None = None  # None: scan the sqlite-vec table
+    index: "SpaceIndex | None" = None  # None: sqlite-vec's exact scan
     vector_weight: float = 1.0  # in hybrid fusion, relative to full text's 1.0
     coverage: str = ""  # e.g. "41% embedded", for notes about a space still being built
     paid: bool = True  # its questions cost money: cached (a local model's are free, and not kept)
@@ -65,7 +69,7 @@ def search_space(
     *,
     vector_weight: float | None = None,
     on_paid_query: Callable[[readmodel.Space, str], None] | None = None,
-    memory_index: vectors.MemoryIndex | None = None,
+    index: "SpaceIndex | None" = None,
 ) -> SearchSpace:
     """How to search `space`: its embedder (or why there is none), its weight in hybrid fusion (the local
     model's vectors count half by default: they are weaker than full text), and its coverage if building."""
@@ -74,7 +78,7 @@ def search_space(
     try:
         model = embedder()
     except ConfigError as error:
-        return SearchSpace(space.id, label, None, error.message, paid=paid)
+        return SearchSpace(space.id, label, None, error.message, index=index, paid=paid)
 
     def embed_query(question: str) -> Matrix:
         vector = model.embed_query(question)
@@ -92,7 +96,7 @@ def search_space(
         space.id,
         label,
         embed_query,
-        memory_index=memory_index,
+        index=index,
         vector_weight=weight,
         coverage=coverage,
         paid=paid,
@@ -229,9 +233,8 @@ def _vector_search(
             remember(space.id, query, cached)
     fetch = min(4096, depth * 10 if glob else depth * 2)
     with open_reader() as reader:
-        if space.memory_index is not None:
-            space.memory_index.refresh(reader)
-            neighbours = space.memory_index.nearest(cached[0], fetch)
+        if space.index is not None:
+            neighbours = space.index.nearest(reader, cached[0], fetch)
         else:
             neighbours = vectors.nearest(reader, space.id, cached[0], fetch)
         return _chunks_of_tasks(reader, neighbours, glob)[:depth], None

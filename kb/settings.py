@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kb import models
@@ -151,10 +151,12 @@ class KbSettings(BaseSettings):
         description="Models shut down or on their way out: an active space on one makes kb suggest "
         "`kb reindex`.",
     )
-    search_index: Literal["sqlite", "memory"] = Field(
-        "sqlite",
-        description="Vector search: scan the sqlite-vec table (`sqlite`), or keep the active space's vectors "
-        "in RAM (`memory`: several times faster in long-lived processes, costs dims x 4 bytes per chunk).",
+    search_index: Literal["auto", "exact", "quantized", "memory"] = Field(
+        "auto",
+        description="Vector search on SQLite: sqlite-vec's exact scan (`exact`); the quantized index "
+        "(`quantized`: 1 bit per dimension in memory, candidates re-scored exactly; `memory`: also 1 byte "
+        "per dimension, fastest in long-lived processes); `auto` picks by the number of vectors "
+        "(docs/search.md).",
     )
     chunk_target_tokens: int = Field(512, ge=32, description="Target chunk size in tokens.")
     chunk_max_tokens: int = Field(
@@ -167,6 +169,11 @@ class KbSettings(BaseSettings):
     busy_timeout_ms: int = Field(
         10_000, ge=0, description="How long SQLite waits for a lock before giving up."
     )
+
+    @field_validator("search_index", mode="before")
+    @classmethod
+    def _former_search_index_names(cls, value: object) -> object:
+        return "exact" if value == "sqlite" else value  # the name before the quantized index (kb 0.x)
 
     @property
     def database(self) -> str | Path:

@@ -83,7 +83,7 @@ def copy_database(
         with source.connect() as reading, write_transaction(target) as writing:
             vectors.create_table(writing, space.id, space.dimensions, index=False)
             for ids, block in vectors.batches(ConnectionReader(reading), space.id, space.dimensions, _BATCH):
-                vectors.write(writing, space.id, list(zip(ids.tolist(), block, strict=True)))
+                vectors.write(writing, space.id, ids, block)
                 copied += len(ids)
             vectors.create_index(writing, space.id, space.dimensions, work_mem=_INDEX_BUILD_MEMORY)
         report.vectors[space.id] = copied

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from benchjobs import saved_results, succeeded_job
 
 from kb import batches, ledger, spaces, vectors
 from kb.app import KnowledgeBase
@@ -84,8 +85,8 @@ class Phases:
 _WRAPPED = [
     (ledger, "manifest", "read manifest"),
     (batches, "_read_results", "parse + validate + normalise"),
-    (vectors, "write", "vectors.write (serialise, delete, insert)"),
-    (ledger, "set_tasks", "task statuses (set_tasks)"),
+    (vectors, "write", "vectors.write (serialise, delete, insert, codes)"),
+    (ledger, "settle_tasks", "task statuses (settle_tasks)"),
 ]
 
 
@@ -120,8 +121,8 @@ def make_results(path: Path, count: int, dimensions: int, seed: int = 11) -> Cor
     return Corpus(path, normalized(values.astype(np.float32)))
 
 
-def build(kb: KnowledgeBase, count: int, dimensions: int) -> tuple[int, int]:
-    """Documents, `count` distinct chunks and pending tasks, one space; then a job holding every task."""
+def build(kb: KnowledgeBase, count: int, dimensions: int) -> int:
+    """Documents, `count` distinct chunks and pending tasks, one space."""
     with write_transaction(kb.engine) as connection:
         space_id = spaces.create(
             connection, SpaceSpec(provider="gemini", model=MODEL, dimensions=dimensions), SpaceState.ACTIVE
@@ -142,33 +143,14 @@ def build(kb: KnowledgeBase, count: int, dimensions: int) -> tuple[int, int]:
             " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 80, 'pending', 0, 0, 0, 0)",
             [(i + 1, space_id, f"{i:064x}") for i in range(count)],
         )
-    now = time.time()
-    with write_transaction(kb.engine) as connection:
-        due = ledger.due_pending(connection, space_id, now, count)
-        job_id = ledger.create_job(connection, space_id, "file", due, now, 36 * 3600.0)
-    return space_id, job_id
+    return space_id
 
 
-def mark_succeeded(kb: KnowledgeBase, job_id: int, results: Path) -> Path:
-    """Save the results where a download would have put them and record the job as succeeded."""
-    kb.results_dir.mkdir(parents=True, exist_ok=True)
-    with kb.engine.connect() as connection:
-        display_name = ledger.job(connection, job_id).display_name
-    destination = kb.results_dir / f"{display_name}.results.jsonl"
-    shutil.copyfile(results, destination)
-    with write_transaction(kb.engine) as connection:
-        ledger.update_job(
-            connection,
-            job_id,
-            state=JobState.SUCCEEDED,
-            remote_name=f"batches/{display_name}",
-            remote_state="JOB_STATE_SUCCEEDED",
-            input_file=INPUT_FILE,
-            output_file=f"files/{display_name}-output",
-            result_path=str(destination),
-            finished_at=time.time(),
-        )
-    return destination
+def mark_succeeded(kb: KnowledgeBase, space_id: int, count: int, results: Path) -> tuple[int, Path]:
+    """A job holding every task, recorded as succeeded with `results` saved where a download puts them."""
+    job_id = succeeded_job(kb, space_id, count, lambda path, _items: shutil.copyfile(results, path))
+    assert job_id is not None
+    return job_id, saved_results(kb, job_id)
 
 
 def verify(kb: KnowledgeBase, space_id: int, job_id: int, corpus: Corpus, saved: Path) -> None:
@@ -192,8 +174,8 @@ def bench_apply(work: Path, n: int, corpus: Corpus, dimensions: int, profile: bo
     db = work / f"apply-{n}.sqlite"
     settings = KbSettings(db=db, provider="gemini", gemini_api_key="x", _env_file=None)
     with KnowledgeBase(settings=settings) as kb:
-        space_id, job_id = build(kb, len(corpus.unit), dimensions)
-        saved = mark_succeeded(kb, job_id, corpus.results)
+        space_id = build(kb, len(corpus.unit), dimensions)
+        job_id, saved = mark_succeeded(kb, space_id, len(corpus.unit), corpus.results)
         stub = cast(BatchBackend, StubBackend())
         manager = BatchManager(kb.engine, lambda _space: stub, kb.results_dir, kb.batch_manager().policy)
         profiler = cProfile.Profile() if profile else None

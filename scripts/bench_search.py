@@ -27,6 +27,7 @@ from kb.db import write_transaction
 from kb.records import SearchMode
 from kb.search import SearchSpace, run_search
 from kb.settings import KbSettings
+from kb.vectorindex import SpaceIndex
 
 # A Zipf-distributed vocabulary of 20,000 pseudo-words, so that full-text queries are as selective as in
 # real prose (a tiny vocabulary would make every chunk match every query).
@@ -104,7 +105,7 @@ def build(kb: KnowledgeBase, size: int, dimensions: int, rng: np.random.Generato
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
         for start in range(0, size, 10_000):
             block = matrix[start : start + 10_000]
-            vectors.write(connection, 1, [(start + j + 1, row) for j, row in enumerate(block)])
+            vectors.write(connection, 1, range(start + 1, start + len(block) + 1), block)
     return matrix
 
 
@@ -135,7 +136,7 @@ def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: s
         by_text = {t: query_vectors[n : n + 1] for n, t in enumerate(texts)}
         sqlite_space = SearchSpace(1, "bench", lambda text: by_text[text])
         memory_space = SearchSpace(
-            1, "bench", lambda text: by_text[text], memory_index=vectors.MemoryIndex(1, dimensions)
+            1, "bench", lambda text: by_text[text], index=SpaceIndex(1, dimensions, "memory")
         )
         for space in (sqlite_space, memory_space):  # warm caches (and load the in-memory index)
             run_search(kb.open_reader, texts[0], k=10, mode=SearchMode.HYBRID, space=space)

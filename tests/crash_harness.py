@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kb.dbapi import sqlite_driver
 from kb.testing.gemini_emulator import GeminiEmulator
 from tests.conftest import EMULATOR_KEY
 
@@ -192,7 +192,9 @@ def owner_of(pid: int) -> str:
 
 
 def _read(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    # kb's own driver: two SQLite libraries in one process do not see each other's POSIX locks, and a
+    # connection closed by one drops the other's, which can corrupt the file (sqlite.org/howtocorrupt.html).
+    connection = sqlite_driver().connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         return connection.execute(sql).fetchall()
     finally:
@@ -208,7 +210,7 @@ def expire_lease(db: Path, owner: str) -> None:
     """Age a dead worker's lease and job claims past their expiry: what waiting `worker_lease_s` would do,
     without the wait.
     The successor then takes it over exactly as it takes over any expired lease."""
-    connection = sqlite3.connect(db, timeout=10)
+    connection = sqlite_driver().connect(db, timeout=10)
     try:
         with connection:
             connection.execute("UPDATE worker_leases SET expires_at = 0 WHERE owner = ?", (owner,))
@@ -235,7 +237,7 @@ def wait_for_lease(db: Path, owner: str, timeout: float, process: KbProcess | No
         try:
             if lease_owner(db) == owner:
                 return True
-        except sqlite3.OperationalError:  # not created yet
+        except sqlite_driver().OperationalError:  # not created yet
             pass
         time.sleep(0.01)
     return False

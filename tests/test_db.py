@@ -39,9 +39,9 @@ def test_vec_table_round_trip(db_path: Path) -> None:
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     with write_transaction(engine) as connection:
         vectors.create_table(connection, 1, 8)
-        vectors.write(connection, 1, [(i + 1, row) for i, row in enumerate(matrix)])
+        vectors.write(connection, 1, range(1, len(matrix) + 1), matrix)
         # Writing the same ids again replaces, never duplicates.
-        vectors.write(connection, 1, [(1, matrix[0])])
+        vectors.write(connection, 1, [1], matrix[:1])
     with engine.connect() as connection:
         assert vectors.count(ConnectionReader(connection), 1) == 50
         hits = vectors.nearest(ConnectionReader(connection), 1, matrix[17], k=3)

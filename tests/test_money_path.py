@@ -490,7 +490,7 @@ def test_loading_a_space_into_memory_streams_its_vectors(settings: KbSettings) -
         rng = np.random.default_rng(0)
         with write_transaction(kb.engine) as connection:
             rows = rng.standard_normal((count, dims)).astype(np.float32)
-            vectors.write(connection, 1, list(zip(range(1, count + 1), rows, strict=True)))
+            vectors.write(connection, 1, range(1, count + 1), rows)
         matrix_bytes = count * dims * 4
         with kb.engine.connect() as connection:
             tracemalloc.start()

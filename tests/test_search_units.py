@@ -13,6 +13,7 @@ from kb.fulltext import match_expression
 from kb.gemini import MAX_REQUEST_BYTES, MAX_TEXTS_PER_REQUEST, plan_requests
 from kb.records import SearchMode
 from kb.search import SearchSpace, normalize_glob, rank_fusion, run_search
+from kb.vectorindex import SpaceIndex
 from tests.conftest import FASTAPI_DOCS
 
 
@@ -73,8 +74,8 @@ def test_hybrid_without_vectors_falls_back_to_text_and_says_so(kb: KnowledgeBase
     assert result.hits and "nothing is embedded yet" in result.notes[0]
 
 
-def test_vector_search_and_memory_index_agree(kb: KnowledgeBase, tmp_path: Path) -> None:
-    """Vectors written straight to the space: the sqlite-vec scan and the in-RAM index rank alike."""
+def test_vector_search_and_the_quantized_index_agree(kb: KnowledgeBase, tmp_path: Path) -> None:
+    """Vectors written straight to the space: the sqlite-vec scan and the quantized index rank alike."""
     kb.ingest([FASTAPI_DOCS / "tutorial"])
     with kb.engine.connect() as connection:
         task_ids = [row[0] for row in connection.exec_driver_sql("SELECT id FROM embedding_tasks")]
@@ -83,15 +84,18 @@ def test_vector_search_and_memory_index_agree(kb: KnowledgeBase, tmp_path: Path)
     matrix = rng.standard_normal((len(task_ids), dims)).astype(np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     with write_transaction(kb.engine) as connection:
-        vectors.write(connection, space_id, list(zip(task_ids, matrix, strict=True)))
+        vectors.write(connection, space_id, task_ids, matrix)
     target = 7
     query = matrix[target : target + 1]
     scan = SearchSpace(space_id, "test", lambda _: query)
-    memory = SearchSpace(space_id, "test", lambda _: query, memory_index=vectors.MemoryIndex(space_id, dims))
     by_scan = run_search(kb.open_reader, "q1", k=5, mode=SearchMode.VECTOR, space=scan)
-    by_memory = run_search(kb.open_reader, "q2", k=5, mode=SearchMode.VECTOR, space=memory)
     assert by_scan.used == SearchMode.VECTOR
-    assert [h.chunk_id for h in by_scan.hits] == [h.chunk_id for h in by_memory.hits]
+    for setting in ("quantized", "memory"):
+        index = SpaceIndex(space_id, dims, setting)
+        indexed = SearchSpace(space_id, "test", lambda _: query, index=index)
+        by_index = run_search(kb.open_reader, f"q-{setting}", k=5, mode=SearchMode.VECTOR, space=indexed)
+        assert index.last_method == setting
+        assert [h.chunk_id for h in by_scan.hits] == [h.chunk_id for h in by_index.hits]
     assert by_scan.hits[0].score == pytest.approx(1.0, abs=1e-4)
     with kb.engine.connect() as connection:
         sha = connection.exec_driver_sql(
