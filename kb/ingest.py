@@ -49,6 +49,12 @@ class _Change:
     record: store.DocumentRecord
     existing: store.StoredDocument | None
     chunks: list[TextChunk] | None
+    # The chunks' text hashes, computed while reading: the writer thread is the bottleneck.
+    hashes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.chunks and not self.hashes:
+            self.hashes = [store.text_sha256(chunk.text) for chunk in self.chunks]
 
 
 class _Writer:
@@ -120,7 +126,9 @@ class _Writer:
             document_id = (
                 new_ids[id(change)] if change.existing is None else self._update_document(connection, change)
             )
-            rows.extend((document_id, chunk, store.text_sha256(chunk.text)) for chunk in change.chunks or ())
+            rows.extend(
+                zip([document_id] * len(change.hashes), change.chunks or (), change.hashes, strict=True)
+            )
         store.insert_chunks(connection, rows)
         self._report.chunks_written += len(rows)
         estimates = {sha: chunk.token_estimate for _, chunk, sha in rows}

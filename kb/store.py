@@ -62,14 +62,28 @@ def stored_documents(connection: Connection) -> dict[str, StoredDocument]:
 
 
 def insert_documents(connection: Connection, records: Sequence[DocumentRecord], now: float) -> list[int]:
-    """Insert new documents in one statement; returns their ids, in the order given."""
+    """Insert new documents; returns their ids, in the order given.
+
+    SQLite: the driver's executemany, then the ids by path (SQLAlchemy's ordered RETURNING costs 0.25 ms a
+    document, a tenth of an ingest's writing). PostgreSQL: one INSERT ... RETURNING in parameter order."""
     if not records:
         return []
-    rows = connection.execute(
-        DOCUMENTS.insert().returning(DOCUMENTS.c.id, sort_by_parameter_order=True),
-        [{"created_at": now, **_document_values(record, now)} for record in records],
-    )
-    return [int(document_id) for document_id in rows.scalars()]
+    values = [{"created_at": now, **_document_values(record, now)} for record in records]
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            DOCUMENTS.insert().returning(DOCUMENTS.c.id, sort_by_parameter_order=True), values
+        )
+        return [int(document_id) for document_id in rows.scalars()]
+    columns = list(values[0])
+    encoded = [[json.dumps(v[c]) if c == "metadata" else v[c] for c in columns] for v in values]
+    bulk_insert(connection, "documents", columns, encoded)
+    ids: dict[str, int] = {}
+    for batch in in_batches([record.source_path for record in records], 500):
+        found = connection.execute(
+            select(DOCUMENTS.c.source_path, DOCUMENTS.c.id).where(DOCUMENTS.c.source_path.in_(batch))
+        )
+        ids.update((str(path), int(document_id)) for path, document_id in found)
+    return [ids[record.source_path] for record in records]
 
 
 def update_document(connection: Connection, document_id: int, record: DocumentRecord, now: float) -> None:

@@ -30,7 +30,7 @@ from kb.reader import Reader
 log = logging.getLogger(__name__)
 
 EXACT_BELOW = 20_000
-FIRST_EXACT_BELOW = 150_000
+FIRST_EXACT_BELOW = 80_000
 CANDIDATE_SHARE = 200  # candidates: 1 vector in 200 ...
 MIN_CANDIDATES = 1_000  # ... and at least this many
 EXACT_SHORTLIST = 20  # with levels in memory: the best k (at least this many) are read exactly
@@ -203,14 +203,18 @@ def _sign_distances(loaded: _Loaded, query_signs: NDArray[np.uint64]) -> NDArray
 def _ranked_by_levels(
     loaded: _Loaded, positions: NDArray[np.intp], scaled_query: NDArray[np.float32]
 ) -> NDArray[np.intp]:
-    """`positions` best first by their levels' dot product with the query (times the scale)."""
+    """`positions` best first by their levels' dot product with the query (times the scale). Computed 256
+    rows at a time: a float copy of all 1,000 candidates is a fresh 3 MB allocation per search, whose page
+    faults cost more than the arithmetic (2.5x at 100,000 vectors)."""
     scores = np.empty(len(positions), dtype=np.float32)
     start = 0
     for segment in loaded.segments:
         end = start + len(segment.ids)
-        inside = (positions >= start) & (positions < end)
-        if inside.any() and segment.levels is not None:
-            scores[inside] = segment.levels[positions[inside] - start].astype(np.float32) @ scaled_query
+        inside = np.flatnonzero((positions >= start) & (positions < end))
+        if segment.levels is not None:
+            for offset in range(0, len(inside), 256):
+                chosen = inside[offset : offset + 256]
+                scores[chosen] = segment.levels[positions[chosen] - start].astype(np.float32) @ scaled_query
         start = end
     return positions[np.argsort(-scores, kind="stable")]
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from bench_scale import raw_apply_baseline
 from benchjobs import saved_results, succeeded_job
 
 from kb import batches, ledger, spaces, vectors
@@ -44,7 +45,7 @@ from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
 from kb.results import parse_lines
 from kb.settings import KbSettings
 
-TARGET = 0.5
+TARGET = 0.7  # of the floor: parsing 100 MB of JSON is most of any apply (issue 14)
 MODEL = "gemini-embedding-001"
 INPUT_FILE = "files/bench-input"
 
@@ -246,6 +247,7 @@ def main() -> None:
         applies: list[float] = []
         raws: list[float] = []
         parses: list[float] = []
+        floors: list[float] = []
         splits: list[Phases] = []
         for n in range(args.repeats):  # interleaved, so both sides see the same machine state
             seconds, phases = bench_apply(work, n, corpus, args.dimensions, profile=False)
@@ -253,6 +255,9 @@ def main() -> None:
             splits.append(phases)
             raws.append(bench_raw(work, n, corpus.unit))
             parses.append(bench_parse(corpus.results))
+            floors.append(
+                args.results / raw_apply_baseline(corpus.results, work / f"floor-{n}", args.dimensions)
+            )
         apply_s = statistics.median(applies)
         raw_s = statistics.median(raws)
         count = args.results
@@ -263,7 +268,11 @@ def main() -> None:
         raw_label = "raw executemany into tuned vec0, same vectors:"
         print(f"{apply_label:<52} {apply_s:6.2f} s {count / apply_s:>9,.0f} results/s")
         print(f"{raw_label:<52} {raw_s:6.2f} s {count / raw_s:>9,.0f} rows/s")
-        print(f"ratio apply / raw (raw_time / apply_time): {raw_s / apply_s:.2f}   (target >= {TARGET})")
+        print(f"ratio apply / raw (raw_time / apply_time): {raw_s / apply_s:.2f}")
+        floor_s = statistics.median(floors)
+        floor_label = "orjson parse to float32 + raw insert (the floor):"
+        print(f"{floor_label:<52} {floor_s:6.2f} s {count / floor_s:>9,.0f} results/s")
+        print(f"ratio apply / floor: {floor_s / apply_s:.2f}   (target >= {TARGET})")
         print("apply phases (median seconds, share of apply):")
         labels = list(splits[0].seconds)
         for label in labels:

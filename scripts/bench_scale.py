@@ -152,6 +152,7 @@ def env_for(db: Path) -> dict[str, str]:
 def raw_apply_baseline(results: Path, work: Path, dims: int) -> float:
     """orjson-parse a results file to float32 rows, then one raw executemany into a fresh tuned vec0 table:
     the least any apply can cost. Returns vectors/s."""
+    work.mkdir(parents=True, exist_ok=True)
     connection = sqlite_driver().connect(str(work / "raw-apply.sqlite"), isolation_level=None)
     configure_sqlite(connection, 10_000)
     connection.execute(

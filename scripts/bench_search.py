@@ -153,8 +153,8 @@ def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: s
             (SearchMode.TEXT, "", sqlite_space),
             (SearchMode.VECTOR, "", sqlite_space),
             (SearchMode.HYBRID, "", sqlite_space),
-            (SearchMode.VECTOR, " (memory index)", memory_space),
-            (SearchMode.HYBRID, " (memory index)", memory_space),
+            (SearchMode.VECTOR, " (quantized index, in memory)", memory_space),
+            (SearchMode.HYBRID, " (quantized index, in memory)", memory_space),
         ]
         for mode, label, space in runs:
             samples = []
