@@ -154,6 +154,8 @@ class SearchResult:
     hits: list[SearchHit]
     notes: list[str] = field(default_factory=list)
     space_id: int | None = None
+    # How the vectors were searched (kb.vectorindex): "exact", "quantized" or "memory"; None without vectors.
+    vector_index: str | None = None
 
 
 class JobState(StrEnum):

@@ -177,7 +177,16 @@ def run_search(
         hits=hits,
         notes=notes,
         space_id=used_space.id if used_space and vectors_used else None,
+        vector_index=_index_used(used_space) if vectors_used else None,
     )
+
+
+def _index_used(space: SearchSpace | None) -> str | None:
+    if space is None:
+        return None
+    if space.index is None or space.index.last_method is None:
+        return "exact"
+    return str(space.index.last_method)
 
 
 def _text_search(

@@ -257,3 +257,31 @@ def test_the_index_agrees_with_the_database_after_workers_killed_around_the_appl
             for query in matrix[:: max(1, len(matrix) // 10)]:
                 assert nearest(kb, index, space_id, query, 5) == nearest(kb, None, space_id, query, 5)
         assert kb.status().tasks["embedded"] == 160
+
+
+def test_a_question_already_paid_for_is_answered_from_the_index_without_a_key(tmp_path: Path) -> None:
+    """No API key, so no embedder: a cached question's vector still goes through the configured index (it
+    used to fall back silently to the scan)."""
+    from kb import querycache
+    from kb.records import SearchMode
+
+    dims = 64
+    settings = KbSettings(db=tmp_path / "kb.sqlite", provider="gemini", search_index="memory", _env_file=None)  # type: ignore[call-arg]
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest_text("# a\n\nlighthouse keeper\n", "a.md")
+        with kb.engine.connect() as connection:
+            (task_id,) = connection.exec_driver_sql("SELECT id FROM embedding_tasks").one()
+        space_id = new_space(kb, dims)  # the space searched: active, with the only vector
+        with write_transaction(kb.engine) as connection:
+            connection.exec_driver_sql(
+                "UPDATE embedding_spaces SET state = 'retired' WHERE id != ?", (space_id,)
+            )
+            connection.exec_driver_sql("UPDATE embedding_tasks SET space_id = ?", (space_id,))
+        matrix = clustered(1, dims)
+        with write_transaction(kb.engine) as connection:
+            vectors.write(connection, space_id, [task_id], matrix)
+            querycache.put(connection, space_id, "where is the keeper", matrix)
+        result = kb.search("where is the keeper", mode=SearchMode.VECTOR)
+    assert result.used == SearchMode.VECTOR and not result.notes
+    assert result.vector_index == "memory"
+    assert [hit.chunk_id for hit in result.hits] == [1] and "lighthouse keeper" in result.hits[0].text
