@@ -16,6 +16,7 @@ from kb.errors import ConfigError, DatabaseError
 from kb.reader import ConnectionReader, Reader
 from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
+from kb.settings import load as load_settings
 
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
     from kb import online, reindex, usage
@@ -36,7 +37,7 @@ class KnowledgeBase:
     """
 
     def __init__(self, db: str | Path | None = None, *, settings: KbSettings | None = None) -> None:
-        base = settings or KbSettings()
+        base = settings or load_settings()
         self.settings = base if db is None else base.model_copy(update={"db": Path(db)})
         self.path = self.settings.db
         self.location = safe_url(self.settings.database)  # for messages: no password

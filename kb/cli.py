@@ -82,7 +82,7 @@ def main_options(
 ) -> None:
     db = None if db_text is None else Path(db_text)
     overrides: dict[str, Any] = {}
-    from kb.settings import KbSettings, is_postgres_url
+    from kb.settings import is_postgres_url, load
 
     if db is not None and is_postgres_url(str(db_text)):
         overrides["database_url"] = db_text
@@ -90,10 +90,7 @@ def main_options(
         overrides["db"] = db
     if provider is not None:
         overrides["provider"] = provider.value
-    try:
-        ctx.obj = KbSettings(**overrides)
-    except ValueError as error:  # pydantic's ValidationError: a bad KB_* value
-        raise typer.BadParameter(f"invalid configuration: {error}") from None
+    ctx.obj = load(**overrides)  # a bad KB_* value: ConfigError, one line, exit 3
 
 
 def _open(ctx: typer.Context, announce: bool = False) -> "KnowledgeBase":
@@ -193,6 +190,9 @@ def search_command(
     settings: KbSettings = ctx.obj
     # Read-only and without the database layer when nothing must be written (scripts/bench_cli.py).
     result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space)
+    if result is None and not settings.database_url and not readonly.writable(settings):
+        # Read-only media: the question is paid for, but cannot be remembered.
+        result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space, pay_unrecorded=True)
     if result is not None:
         ui.announce_provider(settings)
         _hint(settings.legacy_hint(readonly.active_model(settings)))
@@ -200,7 +200,7 @@ def search_command(
         with _open(ctx, announce=True) as kb:
             result = kb.search(query, k=k, mode=mode, path=path, space=space)
     for note in result.notes:
-        ui.err().print(f"[yellow]note:[/yellow] {ui.escape(note)}")
+        ui.err().print(f"[yellow]note:[/yellow] {ui.escape(note)}", soft_wrap=True)
     if as_json:
         ui.print_json(ui.search_json(result))
     else:

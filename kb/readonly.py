@@ -7,6 +7,7 @@ is (PostgreSQL, a database to create or migrate, a question that must be paid fo
 functions return None and the caller opens `KnowledgeBase`, which can.
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -48,11 +49,25 @@ def active_model(settings: KbSettings) -> str | None:
     return None if active is None else active.model
 
 
+def writable(settings: KbSettings) -> bool:
+    """Whether kb may write to the SQLite file (and its folder, for the journal): False on read-only media."""
+    db = settings.db
+    return os.access(db, os.W_OK) and os.access(db.absolute().parent, os.W_OK)
+
+
 def search(
-    settings: KbSettings, query: str, *, k: int, mode: SearchMode, path: str | None, space: int | None
+    settings: KbSettings,
+    query: str,
+    *,
+    k: int,
+    mode: SearchMode,
+    path: str | None,
+    space: int | None,
+    pay_unrecorded: bool = False,
 ) -> SearchResult | None:
     """The search, if it needs nothing written: spaces of the local model (whose questions are free), or
-    a question already paid for and cached. None otherwise."""
+    a question already paid for and cached. None otherwise, unless `pay_unrecorded` (a database on
+    read-only media): then a new question is embedded and paid for without being cached or counted."""
     if not usable(settings):
         return None
     from kb import querycache
@@ -64,9 +79,10 @@ def search(
         chosen, building = spaces_to_search(reader, space)
         spaces = ([chosen] if chosen else []) + building
         wants_vectors = mode != SearchMode.TEXT
-        if wants_vectors and any(
+        unpaid = wants_vectors and any(
             each.provider != "local" and querycache.get(reader, each.id, query) is None for each in spaces
-        ):
+        )
+        if unpaid and not pay_unrecorded:
             return None  # a paid question: the full path pays for it once and remembers it
         targets = [
             search_space(
@@ -78,7 +94,7 @@ def search(
             )
             for each in spaces
         ]
-    return run_search(
+    result = run_search(
         lambda: _reader(settings),
         query,
         k=k,
@@ -87,3 +103,6 @@ def search(
         space=targets[0] if chosen else None,
         fallbacks=targets[1:] if chosen else targets,
     )
+    if unpaid and result.vector_index is not None:
+        result.notes.append("the database is read-only: this question's vector and cost were not recorded")
+    return result

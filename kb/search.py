@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kb import fulltext, querycache, readmodel, vectors
+from kb import fulltext, globs, querycache, readmodel, vectors
 from kb.embedder import Embedder, Matrix
 from kb.errors import ConfigError, InputError, KbError
 from kb.reader import Reader
@@ -107,6 +107,7 @@ def normalize_glob(pattern: str | None) -> str | None:
     """`tutorial/*` matches `/any/where/tutorial/x.md`; absolute or `*`-led patterns are kept as given."""
     if not pattern:
         return None
+    globs.check(pattern, "--path")
     return pattern if pattern.startswith(("/", "*")) else "*/" + pattern
 
 
@@ -134,6 +135,8 @@ def run_search(
     remember: Remember | None = None,
 ) -> SearchResult:
     """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built)."""
+    if not query.strip():
+        raise InputError("nothing to search for: the question is empty")
     glob = normalize_glob(path_glob)
     depth = max(k * 5, 50)
     notes: list[str] = []

@@ -5,14 +5,16 @@ by constructing `KbSettings(**overrides)`.
 """
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kb import models
+from kb.errors import ConfigError
 
 ProviderName = Literal["gemini", "local"]
 
@@ -195,6 +197,52 @@ class KbSettings(BaseSettings):
         if self.provider is not None:
             return self.provider
         return "gemini" if self.gemini_api_key is not None else "local"
+
+
+def load(**overrides: Any) -> KbSettings:
+    """The settings from the environment, `.env` and `overrides`. A bad value is a ConfigError of one line
+    naming its variable, what is wrong and what is allowed (never a secret's value)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return KbSettings(**overrides)
+    except ValidationError as error:
+        raise ConfigError("; ".join(_explain(problem) for problem in error.errors())) from None
+    except SettingsError as error:  # a value that is not even JSON, for a list or mapping
+        raise ConfigError(_unreadable(error)) from None
+
+
+# Fields whose value is never repeated in a message: a key, or a URL that may carry a password.
+_PRIVATE_FIELDS = {"gemini_api_key", "database_url"}
+
+
+def variable_of(field: str) -> str:
+    """The environment variable(s) that set `field`."""
+    info = KbSettings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return " / ".join(str(choice) for choice in alias.choices)
+    return f"KB_{field.upper()}"
+
+
+def _explain(problem: Any) -> str:
+    field = str(problem["loc"][0]) if problem.get("loc") else "?"
+    message = str(problem["msg"]).replace("Input should be", "must be").removeprefix("Value error, ")
+    if field in _PRIVATE_FIELDS:
+        return f"{variable_of(field)}: {message}"
+    value = str(problem.get("input"))
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    return f"{variable_of(field)}={shown!r}: {message}"
+
+
+def _unreadable(error: Exception) -> str:
+    found = re.search(r'field "(\w+)"', str(error))
+    field = found.group(1) if found else "?"
+    cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
+    return f"{variable_of(field)}: not valid JSON{cause}; lists and mappings are written as JSON, e.g. " + (
+        "'{\"model-name\": [0.15, 0.075]}'" if field.endswith("prices") else '\'["model-a", "model-b"]\''
+    )
 
 
 @dataclass(frozen=True, slots=True)

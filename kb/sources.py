@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pathspec import GitIgnoreSpec
 
+from kb import globs
 from kb.errors import InputError
 from kb.formats import Converted, html_document, markdown_document, rst_document
 
@@ -160,6 +161,7 @@ def _compile_patterns(given: Sequence[str], option: str) -> GitIgnoreSpec | None
     if not patterns:
         return None
     for pattern in patterns:
+        globs.check(pattern, f"--{option}")
         try:
             GitIgnoreSpec.from_lines([pattern])
         except ValueError:

@@ -4,6 +4,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from kb import terminal
 from kb.records import StatusReport
 
 if TYPE_CHECKING:
@@ -11,9 +12,7 @@ if TYPE_CHECKING:
 
 
 def escape(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
+    return terminal.escape(text)
 
 
 WIDTH = 100

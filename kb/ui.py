@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kb import statusview
+from kb import statusview, terminal
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
 from kb.statusview import age
 
@@ -50,11 +50,9 @@ def err() -> "Console":
     return _consoles["err"]
 
 
-def escape(text: str) -> str:
-    """Text shown as is by Rich (its `[...]` markup escaped)."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
+def escape(text: str, keep: str = "") -> str:
+    """Text shown as is by Rich: markup escaped, control characters made visible (kb.terminal)."""
+    return terminal.escape(text, keep)
 
 
 def display_path(path: str) -> str:
@@ -182,7 +180,7 @@ def render_search(result: SearchResult) -> None:
         body = hit.text
         if out().is_terminal and len(body) > SNIPPET_CHARS:
             body = body[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
-        out().print("    " + escape(body).replace("\n", "\n    "))
+        out().print("    " + escape(body, keep="\n\t").replace("\n", "\n    "))
         out().print()
 
 
@@ -198,6 +196,13 @@ class _JsonFormatter(logging.Formatter):
         )
 
 
+class _VisibleFormatter(logging.Formatter):
+    """Log lines for people: a file name's control characters shown, not obeyed (kb.terminal)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal.visible(super().format(record))
+
+
 def configure_logging(log_format: str) -> None:
     """kb's logs on stderr: readable lines, or one JSON object per line."""
     handler: logging.Handler
@@ -209,9 +214,10 @@ def configure_logging(log_format: str) -> None:
         from rich.logging import RichHandler
 
         handler = RichHandler(console=err(), show_path=False, markup=False, log_time_format="%H:%M:%S")
+        handler.setFormatter(_VisibleFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(_VisibleFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("kb")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

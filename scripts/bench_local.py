@@ -19,28 +19,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus" / "fastapi-docs"
+# Real prose: the FastAPI docs beside the project's CI checkout, else this repository's own docs/.
+SHARED = ROOT.parent / "shared" / "corpus" / "fastapi-docs"
+CORPUS = SHARED if SHARED.is_dir() else ROOT / "docs"
 
 
-def paragraphs(count: int) -> list[str]:
+def paragraphs(count: int, corpus: Path = CORPUS) -> list[str]:
     found = [
         block.strip()
-        for path in sorted(CORPUS.rglob("*.md"))
+        for path in sorted(corpus.rglob("*.md"))
         for block in path.read_text(encoding="utf-8").split("\n\n")
         if len(block.strip()) > 80
     ]
     if not found:
-        raise SystemExit(f"no paragraphs found under {CORPUS}")
+        raise SystemExit(f"no paragraphs found under {corpus}")
     return [found[i % len(found)] + f" ({i})" for i in range(count)]
 
 
-def throughput(count: int) -> None:
+def throughput(count: int, corpus: Path = CORPUS) -> None:
     from kb.local import LocalEmbedder, load_model
 
     started = time.perf_counter()
     load_model()
     print(f"model load: {time.perf_counter() - started:.2f} s")
-    texts = paragraphs(count)
+    texts = paragraphs(count, corpus)
     megabytes = sum(len(t.encode()) for t in texts) / 1e6
     embedder = LocalEmbedder()
     started = time.perf_counter()
@@ -84,8 +86,11 @@ def readme_job() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=10_000)
+    parser.add_argument(
+        "--corpus", type=Path, default=CORPUS, help="a folder of Markdown to take paragraphs from"
+    )
     args = parser.parse_args()
-    throughput(args.texts)
+    throughput(args.texts, args.corpus)
     readme_job()
 
 

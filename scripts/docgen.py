@@ -1,11 +1,12 @@
 """Generators for the cog blocks in README.md and docs/*.md (run `scripts/cog`; CI runs `cog --check`)."""
 
+import json
 from typing import Any
 
 import typer
 
 from kb.cli import app
-from kb.settings import KbSettings
+from kb.settings import KbSettings, variable_of
 
 
 def _commands(group: Any, prefix: str = "kb") -> list[tuple[str, Any]]:
@@ -59,9 +60,17 @@ def cli_reference() -> str:
 def settings_table() -> str:
     lines = ["| environment variable | default | meaning |", "|---|---|---|"]
     for name, field in KbSettings.model_fields.items():
-        env = f"KB_{name.upper()}"
-        if name == "gemini_api_key":
-            env = "KB_GEMINI_API_KEY, GEMINI_API_KEY, GOOGLE_API_KEY"
-        default = "unset" if field.default is None else f"`{field.default}`"
-        lines.append(f"| `{env}` | {default} | {field.description or ''} |")
+        env = variable_of(name).replace(" / ", ", ")
+        lines.append(f"| `{env}` | {setting_default(name)} | {field.description or ''} |")
     return "\n".join(lines) + "\n"
+
+
+def setting_default(name: str) -> str:
+    """A setting's default as the table shows it: `unset`, or its value (lists and mappings as the JSON one
+    would write in the environment)."""
+    value = KbSettings.model_fields[name].get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, list | dict):
+        return f"`{json.dumps(value, separators=(', ', ': '))}`"
+    return f"`{value}`"

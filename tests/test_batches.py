@@ -51,6 +51,7 @@ def _billed_once(emulator: GeminiEmulator) -> bool:
     return set(counts.values()) <= {1}
 
 
+@pytest.mark.slow
 def test_25000_texts_make_three_jobs_and_a_second_run_is_free(
     fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:

@@ -7,6 +7,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from kb.app import KnowledgeBase
 from kb.records import FailedText
 from kb.settings import KbSettings
@@ -25,6 +27,9 @@ from tests.crash_harness import (
     write_corpus,
     write_document,
 )
+
+# Several processes each: minutes in all, so outside the fast tier (scripts/test --fast).
+pytestmark = pytest.mark.slow
 
 DIMENSIONS = 128
 LOCKED = "database is locked"

@@ -39,3 +39,28 @@ def test_library_examples_run(tmp_path: Path) -> None:
     for block in blocks:
         exec(compile(block, "docs/library.md", "exec"), {})
     assert (Path.cwd() / "kb.sqlite").exists()
+
+
+def test_the_configuration_table_shows_every_real_default() -> None:
+    """Defaults made by a factory (model lists, prices) are shown as the JSON one would set, not as
+    pydantic's placeholder; each reads back as the default it claims."""
+    import json
+
+    from kb.settings import KbSettings, variable_of
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "PydanticUndefined" not in readme
+    for name, field in KbSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        row = next(
+            line
+            for line in readme.splitlines()
+            if line.startswith(f"| `{variable_of(name).replace(' / ', ', ')}` |")
+        )
+        shown = row.split(" | ")[1]
+        if default is None:
+            assert shown == "unset", row
+        elif isinstance(default, list | dict):
+            assert json.loads(shown.strip("`")) == json.loads(json.dumps(default)), row
+        else:
+            assert shown == f"`{default}`", row

@@ -198,6 +198,7 @@ def test_a_job_whose_results_expired_is_handed_back_and_the_worker_ends(
     assert [r.status for r in downloads].count(404) == 4
 
 
+@pytest.mark.slow
 def test_an_outage_is_waited_out_without_giving_the_job_up(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
@@ -448,6 +449,7 @@ def test_leftover_files_no_live_job_owns_are_removed_on_start(
 # -- 12. a stop request ends the work after the remote call in flight --------------------------------------
 
 
+@pytest.mark.slow
 def test_a_stop_request_ends_after_the_remote_call_in_flight(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
