@@ -14,9 +14,11 @@ if TYPE_CHECKING:
 
     from kb.testing.gemini_emulator import GeminiEmulator
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-FASTAPI_DOCS = CORPUS / "fastapi-docs"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# A small documentation corpus written for these tests (the docs of "Harbor", a fictional web framework),
+# and questions about it labelled with the pages that answer them.
+HANDBOOK = Path(__file__).resolve().parent / "data" / "handbook"
+HANDBOOK_QUERIES = Path(__file__).resolve().parent / "data" / "handbook-queries.json"
 
 _FOREIGN_VARIABLES = {"GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"}
 

@@ -1,6 +1,5 @@
 import re
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +13,7 @@ from kb.chunking import (
     chunk_plain,
     estimate_tokens,
 )
-
-FASTAPI_DOCS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "fastapi-docs"
+from tests.conftest import HANDBOOK
 
 PROSE = (
     "FastAPI is a modern web framework for building APIs with Python based on standard "
@@ -272,14 +270,12 @@ def test_heading_only_sections_make_no_chunk_but_stay_in_paths() -> None:
 
 
 def test_real_document_keeps_invariants() -> None:
-    path = FASTAPI_DOCS / "python-types.md"
-    if not path.exists():
-        pytest.skip("corpus not available")
-    doc = path.read_text(encoding="utf-8")
+    doc = (HANDBOOK / "async.md").read_text(encoding="utf-8")
+    nested = ("Concurrency and `async def`", "Choosing between them", "The one mistake to avoid")
     for options in (ChunkingOptions(), ChunkingOptions(target_tokens=64, max_tokens=128)):
         chunks = chunk_markdown(doc, options)
         assert_valid(doc, chunks, options)
-        assert ("Python Types Intro", "Motivation") in paths(chunks)
+        assert nested in paths(chunks)
 
 
 # --------------------------------------------------------------------------------------------

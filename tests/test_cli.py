@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from kb import migrate
 from kb.cli import app
-from tests.conftest import FASTAPI_DOCS, write
+from tests.conftest import HANDBOOK, write
 
 
 def _kb(runner: CliRunner, db: Path, *args: str, input: str | None = None) -> tuple[int, str, str]:
@@ -20,10 +20,10 @@ def _kb(runner: CliRunner, db: Path, *args: str, input: str | None = None) -> tu
 
 
 def test_ingest_corpus_and_status_json(runner: CliRunner, db_path: Path) -> None:
-    code, out, _ = _kb(runner, db_path, "ingest", str(FASTAPI_DOCS), "--json")
+    code, out, _ = _kb(runner, db_path, "ingest", str(HANDBOOK), "--json")
     assert code == 0
     summary = json.loads(out)
-    files = len(list(FASTAPI_DOCS.rglob("*.md")))
+    files = len(list(HANDBOOK.rglob("*.md")))
     assert summary["added"] == files and summary["skipped"] == 0
 
     code, out, _ = _kb(runner, db_path, "status", "--json")
@@ -33,7 +33,7 @@ def test_ingest_corpus_and_status_json(runner: CliRunner, db_path: Path) -> None
     assert set(status["tasks"]) == {"pending", "submitted", "embedded", "failed"}
     assert status["tasks"]["pending"] == summary["tasks_queued"]
 
-    code, out, _ = _kb(runner, db_path, "ingest", str(FASTAPI_DOCS))
+    code, out, _ = _kb(runner, db_path, "ingest", str(HANDBOOK))
     assert code == 0
     assert f"0 added, 0 changed, {files} unchanged" in out
 

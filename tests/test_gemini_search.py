@@ -1,4 +1,4 @@
-"""End to end against the emulator: `kb ingest --now` of the FastAPI docs, then search in every mode."""
+"""End to end against the emulator: `kb ingest --now` of the test handbook, then search in every mode."""
 
 import json
 from collections import Counter
@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 from kb.app import KnowledgeBase
 from kb.cli import app
 from kb.evaluation import load_queries, recall
+from kb.gemini import MAX_TEXTS_PER_REQUEST
 from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator
-from tests.conftest import CORPUS, EMULATOR_KEY, FASTAPI_DOCS
+from tests.conftest import EMULATOR_KEY, HANDBOOK, HANDBOOK_QUERIES
 
-QUERIES = load_queries(CORPUS / "fastapi-docs-queries.json")
+QUERIES = load_queries(HANDBOOK_QUERIES)
 
 
 @pytest.fixture
@@ -37,10 +38,11 @@ def _vectors(kb: KnowledgeBase) -> np.ndarray:
 def test_ingest_now_embeds_every_chunk_once(
     gemini_env: None, emulator: GeminiEmulator, runner: CliRunner, db_path: Path
 ) -> None:
-    result = runner.invoke(app, ["ingest", str(FASTAPI_DOCS), "--now", "--json"])
+    result = runner.invoke(app, ["ingest", str(HANDBOOK), "--now", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["embedded_now"]["embedded"] == summary["tasks_queued"] > 1000
+    # More texts than one request may carry, so that the request limit below is exercised.
+    assert summary["embedded_now"]["embedded"] == summary["tasks_queued"] > MAX_TEXTS_PER_REQUEST
 
     with KnowledgeBase(settings=KbSettings(db=db_path)) as kb:
         status = kb.status()
@@ -66,10 +68,12 @@ def test_storms_are_survived_without_duplicate_vectors(
     gemini_env: None, emulator: GeminiEmulator, runner: CliRunner, db_path: Path
 ) -> None:
     emulator.faults.add(Fault(route="batchEmbedContents", status=429, times=4, retry_delay="0.05s"))
-    emulator.faults.add(Fault(route="batchEmbedContents", status=503, times=3, after=6))
-    result = runner.invoke(app, ["ingest", str(FASTAPI_DOCS / "tutorial"), "--now", "--json"])
+    # The 503s come after the four 429s and the first request's success: mid-way through the ingest.
+    emulator.faults.add(Fault(route="batchEmbedContents", status=503, times=3, after=5))
+    result = runner.invoke(app, ["ingest", str(HANDBOOK), "--now", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert summary["tasks_queued"] > MAX_TEXTS_PER_REQUEST  # two requests or more
     assert summary["embedded_now"]["left_pending"] == 0
     statuses = Counter(r.status for r in emulator.log)
     assert statuses[429] == 4 and statuses[503] == 3
@@ -81,15 +85,17 @@ def test_storms_are_survived_without_duplicate_vectors(
 
 def test_search_quality_and_query_cache(gemini_settings: KbSettings, emulator: GeminiEmulator) -> None:
     with KnowledgeBase(settings=gemini_settings) as kb:
-        report = kb.ingest([FASTAPI_DOCS])
+        report = kb.ingest([HANDBOOK])
         kb.embed_now(report.queued_hashes)
         emulator.reset_log()
         recalls = {mode: recall(kb, QUERIES, mode) for mode in SearchMode}
         print({mode.value: (r.at_1, r.at_5) for mode, r in recalls.items()})
         assert all(r.fell_back == 0 for r in recalls.values())
-        assert recalls[SearchMode.HYBRID].at_5 >= 0.8
-        assert recalls[SearchMode.VECTOR].at_5 >= 0.6
-        assert recalls[SearchMode.HYBRID].at_5 >= recalls[SearchMode.TEXT].at_5 - 0.05
+        # Measured with the emulator's hashed-word vectors on the 20 handbook questions: hybrid @1 0.65,
+        # @5 0.95; vector @1 0.65, @5 0.95; text @1 0.80, @5 1.00. Each bound leaves one or two questions.
+        assert recalls[SearchMode.HYBRID].at_5 >= 0.9
+        assert recalls[SearchMode.VECTOR].at_5 >= 0.9
+        assert recalls[SearchMode.HYBRID].at_5 >= recalls[SearchMode.TEXT].at_5 - 2 / len(QUERIES)
         query_calls = [r for r in emulator.log if r.route == "batchEmbedContents"]
         assert len(query_calls) == len(QUERIES)  # vector and hybrid share one cached vector per question
         assert {t for r in query_calls for t in r.task_types} == {"RETRIEVAL_QUERY"}
@@ -100,7 +106,7 @@ def test_search_quality_and_query_cache(gemini_settings: KbSettings, emulator: G
 def test_dead_model_search_answers_from_full_text(
     gemini_env: None, emulator: GeminiEmulator, runner: CliRunner
 ) -> None:
-    assert runner.invoke(app, ["ingest", str(FASTAPI_DOCS / "tutorial"), "--now"]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(HANDBOOK / "tutorial"), "--now"]).exit_code == 0
     emulator.models.shut_down("gemini-embedding-001")
     result = runner.invoke(app, ["search", "How do I enable CORS?", "--json", "-k", "3"])
     assert result.exit_code == 0, result.output
@@ -110,7 +116,7 @@ def test_dead_model_search_answers_from_full_text(
 
 
 def test_search_output_for_people(gemini_env: None, runner: CliRunner) -> None:
-    assert runner.invoke(app, ["ingest", str(FASTAPI_DOCS / "tutorial"), "--now"]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(HANDBOOK / "tutorial"), "--now"]).exit_code == 0
     result = runner.invoke(app, ["search", "background tasks after returning a response", "-k", "2"])
     assert result.exit_code == 0 and "note:" not in result.stderr and "Gemini embeddings" in result.stderr
     assert result.stdout.startswith(" 1. ") and "background-tasks.md" in result.stdout

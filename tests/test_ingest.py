@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from kb.app import KnowledgeBase
 from kb.cli import app
 from kb.sources import text_to_path
-from tests.conftest import FASTAPI_DOCS, write
+from tests.conftest import HANDBOOK, write
 from tests.test_sources import write_deep, write_raw
 
 SECTIONED = """# Guide
@@ -45,8 +45,8 @@ def _files_digest(db: Path) -> dict[str, str]:
 
 
 def test_corpus_ingest_then_reingest_is_a_no_op(kb: KnowledgeBase, db_path: Path) -> None:
-    markdown_files = sorted(FASTAPI_DOCS.rglob("*.md"))
-    first = kb.ingest([FASTAPI_DOCS])
+    markdown_files = sorted(HANDBOOK.rglob("*.md"))
+    first = kb.ingest([HANDBOOK])
     assert len(first.added) == len(markdown_files)
     assert first.skipped == []
     status = kb.status()
@@ -58,7 +58,7 @@ def test_corpus_ingest_then_reingest_is_a_no_op(kb: KnowledgeBase, db_path: Path
 
     before = _files_digest(db_path)
     with KnowledgeBase(settings=kb.settings) as again:
-        second = again.ingest([FASTAPI_DOCS])
+        second = again.ingest([HANDBOOK])
     assert len(second.unchanged) == len(markdown_files)
     assert second.counts() == {
         "added": 0,

@@ -20,9 +20,9 @@ from kb.errors import ConfigError
 from kb.local import LocalEmbedder
 from kb.records import SpaceSpec
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
-from tests.conftest import CORPUS, FASTAPI_DOCS
+from tests.conftest import HANDBOOK, HANDBOOK_QUERIES
 
-QUERIES = CORPUS / "fastapi-docs-queries.json"
+QUERIES = HANDBOOK_QUERIES
 TEXTS = [
     "How do I enable CORS for my API?",
     "Background tasks run after the response is sent.",
@@ -197,7 +197,7 @@ def test_same_vectors_as_wordllama_itself(embedder: LocalEmbedder) -> None:
     root.setLevel(level)
     package = kb.local.wordllama_folder()
     reference = WordLlama.load(config="l2_supercat", dim=256, cache_dir=package, disable_download=True)
-    texts = [*TEXTS, (FASTAPI_DOCS / "tutorial" / "cors.md").read_text(encoding="utf-8")]
+    texts = [*TEXTS, (HANDBOOK / "tutorial" / "cors.md").read_text(encoding="utf-8")]
     expected = reference.embed(texts, norm=True)
     np.testing.assert_allclose(embedder.embed_documents(texts), expected, atol=2e-6)
 
@@ -279,12 +279,12 @@ def test_missing_weights_are_a_config_error(fresh_model: None, monkeypatch: pyte
 
 
 def _documents() -> tuple[list[str], list[str]]:
-    files = sorted(FASTAPI_DOCS.rglob("*.md"))
-    names = [path.relative_to(FASTAPI_DOCS).as_posix() for path in files]
+    files = sorted(HANDBOOK.rglob("*.md"))
+    names = [path.relative_to(HANDBOOK).as_posix() for path in files]
     return names, [path.read_text(encoding="utf-8")[:1000] for path in files]
 
 
-def test_semantic_recall_on_fastapi_docs(embedder: LocalEmbedder, capsys: pytest.CaptureFixture[str]) -> None:
+def test_semantic_recall_on_the_handbook(embedder: LocalEmbedder, capsys: pytest.CaptureFixture[str]) -> None:
     names, texts = _documents()
     queries = json.loads(QUERIES.read_text(encoding="utf-8"))
     documents = embedder.embed_documents(texts)
@@ -297,16 +297,16 @@ def test_semantic_recall_on_fastapi_docs(embedder: LocalEmbedder, capsys: pytest
     recall_at_1, recall_at_5 = hits_at_1 / len(queries), hits_at_5 / len(queries)
     with capsys.disabled():
         print(
-            f"\nlocal recall on {len(texts)} fastapi docs (first 1,000 chars), {len(queries)} queries: "
+            f"\nlocal recall on {len(texts)} handbook pages (first 1,000 chars), {len(queries)} queries: "
             f"@1 {recall_at_1:.2f}, @5 {recall_at_5:.2f}"
         )
-    # Measured with wordllama 0.4.0.post1: @1 0.45, @5 0.70.
-    assert recall_at_5 >= 0.6
-    assert recall_at_1 >= 0.35
+    # Measured with wordllama 0.4.0.post1: @1 0.50, @5 0.80 (chance with 25 pages: 0.04 and 0.20).
+    assert recall_at_5 >= 0.7
+    assert recall_at_1 >= 0.4
 
 
 def test_throughput(embedder: LocalEmbedder, capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = "\n\n".join(path.read_text(encoding="utf-8") for path in sorted(FASTAPI_DOCS.rglob("*.md")))
+    corpus = "\n\n".join(path.read_text(encoding="utf-8") for path in sorted(HANDBOOK.rglob("*.md")))
     paragraphs: list[str] = []
     current = ""
     for paragraph in corpus.split("\n\n"):

@@ -18,7 +18,7 @@ from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator
 from kb.worker import ExitReason
-from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, FASTAPI_DOCS, new_postgres_database
+from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, HANDBOOK, new_postgres_database
 from tests.crash_harness import KbProcess
 
 
@@ -83,8 +83,8 @@ def _managed(name: str | None, type_: str, _parents: object) -> bool:
 
 def test_ingest_is_idempotent_and_text_search_works(backend: KbSettings) -> None:
     with KnowledgeBase(settings=backend) as kb:
-        first = kb.ingest([FASTAPI_DOCS])
-        again = kb.ingest([FASTAPI_DOCS])
+        first = kb.ingest([HANDBOOK])
+        again = kb.ingest([HANDBOOK])
         assert len(again.unchanged) == len(first.added) and again.chunks_written == 0
         status = kb.status()
         assert status.chunks == first.chunks_written and status.tasks["pending"] == first.tasks_queued
@@ -96,7 +96,7 @@ def test_ingest_is_idempotent_and_text_search_works(backend: KbSettings) -> None
 
 def test_worker_and_hybrid_search_with_local_vectors(backend: KbSettings) -> None:
     with KnowledgeBase(settings=backend) as kb:
-        kb.ingest([FASTAPI_DOCS / "tutorial"])
+        kb.ingest([HANDBOOK / "tutorial"])
         assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
         status = kb.status()
         assert status.chunk_statuses["embedded"] == status.chunks
@@ -116,7 +116,7 @@ def test_gemini_batch_pipeline(backend: KbSettings, emulator: GeminiEmulator) ->
         }
     )
     with KnowledgeBase(settings=settings) as kb:
-        report = kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        report = kb.ingest([HANDBOOK / "tutorial" / "security"])
         assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
         assert kb.status().tasks["embedded"] == report.tasks_queued
         assert kb.search("OAuth2 scopes").space_id is not None
@@ -128,7 +128,7 @@ def test_gemini_batch_pipeline(backend: KbSettings, emulator: GeminiEmulator) ->
 
 def test_reindex_to_another_space(backend: KbSettings, emulator: GeminiEmulator) -> None:
     with KnowledgeBase(settings=backend) as kb:
-        kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        kb.ingest([HANDBOOK / "tutorial" / "security"])
         kb.worker().run(once=True, timeout_s=60)
     settings = backend.model_copy(
         update={"gemini_api_key": SecretStr(EMULATOR_KEY), "gemini_base_url": emulator.base_url}
@@ -148,7 +148,7 @@ def test_moving_a_sqlite_knowledge_base_to_postgres_embeds_nothing(
 ) -> None:
     settings = gemini_settings.model_copy(update=FAST_SETTINGS)
     with KnowledgeBase(settings=settings) as kb:
-        kb.ingest([FASTAPI_DOCS / "tutorial"])
+        kb.ingest([HANDBOOK / "tutorial"])
         assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
         questions = ["How do I enable CORS?", "background tasks after the response", "OAuth2 scopes"]
         before = {q: _top(kb, q) for q in questions}
@@ -290,7 +290,7 @@ def test_faults_on_both_backends(backend: KbSettings, emulator: GeminiEmulator) 
         }
     )
     with KnowledgeBase(settings=settings) as kb:
-        report = kb.ingest([FASTAPI_DOCS / "tutorial" / "security"])
+        report = kb.ingest([HANDBOOK / "tutorial" / "security"])
         assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
         tasks = kb.status().tasks
         failed = kb.failed_texts()

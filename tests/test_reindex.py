@@ -13,10 +13,10 @@ from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
 from kb.worker import ExitReason
-from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, FASTAPI_DOCS
+from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, HANDBOOK
 
 FAST = FAST_SETTINGS
-CORPUS = FASTAPI_DOCS / "tutorial"
+TUTORIAL = HANDBOOK / "tutorial"
 QUESTION = "How do I enable CORS for my frontend?"
 
 
@@ -25,7 +25,7 @@ def legacy(gemini_settings: KbSettings, emulator: GeminiEmulator) -> KbSettings:
     """An index built on text-embedding-004 (online: the model never had a Batch API), now shut down."""
     settings = gemini_settings.model_copy(update={**FAST, "embedding_model": "text-embedding-004"})
     with KnowledgeBase(settings=settings) as kb:
-        kb.ingest([CORPUS])
+        kb.ingest([TUTORIAL])
         assert kb.worker().run(once=True, timeout_s=60).embedded_online > 0
     assert not [r for r in emulator.log if r.route == "asyncBatchEmbedContent"]
     emulator.models.shut_down("text-embedding-004")
@@ -58,7 +58,8 @@ def test_reindex_off_a_dead_model_with_search_up(
     started = runner.invoke(app, ["reindex", "--yes"])
     assert started.exit_code == 0 and "is being built" in started.stdout
 
-    with KnowledgeBase(settings=legacy.model_copy(update={"batch_max_texts": 100})) as kb:
+    jobs_of = max(1, plan["texts"] // 3)  # several jobs, so that the new space fills up in steps
+    with KnowledgeBase(settings=legacy.model_copy(update={"batch_max_texts": jobs_of})) as kb:
         manager = kb.batch_manager()
         manager.flush(force=True)
         manager.submit_created()
@@ -105,7 +106,9 @@ def test_reindex_off_a_dead_model_with_search_up(
 def test_interrupted_reindex_resumes_without_paying_twice(
     legacy: KbSettings, emulator: GeminiEmulator
 ) -> None:
-    settings = legacy.model_copy(update={"batch_max_texts": 50})
+    with KnowledgeBase(settings=legacy) as kb:
+        texts = kb.reindex_estimate(kb.reindex_spec()).texts
+    settings = legacy.model_copy(update={"batch_max_texts": max(1, texts // 6)})  # six jobs or seven
     # Three jobs finish at once; the others stay pending for an (emulated) hour.
     emulator.plan_next_jobs([JobPlan(), JobPlan(), JobPlan()])
     emulator.job_plan = JobPlan(pending_s=3600)

@@ -14,7 +14,7 @@ from kb.gemini import MAX_REQUEST_BYTES, MAX_TEXTS_PER_REQUEST, plan_requests
 from kb.records import SearchMode
 from kb.search import SearchSpace, normalize_glob, rank_fusion, run_search
 from kb.vectorindex import SpaceIndex
-from tests.conftest import FASTAPI_DOCS
+from tests.conftest import HANDBOOK
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_request_plan_respects_item_and_byte_limits() -> None:
 
 
 def test_text_search_finds_the_right_page(kb: KnowledgeBase) -> None:
-    kb.ingest([FASTAPI_DOCS])
+    kb.ingest([HANDBOOK])
     result = kb.search("CORS middleware allow origins", mode="text", k=5)
     assert result.used == SearchMode.TEXT and not result.notes
     assert any(hit.path.endswith("tutorial/cors.md") for hit in result.hits)
@@ -68,7 +68,7 @@ def test_text_search_finds_the_right_page(kb: KnowledgeBase) -> None:
 
 
 def test_hybrid_without_vectors_falls_back_to_text_and_says_so(kb: KnowledgeBase) -> None:
-    kb.ingest([FASTAPI_DOCS])
+    kb.ingest([HANDBOOK])
     result = kb.search("CORS middleware", mode="hybrid")
     assert result.used == SearchMode.TEXT
     assert result.hits and "nothing is embedded yet" in result.notes[0]
@@ -76,7 +76,7 @@ def test_hybrid_without_vectors_falls_back_to_text_and_says_so(kb: KnowledgeBase
 
 def test_vector_search_and_the_quantized_index_agree(kb: KnowledgeBase, tmp_path: Path) -> None:
     """Vectors written straight to the space: the sqlite-vec scan and the quantized index rank alike."""
-    kb.ingest([FASTAPI_DOCS / "tutorial"])
+    kb.ingest([HANDBOOK / "tutorial"])
     with kb.engine.connect() as connection:
         task_ids = [row[0] for row in connection.exec_driver_sql("SELECT id FROM embedding_tasks")]
         space_id, dims = connection.exec_driver_sql("SELECT id, dimensions FROM embedding_spaces").one()
