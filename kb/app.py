@@ -10,21 +10,22 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from kb import migrate, readmodel, spaces
-from kb.db import create_engine, safe_url, write_transaction
 from kb.errors import ConfigError, DatabaseError
-from kb.reader import ConnectionReader, Reader
 from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.settings import load as load_settings
+from kb.store import migrate, readmodel, spaces
+from kb.store.engine import create_engine, database_size, safe_url, write_transaction
+from kb.store.reader import ConnectionReader, Reader
 
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
-    from kb import online, reindex, usage
-    from kb.batches import BatchBackend, BatchManager
-    from kb.embedder import Embedder, Matrix
+    from kb import online, reindex
+    from kb.batches import BatchManager
     from kb.ingest import IngestOptions
-    from kb.schema import EmbeddingSpace
+    from kb.providers.base import BatchBackend, Embedder, Matrix
     from kb.search import SearchSpace
+    from kb.store import usage
+    from kb.store.schema import EmbeddingSpace
     from kb.vectorindex import SpaceIndex
     from kb.worker import Worker
 
@@ -78,7 +79,7 @@ class KnowledgeBase:
 
     def embedder(self, spec: SpaceSpec) -> "Embedder":
         """The embedder for a space, built on first use (raises ConfigError if it cannot be used)."""
-        from kb.providers import build_embedder
+        from kb.providers.factory import build_embedder
 
         if spec not in self._embedders:
             self._embedders[spec] = build_embedder(self.settings, spec)
@@ -128,7 +129,7 @@ class KnowledgeBase:
         with self.engine.connect() as connection:
             active = spaces.active(connection)
         model = active.model if active else self.space_spec.model
-        from kb.usage import Quote
+        from kb.store.usage import Quote
 
         prices = self.prices.prices(model)
         return Quote(
@@ -140,13 +141,13 @@ class KnowledgeBase:
 
     @property
     def prices(self) -> "usage.PriceBook":
-        from kb.usage import PriceBook
+        from kb.store.usage import PriceBook
 
         return PriceBook(self.settings.model_prices)
 
     @property
     def budget(self) -> "usage.Budget":
-        from kb.usage import Budget
+        from kb.store.usage import Budget
 
         return Budget(self.settings.max_spend_usd, self.settings.max_spend_usd_per_day)
 
@@ -183,12 +184,12 @@ class KnowledgeBase:
 
     @contextmanager
     def open_reader(self) -> Iterator[Reader]:
-        """A reader on a connection of its own, for plain SQL reads (kb.readmodel)."""
+        """A reader on a connection of its own, for plain SQL reads (kb.store.readmodel)."""
         with self.engine.connect() as connection:
             yield ConnectionReader(connection)
 
     def _remember_query(self, space_id: int, question: str, vector: "Matrix") -> None:
-        from kb import querycache
+        from kb.store import querycache
 
         with write_transaction(self.engine) as connection:
             querycache.put(connection, space_id, question, vector)
@@ -248,8 +249,8 @@ class KnowledgeBase:
     ) -> "Worker":
         """The `kb worker` loop; `after_step` runs after each step (the CLI's progress bar), after the
         reindex cut-over check."""
-        from kb import claims
-        from kb.lease import LeaseKeeper
+        from kb.store import claims
+        from kb.store.lease import LeaseKeeper
         from kb.worker import Worker
 
         stop = stop or threading.Event()
@@ -274,7 +275,7 @@ class KnowledgeBase:
 
     def embedding_progress(self) -> tuple[int, int]:
         """(embedded, all) texts over the spaces being filled, for a progress bar."""
-        from kb import tasks
+        from kb.store import tasks
 
         with self.engine.connect() as connection:
             counts = [tasks.counts_by_status(connection, space_id) for space_id in spaces.filling(connection)]
@@ -309,16 +310,15 @@ class KnowledgeBase:
     def reindex_estimate(self, spec: SpaceSpec) -> "reindex.Estimate":
         """Texts, tokens, dollars (batch and online) and jobs that building `spec` would take now."""
         from kb import reindex
-        from kb.usage import Prices
+        from kb.store.usage import Prices
 
         online, batch = self.settings.model_prices.get(spec.model, (None, None))
         counter = None
         if spec.provider == "gemini":
             try:
-                embedder = self.embedder(spec)
-            except ConfigError:
-                embedder = None
-            counter = getattr(embedder, "count_tokens", None)
+                counter = self.embedder(spec).count_tokens
+            except ConfigError:  # no key: the estimate counts tokens itself
+                counter = None
         prices = Prices(online=online, batch=batch)
         return reindex.estimate(self.engine, spec, prices, self.settings.batch_max_texts, counter)
 
@@ -345,12 +345,7 @@ class KnowledgeBase:
 
     def size_bytes(self) -> int:
         """The database's size on disk (SQLite file, or PostgreSQL's pg_database_size)."""
-        if self.engine.dialect.name == "postgresql":
-            with self.engine.connect() as connection:
-                return int(
-                    connection.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
-                )
-        return self.path.stat().st_size
+        return database_size(self.engine)
 
     def drop_retired(self) -> list[int]:
         from kb import reindex
@@ -386,7 +381,7 @@ class KnowledgeBase:
 
     def retry_failed(self, task_ids: Sequence[int] | None = None) -> int:
         """Failed texts (all, or these) back to pending with fresh attempts; returns how many."""
-        from kb import tasks
+        from kb.store import tasks
 
         with write_transaction(self.engine) as connection:
             return tasks.requeue_failed(connection, task_ids)
@@ -394,7 +389,7 @@ class KnowledgeBase:
     def _batch_backend(self, space: "EmbeddingSpace") -> "BatchBackend | None":
         if space.provider == "local":
             if self._local_batches is None:
-                from kb.local import LocalBatchBackend, LocalEmbedder
+                from kb.providers.local import LocalBatchBackend, LocalEmbedder
 
                 embedder = self.embedder(spaces.spec_of(space))
                 assert isinstance(embedder, LocalEmbedder)
@@ -403,8 +398,8 @@ class KnowledgeBase:
         if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
             return None
         if self._gemini_batches is None:
-            from kb.gemini import GeminiBatchBackend
-            from kb.providers import gemini_api
+            from kb.providers.factory import gemini_api
+            from kb.providers.gemini import GeminiBatchBackend
 
             # Uploads and downloads of 10,000-text files take longer than one online request.
             self._gemini_batches = GeminiBatchBackend(gemini_api(self.settings, timeout_s=300.0))
@@ -417,9 +412,9 @@ class KnowledgeBase:
         return None
 
     def _search_space(self, space: readmodel.Space, reader: Reader) -> "SearchSpace":
-        from kb import usage
         from kb.chunking import estimate_tokens
         from kb.search import search_space, spec_of
+        from kb.store import usage
 
         def record(paid: readmodel.Space, question: str) -> None:
             with write_transaction(self.engine) as connection:

@@ -12,7 +12,7 @@ The sequence for every job (design.md §4):
    whose results are gone (expired, deleted) is retried a few times, then handed back the same way.
 
 Every remote call runs under this worker's claim on the job, renewed just before the call; every state
-change is a guarded transition (`kb.ledger`). A stop request ends the work before the next remote call.
+change is a guarded transition (`kb.store.ledger`). A stop request ends the work before the next remote call.
 """
 
 import logging
@@ -20,18 +20,17 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.engine import Connection, Engine
 
-from kb import claims, failpoints, ledger, spaces, usage, vectors
-from kb.db import serialize, write_transaction
+from kb import failpoints
 from kb.errors import (
     ClaimLostError,
     InvalidResponseError,
@@ -42,42 +41,17 @@ from kb.errors import (
     RetryableProviderError,
     StopRequested,
 )
+from kb.providers.base import BatchBackend
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
 from kb.results import BadLine, ErrorKind, ResultItem, classify, parse_lines
 from kb.retry import Backoff
-from kb.schema import BatchJob, EmbeddingSpace, table_of
+from kb.store import claims, ledger, spaces, usage, vectors
+from kb.store.engine import serialize, write_transaction
+from kb.store.schema import BatchJob, EmbeddingSpace, table_of
 
 log = logging.getLogger("kb.batches")
 JOBS = table_of(BatchJob)
 T = TypeVar("T")
-
-
-class BatchBackend(Protocol):
-    """A batch embedding service (Gemini's Batch API, or kb's in-process local runner)."""
-
-    mode: str
-
-    def upload_input(
-        self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
-    ) -> str: ...
-
-    def discard_input(self, display_name: str) -> None:
-        """Delete input files an interrupted upload may have left under this display name (best effort)."""
-        ...
-
-    def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus: ...
-
-    def get(self, name: str) -> RemoteStatus: ...
-
-    def find(self, display_names: set[str]) -> dict[str, RemoteStatus]: ...
-
-    def cancel(self, name: str) -> None: ...
-
-    def download(self, file_name: str, destination: Path) -> None: ...
-
-    def delete_file(self, file_name: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kb import migrate, models
-from kb.db import create_engine, safe_url
-from kb.dbapi import sqlite_driver
+from kb import models
 from kb.errors import KbError
-from kb.providers import gemini_api
+from kb.providers.factory import gemini_api
 from kb.records import JobState
 from kb.settings import KbSettings, environment, is_postgres_url
+from kb.store import migrate
+from kb.store.dbapi import sqlite_driver
+from kb.store.engine import create_engine, safe_url
 
 if TYPE_CHECKING:
-    from kb.gemini import GeminiBatchBackend, GeminiEmbedder
+    from kb.providers.gemini import GeminiBatchBackend, GeminiEmbedder
 
 DOCTOR_TEXTS = ("kb doctor checks the first of two texts.", "kb doctor checks the second of two texts.")
 _POLL_S = 2.0
@@ -187,7 +188,7 @@ def _results_folder(settings: KbSettings, report: DoctorReport) -> None:
 
 def live(settings: KbSettings, report: DoctorReport, wait_s: float, job: str | None = None) -> None:
     """The smallest real round trip with the configured key. Stops at the first step that fails."""
-    from kb.gemini import GeminiBatchBackend, GeminiEmbedder
+    from kb.providers.gemini import GeminiBatchBackend, GeminiEmbedder
 
     if settings.gemini_api_key is None:
         report.add("live", False, "no Gemini API key: set GEMINI_API_KEY")

@@ -22,7 +22,7 @@
     ├── LeaseLostError, ClaimLostError   another worker took over (the step is left to it)
     └── StopRequested              SIGINT/SIGTERM: stop after the current remote call
 
-The CLI maps these to exit codes in one place (`kb.cli`); library callers catch `KbError`.
+The CLI maps these to exit codes in one place (`kb.cli.commands`); library callers catch `KbError`.
 Messages must never contain secrets.
 """
 

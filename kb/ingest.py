@@ -17,10 +17,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
-from kb import sources, spaces, store, tasks
+from kb import sources
 from kb.chunking import ChunkingOptions, TextChunk, chunk_document
-from kb.db import write_transaction
 from kb.records import IngestReport, SkippedFile, SpaceSpec
+from kb.store import documents as store
+from kb.store import spaces, tasks
+from kb.store.engine import write_transaction
 
 ProgressCallback = Callable[[int, int], None]
 

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from kb import failpoints, tasks, usage, vectors
-from kb.db import write_transaction
-from kb.embedder import Embedder, Matrix
+from kb import failpoints
 from kb.errors import InvalidRequestError, ProviderError
+from kb.providers.base import Embedder, Matrix
 from kb.retry import Backoff
-from kb.store import in_batches
+from kb.store import tasks, usage, vectors
+from kb.store.documents import in_batches
+from kb.store.engine import write_transaction
 
 log = logging.getLogger("kb.online")
 

@@ -17,7 +17,7 @@ Matrix = NDArray[np.float32]
 # Levels span twice the largest deviation seen at fit time, so vectors written later rarely clip.
 _HEADROOM = 2.0
 _ENCODE_BLOCK = 1_000
-# A quantizer fitted on fewer vectors than this is refitted when the space doubles (kb.vectors).
+# A quantizer fitted on fewer vectors than this is refitted when the space doubles (kb.store.vectors).
 FIT_SAMPLE = 10_000
 
 

@@ -1,8 +1,8 @@
 """Commands that only read, on a SQLite knowledge base, without SQLAlchemy: `kb status` and `kb search`.
 
-They open the file read-only with the bare SQLite driver (`kb.dbapi`) and run the same read model as
-`KnowledgeBase` (`kb.readmodel`, `kb.search`, `kb.status`): a cold command then starts in a fraction of the
-time, and a knowledge base on read-only media can be searched. When this path cannot serve a command as it
+They open the file read-only with the bare SQLite driver (`kb.store.dbapi`) and run the same read model as
+`KnowledgeBase` (`kb.store.readmodel`, `kb.search`, `kb.status`): a cold command then starts in a fraction of
+the time, and a knowledge base on read-only media can be searched. When this path cannot serve a command as it
 is (PostgreSQL, a database to create or migrate, a question that must be paid for and remembered), its
 functions return None and the caller opens `KnowledgeBase`, which can.
 """
@@ -11,11 +11,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kb import dbapi, migrate, readmodel
-from kb.reader import DriverReader
 from kb.records import SearchMode, SearchResult, StatusReport
 from kb.settings import KbSettings
 from kb.status import StatusOptions, collect
+from kb.store import dbapi, migrate, readmodel
+from kb.store.reader import DriverReader
 
 
 @contextmanager
@@ -70,9 +70,9 @@ def search(
     read-only media): then a new question is embedded and paid for without being cached or counted."""
     if not usable(settings):
         return None
-    from kb import querycache
-    from kb.providers import build_embedder
+    from kb.providers.factory import build_embedder
     from kb.search import run_search, search_space, spaces_to_search, spec_of
+    from kb.store import querycache
     from kb.vectorindex import SpaceIndex
 
     with _reader(settings) as reader:

@@ -12,19 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from kb import spaces, store, tasks, vectors
 from kb.chunking import estimate_tokens
-from kb.db import serialize, write_transaction
 from kb.errors import InputError
-from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
-from kb.schema import BatchJob, EmbeddingTask, table_of
-from kb.usage import Prices
-
-TASKS = table_of(EmbeddingTask)
-JOBS = table_of(BatchJob)
+from kb.records import SpaceSpec, SpaceState
+from kb.store import documents as store
+from kb.store import ledger, spaces, tasks, vectors
+from kb.store.engine import serialize, write_transaction
+from kb.store.usage import Prices
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +58,7 @@ class ReindexStatus:
         return self.pending == 0 and self.submitted == 0
 
 
-TokenCounter = Callable[[list[str]], int]  # the provider's own count for a few texts
+TokenCounter = Callable[[list[str]], int | None]  # the provider's own count for a few texts
 
 
 def estimate(
@@ -76,7 +72,7 @@ def estimate(
     with engine.connect() as connection:
         wanted = store.distinct_texts(connection)
         existing = spaces.find(connection, spec)
-        embedded = _embedded_hashes(connection, existing.id, set(wanted)) if existing else set()
+        embedded = tasks.embedded_among(connection, existing.id, set(wanted)) if existing else set()
         sample = store.sample_texts(connection, 200) if count_tokens else []
     needed = {sha: tokens for sha, tokens in wanted.items() if sha not in embedded}
     tokens = sum(needed.values())
@@ -103,21 +99,7 @@ def _calibration(sample: list[str], count_tokens: TokenCounter | None) -> float 
         counted = count_tokens(sample)
     except Exception:  # an estimate without calibration is still an estimate
         return None
-    return counted / estimated if estimated and counted > 0 else None
-
-
-def _embedded_hashes(connection: Connection, space_id: int, hashes: set[str]) -> set[str]:
-    found: set[str] = set()
-    for batch in store.in_batches(sorted(hashes), 500):
-        rows = connection.execute(
-            select(TASKS.c.text_sha256).where(
-                TASKS.c.space_id == space_id,
-                TASKS.c.status == TaskStatus.EMBEDDED,
-                TASKS.c.text_sha256.in_(batch),
-            )
-        )
-        found.update(row[0] for row in rows)
-    return found
+    return counted / estimated if estimated and counted else None
 
 
 def start(engine: Engine, spec: SpaceSpec) -> int:
@@ -150,9 +132,7 @@ def status(engine: Engine, space_id: int | None = None) -> ReindexStatus | None:
             return None
         counts = tasks.counts_by_status(connection, space.id)
         total = len(store.distinct_texts(connection))
-        in_flight = connection.execute(
-            select(func.count()).where(JOBS.c.space_id == space.id, JOBS.c.state.in_(_LIVE))
-        ).scalar_one()
+        in_flight = ledger.live_count(connection, space.id)
         eta = _eta(connection, space.id, counts["pending"] + counts["submitted"])
         previous = spaces.active(connection) if space.state == SpaceState.BUILDING else None
     return ReindexStatus(
@@ -170,17 +150,9 @@ def status(engine: Engine, space_id: int | None = None) -> ReindexStatus | None:
     )
 
 
-_LIVE = [state.value for state in (JobState.CREATED, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED)]
-
-
 def _eta(connection: Connection, space_id: int, remaining: int) -> float | None:
     """Remaining texts at the rate observed over this space's finished jobs (submission to apply)."""
-    row = connection.execute(
-        select(func.sum(JOBS.c.item_count), func.min(JOBS.c.submitted_at), func.max(JOBS.c.applied_at)).where(
-            JOBS.c.space_id == space_id, JOBS.c.state == JobState.APPLIED
-        )
-    ).one()
-    done, first, last = row
+    done, first, last = ledger.applied_throughput(connection, space_id)
     if not remaining:
         return 0.0
     if not done or first is None or last is None or last <= first:
@@ -202,7 +174,7 @@ def activate(engine: Engine, space_id: int | None = None, strict: bool = False, 
         raise InputError(f"{report.failed:,} texts failed in {report.label}; see `kb errors` (--strict)")
     now = time.time()
     with write_transaction(engine) as connection:
-        serialize(connection, "kb.spaces")  # several workers may reach the cut-over at the same moment
+        serialize(connection, "kb.store.spaces")  # several workers may reach the cut-over at the same moment
         active = spaces.in_state(connection, SpaceState.ACTIVE)
         if [space.id for space in active] == [report.space_id]:
             return report.space_id  # another worker just did it
@@ -258,11 +230,7 @@ def drop_retired(engine: Engine) -> list[int]:
     with write_transaction(engine) as connection:
         dropped = [space.id for space in spaces.in_state(connection, SpaceState.RETIRED)]
         for space_id in dropped:
-            vectors.drop_table(connection, space_id)
-            connection.execute(text("DELETE FROM batch_jobs WHERE space_id = :id"), {"id": space_id})
-            connection.execute(text("DELETE FROM embedding_tasks WHERE space_id = :id"), {"id": space_id})
-            connection.execute(text("DELETE FROM query_embeddings WHERE space_id = :id"), {"id": space_id})
-            connection.execute(text("DELETE FROM embedding_spaces WHERE id = :id"), {"id": space_id})
+            spaces.delete(connection, space_id)
     if dropped:
         # VACUUM cannot run inside a transaction (on either database): an autocommit connection it is.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:

@@ -11,11 +11,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kb import fulltext, globs, querycache, readmodel, vectors
-from kb.embedder import Embedder, Matrix
+from kb import globs
 from kb.errors import ConfigError, InputError, KbError
-from kb.reader import Reader
+from kb.providers.base import Embedder, Matrix
 from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
+from kb.store import fulltext, querycache, readmodel, vectors
+from kb.store.reader import Reader
 
 if TYPE_CHECKING:
     from kb.vectorindex import SpaceIndex
@@ -256,18 +257,7 @@ def _chunks_of_tasks(
     reader: Reader, neighbours: list[tuple[int, float]], glob: str | None
 ) -> list[tuple[int, float]]:
     """Expand (task id, distance) to (chunk id, similarity): every chunk holding that text, in order."""
-    chunks_by_task: dict[int, list[tuple[int, str]]] = {}
-    task_ids = [task_id for task_id, _ in neighbours]
-    for start in range(0, len(task_ids), 500):
-        placeholders = ",".join(str(int(task_id)) for task_id in task_ids[start : start + 500])
-        rows = reader.rows(
-            "SELECT t.id, c.id, d.source_path FROM embedding_tasks t "
-            "JOIN chunks c ON c.text_sha256 = t.text_sha256 "
-            f"JOIN documents d ON d.id = c.document_id WHERE t.id IN ({placeholders}) "
-            "ORDER BY c.id"
-        )
-        for task_id, chunk_id, path in rows:
-            chunks_by_task.setdefault(int(task_id), []).append((int(chunk_id), str(path)))
+    chunks_by_task = readmodel.chunks_of_tasks(reader, [task_id for task_id, _ in neighbours])
     ranked: list[tuple[int, float]] = []
     for task_id, distance in neighbours:
         for chunk_id, path in chunks_by_task.get(task_id, []):
@@ -282,31 +272,24 @@ def _hydrate(
     text_ranks: dict[int, int],
     vector_ranks: dict[int, int],
 ) -> list[SearchHit]:
-    if not ranked:
-        return []
-    placeholders = ",".join(str(int(chunk_id)) for chunk_id, _ in ranked)
-    rows = reader.rows(
-        "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title "
-        f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({placeholders})"
-    )
-    by_id = {int(row[0]): row for row in rows}
+    by_id = readmodel.chunks_for_hits(reader, [chunk_id for chunk_id, _ in ranked])
     hits: list[SearchHit] = []
     for chunk_id, score in ranked:
-        row = by_id.get(chunk_id)
-        if row is None:  # deleted by a concurrent ingest since it was ranked
+        chunk = by_id.get(chunk_id)
+        if chunk is None:  # deleted by a concurrent ingest since it was ranked
             continue
         hits.append(
             SearchHit(
                 rank=len(hits) + 1,
                 score=score,
-                path=row[6],
-                title=row[7],
-                heading=row[2],
-                text=row[1],
+                path=chunk.path,
+                title=chunk.title,
+                heading=chunk.heading,
+                text=chunk.text,
                 chunk_id=chunk_id,
-                document_id=int(row[5]),
-                start=int(row[3]),
-                end=int(row[4]),
+                document_id=chunk.document_id,
+                start=chunk.start,
+                end=chunk.end,
                 text_rank=text_ranks.get(chunk_id),
                 vector_rank=vector_ranks.get(chunk_id),
             )

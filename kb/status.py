@@ -1,15 +1,15 @@
 """`kb status`: one picture of documents, tasks per space, live jobs, warnings, errors, spend and worker.
 
-Built from `kb.readmodel` on any `Reader`: the cold command line reads a SQLite file with the bare driver,
-`KnowledgeBase.status()` through SQLAlchemy.
+Built from `kb.store.readmodel` on any `Reader`: the cold command line reads a SQLite file with the bare
+driver, `KnowledgeBase.status()` through SQLAlchemy.
 """
 
 import time
 from dataclasses import dataclass
 
-from kb import readmodel
-from kb.reader import Reader
 from kb.records import JobInfo, SpaceSummary, SpendSummary, StatusReport, TaskStatus, WorkerHeartbeat
+from kb.store import readmodel
+from kb.store.reader import Reader
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from kb import fulltext, migrate, spaces, vectors
-from kb.db import write_transaction
 from kb.errors import InputError
-from kb.reader import ConnectionReader
-from kb.schema import (
+from kb.store import fulltext, migrate, spaces, vectors
+from kb.store.engine import write_transaction
+from kb.store.reader import ConnectionReader
+from kb.store.schema import (
     BatchJob,
     BatchJobItem,
     Chunk,

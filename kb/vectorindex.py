@@ -5,7 +5,7 @@ quantized index scans one sign bit per dimension instead (`kb.quantize`: 96 byte
 million in numpy), keeps the nearest 0.5% as candidates, ranks them by their int8 levels when those are in
 memory, and reads the exact vectors of the best from the database for the final order: recall@10 0.99 on
 clustered vectors at a million (docs/performance.md). Its codes are written with the vectors, in the same
-transaction (`kb.vectors`), so a crash can never leave the index behind the database: at every search it
+transaction (`kb.store.vectors`), so a crash can never leave the index behind the database: at every search it
 loads just the blocks written since, and reloads whole when the codes were refitted.
 
 `search_index` chooses: `exact`, `quantized` (signs in memory, ~100 MB per million vectors; candidates are
@@ -23,9 +23,9 @@ from enum import StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from kb import vectors
 from kb.quantize import Quantizer, sign_bytes
-from kb.reader import Reader
+from kb.store import vectors
+from kb.store.reader import Reader
 
 log = logging.getLogger(__name__)
 

@@ -18,20 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from kb import lease, ledger, online, spaces
+from kb import online
 from kb.batches import BatchManager
-from kb.embedder import Embedder
 from kb.errors import ConfigError, DatabaseError, KbError, StopRequested
-from kb.lease import LeaseKeeper
-from kb.records import JobState, TaskStatus
+from kb.providers.base import Embedder
+from kb.records import JobState
 from kb.retry import Backoff
-from kb.schema import EmbeddingSpace, EmbeddingTask, table_of
+from kb.store import lease, ledger, spaces, tasks
+from kb.store.lease import LeaseKeeper
+from kb.store.schema import EmbeddingSpace
 
 log = logging.getLogger("kb.worker")
-TASKS = table_of(EmbeddingTask)
 
 # A worker silent this long is gone for good: its heartbeat row is dropped.
 _FORGET_SILENT_S = 24 * 3600.0
@@ -229,11 +228,7 @@ class Worker:
     def _remaining(self) -> Remaining:
         with self.engine.connect() as connection:
             filling = spaces.filling(connection)
-            pending = connection.execute(
-                select(func.count()).where(
-                    TASKS.c.space_id.in_(filling), TASKS.c.status == TaskStatus.PENDING
-                )
-            ).scalar_one()
+            pending = tasks.pending_in(connection, filling)
             live = ledger.live_jobs(connection)
         created = sum(1 for job in live if job.state == JobState.CREATED)
         return Remaining(int(pending), created, len(live) - created)

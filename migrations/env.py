@@ -3,7 +3,7 @@
 
 from alembic import context
 
-from kb.schema import metadata
+from kb.store.schema import metadata
 
 # Virtual tables (FTS5, sqlite-vec) and their shadow tables are raw DDL, not part of the ORM metadata:
 # without this filter autogenerate would propose dropping them.
@@ -26,8 +26,8 @@ def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
 def run_migrations() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
-        from kb.db import create_engine
         from kb.settings import KbSettings
+        from kb.store.engine import create_engine
 
         with create_engine(KbSettings().db).connect() as own_connection:
             _run(own_connection)

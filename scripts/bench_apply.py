@@ -35,15 +35,16 @@ import numpy as np
 from bench_scale import raw_apply_baseline
 from benchjobs import saved_results, succeeded_job
 
-from kb import batches, ledger, spaces, vectors
+from kb import batches
 from kb.app import KnowledgeBase
-from kb.batches import BatchBackend, BatchManager
-from kb.db import create_engine, write_transaction
-from kb.embedder import normalized
-from kb.reader import ConnectionReader
+from kb.batches import BatchManager
+from kb.providers.base import BatchBackend, normalized
 from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
 from kb.results import parse_lines
 from kb.settings import KbSettings
+from kb.store import ledger, spaces, vectors
+from kb.store.engine import create_engine, write_transaction
+from kb.store.reader import ConnectionReader
 
 TARGET = 0.7  # of the floor: parsing 100 MB of JSON is most of any apply (issue 14)
 MODEL = "gemini-embedding-001"

@@ -30,11 +30,11 @@ from bench_scale import KB, env_for, percentiles, run, vocabulary
 from benchdata import clustered, exact_top, random_unit, recall_at
 from benchjobs import succeeded_job, vectors_writer
 
-from kb import querycache
 from kb.app import KnowledgeBase
-from kb.db import write_transaction
 from kb.records import SearchMode
 from kb.settings import KbSettings
+from kb.store import querycache
+from kb.store.engine import write_transaction
 from kb.vectorindex import SpaceIndex
 
 SECTIONS_PER_FILE = 50

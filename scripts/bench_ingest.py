@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kb import migrate
 from kb.app import KnowledgeBase
-from kb.db import create_engine
 from kb.settings import KbSettings
+from kb.store import migrate
+from kb.store.engine import create_engine
 
 WORDS = [
     "embedding",

@@ -37,7 +37,7 @@ def paragraphs(count: int, corpus: Path = CORPUS) -> list[str]:
 
 
 def throughput(count: int, corpus: Path = CORPUS) -> None:
-    from kb.local import LocalEmbedder, load_model
+    from kb.providers.local import LocalEmbedder, load_model
 
     started = time.perf_counter()
     load_model()
@@ -49,7 +49,7 @@ def throughput(count: int, corpus: Path = CORPUS) -> None:
     matrix = embedder.embed_documents(texts)
     seconds = time.perf_counter() - started
     assert matrix.shape == (count, 256)
-    from kb.local import _get_model
+    from kb.providers.local import _get_model
 
     tokenizer = _get_model().tokenizer
     started = time.perf_counter()

@@ -39,12 +39,12 @@ import orjson
 from benchdata import clustered, exact_top, random_unit, recall_at
 from benchjobs import succeeded_job, vectors_writer
 
-from kb import querycache, vectors
 from kb.app import KnowledgeBase
-from kb.db import write_transaction
-from kb.dbapi import configure_sqlite, sqlite_driver
 from kb.records import SearchMode
 from kb.settings import KbSettings
+from kb.store import querycache, vectors
+from kb.store.dbapi import configure_sqlite, sqlite_driver
+from kb.store.engine import write_transaction
 from kb.vectorindex import SpaceIndex
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,7 +240,7 @@ def bench(args: argparse.Namespace, work: Path, figures: dict[str, Any]) -> None
         while (job_id := succeeded_job(kb, space.id, JOB_SIZE, write)) is not None:
             if first_results is None:
                 with kb.engine.connect() as connection:
-                    from kb import ledger
+                    from kb.store import ledger
 
                     first_results = Path(str(ledger.job(connection, job_id).result_path))
                 shutil.copyfile(first_results, work / "baseline.results.jsonl")

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from kb import fulltext, vectors
 from kb.app import KnowledgeBase
-from kb.db import write_transaction
 from kb.records import SearchMode
 from kb.search import SearchSpace, run_search
 from kb.settings import KbSettings
+from kb.store import fulltext, vectors
+from kb.store.engine import write_transaction
 from kb.vectorindex import SpaceIndex
 
 # A Zipf-distributed vocabulary of 20,000 pseudo-words, so that full-text queries are as selective as in
@@ -192,7 +192,7 @@ def fresh_postgres(target: str, work: Path, size: int) -> str:
     """A new database for one size: on the server given, or on a pgserver started in `work`."""
     import sqlalchemy as sa
 
-    from kb.db import create_engine
+    from kb.store.engine import create_engine
 
     if target == "pgserver":
         import warnings

@@ -14,11 +14,11 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from kb import claims, ledger
 from kb.app import KnowledgeBase
-from kb.db import write_transaction
 from kb.records import JobState, RemoteStatus
-from kb.schema import BatchJob, table_of
+from kb.store import claims, ledger
+from kb.store.engine import write_transaction
+from kb.store.schema import BatchJob, table_of
 
 OWNER = "bench"
 # Gemini's values are not unit length; kb normalises them. About the magnitude of real ones.

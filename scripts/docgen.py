@@ -5,7 +5,7 @@ from typing import Any
 
 import typer
 
-from kb.cli import app
+from kb.cli.commands import app
 from kb.settings import KbSettings, variable_of
 
 

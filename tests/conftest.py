@@ -1,4 +1,5 @@
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from kb.settings import KbSettings
 
 if TYPE_CHECKING:
     from google import genai
+    from sqlalchemy.engine import Engine
 
     from kb.testing.gemini_emulator import GeminiEmulator
 
@@ -53,6 +55,17 @@ def kb(settings: KbSettings) -> Iterator[KnowledgeBase]:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+def take_over(engine: "Engine", job_id: int, owner: str, lease_s: float = 30.0) -> None:
+    """Another worker claims the job as the real claim query does once the holder's lease has run out."""
+    from kb.store import claims
+    from kb.store.engine import write_transaction
+
+    later = time.time() + 86_400  # the holder stalled past its lease, however long
+    with write_transaction(engine) as connection:
+        claim = claims.claim_next(connection, owner, later, lease_s, claims.JOBS.c.id == job_id, set())
+    assert claim is not None, f"job {job_id} could not be claimed"
 
 
 def write(path: Path, text: str) -> Path:
@@ -135,7 +148,7 @@ def new_postgres_database(server: str) -> str:
 
     import sqlalchemy as sa
 
-    from kb.db import create_engine
+    from kb.store.engine import create_engine
 
     name = f"kb_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kb.dbapi import sqlite_driver
+from kb.store.dbapi import sqlite_driver
 from kb.testing.gemini_emulator import GeminiEmulator
 from tests.conftest import EMULATOR_KEY
 
@@ -187,7 +187,7 @@ def run_kb(
 
 
 def owner_of(pid: int) -> str:
-    """The lease owner name of a worker process (see `kb.claims.default_owner`)."""
+    """The lease owner name of a worker process (see `kb.store.claims.default_owner`)."""
     return f"{socket.gethostname()}:{pid}"
 
 

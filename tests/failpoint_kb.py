@@ -9,7 +9,7 @@ on its hit after the first SKIP (default 0).
 import sys
 
 from kb import failpoints
-from kb.cli import main
+from kb.cli.commands import main
 
 if __name__ == "__main__":
     point, action = sys.argv[1].split("=", 1)

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from kb import failpoints
 from kb.app import KnowledgeBase
-from kb.cli import app
+from kb.cli.commands import app
+from kb.providers.factory import gemini_api
+from kb.providers.gemini import GeminiBatchBackend
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
 from kb.worker import ExitReason
@@ -112,10 +114,9 @@ def test_a_job_created_remotely_but_not_recorded_is_adopted(
         [job_id] = manager.flush(force=True)
         job = kb.jobs()[0]
         assert job.state == "created" and job.remote_name is None
-        backend = kb._batch_backend(_space(kb))
-        assert backend is not None
+        backend = GeminiBatchBackend(gemini_api(fast_settings, timeout_s=30.0))
         with kb.engine.connect() as connection:
-            from kb import ledger
+            from kb.store import ledger
 
             lines = ledger.manifest_texts(connection, job_id)
         kb.results_dir.mkdir(exist_ok=True)
@@ -236,13 +237,6 @@ def test_jobs_errors_and_retry_commands(
     assert retried.exit_code == 0 and "requeued 2 texts" in retried.stdout
     assert runner.invoke(app, ["worker", "--once", "--timeout", "30"]).exit_code == 0
     assert json.loads(runner.invoke(app, ["errors", "--json"]).stdout) == []
-
-
-def _space(kb: KnowledgeBase) -> object:
-    from kb import spaces
-
-    with kb.engine.connect() as connection:
-        return spaces.all_spaces(connection)[0]
 
 
 def _snapshot(kb: KnowledgeBase) -> tuple[object, ...]:

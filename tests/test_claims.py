@@ -5,13 +5,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from kb import claims, failpoints, ledger, spaces, tasks
+from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.batches import JOBS
-from kb.db import write_transaction
 from kb.records import TaskStatus
 from kb.settings import KbSettings
-from tests.conftest import write
+from kb.store import claims, ledger, spaces, tasks
+from kb.store.engine import write_transaction
+from tests.conftest import take_over, write
 
 LEASE_S = 30.0
 CREATED = JOBS.c.state == "created"
@@ -127,14 +128,11 @@ def test_an_apply_after_the_claim_was_taken_over_writes_nothing(backend: KbSetti
     with KnowledgeBase(settings=backend) as kb:
         _queue(kb, tmp_path)
         stalled = kb.batch_manager(owner="host:a")
-        stalled.flush(force=True)
+        [job_id] = stalled.flush(force=True)
         assert stalled.submit_created()  # the local runner finishes at once
 
         def stall_then_lose_the_job() -> None:  # results downloaded; A stalls before applying, B takes over
-            with write_transaction(kb.engine) as connection:
-                connection.execute(
-                    JOBS.update().values(lease_owner="host:b", lease_expires_at=time.time() + LEASE_S)
-                )
+            take_over(kb.engine, job_id, "host:b")
 
         with failpoints.armed("apply.before", stall_then_lose_the_job):
             report = stalled.poll(only_due=False)

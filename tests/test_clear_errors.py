@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kb.cli import app
+from kb.cli.commands import app
 from kb.testing.gemini_emulator import Fault, GeminiEmulator
 from tests.conftest import EMULATOR_KEY, write
 from tests.crash_harness import kb_env
@@ -53,7 +53,7 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
 
 
 def test_a_database_from_a_newer_kb_says_to_upgrade_kb(runner: CliRunner, tmp_path: Path) -> None:
-    from kb.dbapi import sqlite_driver
+    from kb.store.dbapi import sqlite_driver
 
     db = str(tmp_path / "kb.sqlite")
     assert _kb(runner, "--db", db, "--provider", "local", "status")[0] == 0

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kb import migrate
-from kb.cli import app
+from kb.cli.commands import app
+from kb.store import migrate
 from tests.conftest import HANDBOOK, write
 
 

@@ -11,16 +11,16 @@ import pytest
 
 from kb import readonly
 from kb.app import KnowledgeBase
-from kb.dbapi import connect_readonly
 from kb.errors import DatabaseReadOnlyError
-from kb.reader import DriverReader
 from kb.records import SearchMode
 from kb.settings import KbSettings
+from kb.store.dbapi import connect_readonly
+from kb.store.reader import DriverReader
 from tests.conftest import write
 
 PROBE = """
 import json, sys
-from kb.cli import main
+from kb.cli.commands import main
 sys.argv = ["kb", *json.loads(sys.argv[1])]
 try:
     main()

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kb import vectors
-from kb.db import create_engine, write_transaction
-from kb.dbapi import PAGE_SIZE, sqlite_driver
 from kb.errors import DatabaseError
-from kb.reader import ConnectionReader
+from kb.store import vectors
+from kb.store.dbapi import PAGE_SIZE, sqlite_driver
+from kb.store.engine import create_engine, write_transaction
+from kb.store.reader import ConnectionReader
 
 
 def test_connection_has_sqlite_vec_and_pragmas(db_path: Path) -> None:

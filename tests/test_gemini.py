@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kb.errors import AuthenticationError, ModelNotFoundError, ProviderUnavailableError, RateLimitedError
-from kb.gemini import GeminiEmbedder
+from kb.providers.gemini import GeminiEmbedder
 from kb.retry import RetryPolicy
 from kb.testing.gemini_emulator import Fault, GeminiEmulator
 from tests.conftest import EMULATOR_KEY

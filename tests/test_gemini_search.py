@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
-from kb.cli import app
+from kb.cli.commands import app
 from kb.evaluation import load_queries, recall
-from kb.gemini import MAX_TEXTS_PER_REQUEST
+from kb.providers.gemini import MAX_TEXTS_PER_REQUEST
 from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator

@@ -11,9 +11,9 @@ from google.genai import errors as genai_errors
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from kb import gemini, models
+from kb import models
 from kb.app import KnowledgeBase
-from kb.cli import app
+from kb.cli.commands import app
 from kb.errors import (
     AuthenticationError,
     ConfigError,
@@ -26,6 +26,7 @@ from kb.errors import (
     RetryableProviderError,
     RouteNotServedError,
 )
+from kb.providers import gemini
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator
 from kb.worker import ExitReason

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
-from kb.cli import app
+from kb.cli.commands import app
 from kb.sources import text_to_path
 from tests.conftest import HANDBOOK, write
 from tests.test_sources import write_deep, write_raw

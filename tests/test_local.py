@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import kb.local
-from kb.embedder import Embedder
+import kb.providers.local
 from kb.errors import ConfigError
-from kb.local import LocalEmbedder
+from kb.providers.base import Embedder
+from kb.providers.local import LocalEmbedder
 from kb.records import SpaceSpec
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
 from tests.conftest import HANDBOOK, HANDBOOK_QUERIES
@@ -31,7 +31,7 @@ TEXTS = [
 ]
 E0 = np.eye(1, LOCAL_DIMENSIONS, dtype=np.float32)
 
-# Run in a fresh process: everything, from `import kb.local` on, happens with the network unreachable.
+# Run in a fresh process: from `import kb.providers.local` on, the network is unreachable.
 OFFLINE_SCRIPT = r"""
 import json, logging, os, socket, sys
 
@@ -51,9 +51,9 @@ socket.getaddrinfo = refuse("getaddrinfo")
 root = logging.getLogger()
 before = [repr(handler) for handler in root.handlers], root.level
 
-import kb.local
+import kb.providers.local
 imported_early = "wordllama" in sys.modules
-embedder = kb.local.LocalEmbedder()
+embedder = kb.providers.local.LocalEmbedder()
 vector = embedder.embed_query(sys.argv[1])
 documents = embedder.embed_documents(json.loads(sys.argv[2]))
 after = [repr(handler) for handler in root.handlers], root.level
@@ -61,7 +61,7 @@ print(json.dumps({
     "attempts": attempts,
     "imported_early": imported_early,
     "imported_late": "wordllama" in sys.modules,
-    "folder": str(kb.local.wordllama_folder()),
+    "folder": str(kb.providers.local.wordllama_folder()),
     "logging_unchanged": before == after,
     "query": vector.tobytes().hex(),
     "documents": documents.tobytes().hex(),
@@ -77,7 +77,7 @@ def embedder() -> LocalEmbedder:
 @pytest.fixture
 def fresh_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forget the process-wide model for this test (restored afterwards), so the test loads it again."""
-    monkeypatch.setattr(kb.local, "_model", None)
+    monkeypatch.setattr(kb.providers.local, "_model", None)
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[st
 
 
 def test_offline_load_in_process(fresh_model: None, offline: list[str]) -> None:
-    kb.local.load_model()
+    kb.providers.local.load_model()
     vector = LocalEmbedder().embed_query("How do I enable CORS?")
     assert vector.shape == (1, LOCAL_DIMENSIONS)
     assert offline == [], f"network attempted: {offline}"
@@ -141,7 +141,7 @@ def test_offline_fresh_process_is_cheap_to_import_and_deterministic(
         "kb never imports wordllama"
     )
     assert report["logging_unchanged"]
-    assert report["folder"] == str(kb.local.wordllama_folder())
+    assert report["folder"] == str(kb.providers.local.wordllama_folder())
     # Same text, same bytes, in another process.
     assert bytes.fromhex(report["query"]) == embedder.embed_query(TEXTS[0]).tobytes()
     assert bytes.fromhex(report["documents"]) == embedder.embed_documents(TEXTS).tobytes()
@@ -195,7 +195,7 @@ def test_same_vectors_as_wordllama_itself(embedder: LocalEmbedder) -> None:
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
-    package = kb.local.wordllama_folder()
+    package = kb.providers.local.wordllama_folder()
     reference = WordLlama.load(config="l2_supercat", dim=256, cache_dir=package, disable_download=True)
     texts = [*TEXTS, (HANDBOOK / "tutorial" / "cors.md").read_text(encoding="utf-8")]
     expected = reference.embed(texts, norm=True)
@@ -235,7 +235,7 @@ def test_very_long_text(embedder: LocalEmbedder) -> None:
 
 
 def test_loaded_once_across_threads(fresh_model: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_load = kb.local._load_model
+    real_load = kb.providers.local._load_model
     loads: list[int] = []
 
     def counting_load() -> Any:
@@ -243,7 +243,7 @@ def test_loaded_once_across_threads(fresh_model: None, monkeypatch: pytest.Monke
         time.sleep(0.05)  # widen the race window
         return real_load()
 
-    monkeypatch.setattr(kb.local, "_load_model", counting_load)
+    monkeypatch.setattr(kb.providers.local, "_load_model", counting_load)
     barrier = threading.Barrier(8)
     results: list[bytes] = []
     errors: list[BaseException] = []
@@ -269,13 +269,13 @@ def test_missing_wordllama_is_a_config_error(fresh_model: None, monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "wordllama", None)  # makes find_spec("wordllama") fail
     with pytest.raises(ConfigError, match=r"pip install --force-reinstall"):
         LocalEmbedder().embed_query("hello")
-    assert kb.local._model is None
+    assert kb.providers.local._model is None
 
 
 def test_missing_weights_are_a_config_error(fresh_model: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kb.local, "WEIGHTS_FILE", "weights/l2_supercat_4096.safetensors")
+    monkeypatch.setattr(kb.providers.local, "WEIGHTS_FILE", "weights/l2_supercat_4096.safetensors")
     with pytest.raises(ConfigError, match=r"l2_supercat_4096.*pip install --force-reinstall"):
-        kb.local.load_model()
+        kb.providers.local.load_model()
 
 
 def _documents() -> tuple[list[str], list[str]]:

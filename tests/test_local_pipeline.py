@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
-from kb.cli import app
+from kb.cli.commands import app
 from kb.evaluation import load_queries, recall
 from kb.records import SearchMode
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings

@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from kb import migrate, schema
-from kb.db import create_engine
+from kb.store import migrate, schema
+from kb.store.engine import create_engine
 
 
 def test_upgrade_from_empty_reaches_head(db_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_downgrade_and_upgrade_round_trip(db_path: Path) -> None:
 
 def test_full_text_index_follows_chunks(db_path: Path) -> None:
     """New chunks are indexed in bulk by the write that adds them; edits and deletes by triggers."""
-    from kb import fulltext
+    from kb.store import fulltext
 
     engine = create_engine(db_path)
     migrate.upgrade(engine)

@@ -12,18 +12,19 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from kb import failpoints, ledger, tasks
+from kb import failpoints
 from kb.app import KnowledgeBase
-from kb.cli import app
-from kb.db import write_transaction
-from kb.dbapi import sqlite_driver
+from kb.cli.commands import app
 from kb.errors import AuthenticationError, ClaimLostError, DatabaseFullError
-from kb.reader import ConnectionReader
 from kb.records import JobState, RemoteStatus
 from kb.settings import KbSettings
+from kb.store import ledger, tasks
+from kb.store.dbapi import sqlite_driver
+from kb.store.engine import write_transaction
+from kb.store.reader import ConnectionReader
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
 from kb.worker import ExitReason
-from tests.conftest import FAST_SETTINGS, write
+from tests.conftest import FAST_SETTINGS, take_over, write
 from tests.crash_harness import kb_env, run_kb
 
 
@@ -225,8 +226,8 @@ def test_a_worker_that_lost_its_claim_cannot_overwrite_the_takers_progress(
         kb.ingest([tmp_path / "corpus"])
         [job_id] = kb.batch_manager(owner="host:a").flush(force=True)
         remote = RemoteStatus("batches/x", None, JobState.PENDING, "BATCH_STATE_PENDING", None)
+        take_over(kb.engine, job_id, "host:b")
         with write_transaction(kb.engine) as connection:
-            connection.execute(ledger.JOBS.update().values(lease_owner="host:b"))
             ledger.mark_submitted(connection, job_id, "host:b", remote, "files/in", time.time(), 0.0)
         for owner, expected in (("host:a", JobState.PENDING), ("host:b", JobState.RUNNING)):
             with pytest.raises(ClaimLostError), write_transaction(kb.engine) as connection:
@@ -484,7 +485,7 @@ def test_loading_a_space_into_memory_streams_its_vectors(settings: KbSettings) -
 
     import numpy as np
 
-    from kb import vectors
+    from kb.store import vectors
 
     count, dims = 20_000, 256
     with KnowledgeBase(settings=settings) as kb:

@@ -10,12 +10,12 @@ from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from kb import migrate, schema
 from kb.app import KnowledgeBase
-from kb.cli import app
-from kb.db import create_engine
+from kb.cli.commands import app
 from kb.records import SearchMode
 from kb.settings import KbSettings
+from kb.store import migrate, schema
+from kb.store.engine import create_engine
 from kb.testing.gemini_emulator import GeminiEmulator
 from kb.worker import ExitReason
 from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, HANDBOOK, new_postgres_database

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
-from kb.cli import app
+from kb.cli.commands import app
 from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan

@@ -9,10 +9,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from kb import lease, statusview
 from kb.app import KnowledgeBase
-from kb.cli import app
+from kb.cli import statusview
+from kb.cli.commands import app
 from kb.settings import KbSettings
+from kb.store import lease
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
 from kb.worker import ExitReason
 from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, HANDBOOK

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from kb import spaces, vectors
 from kb.app import KnowledgeBase
-from kb.db import write_transaction
 from kb.quantize import FIT_SAMPLE
-from kb.reader import ConnectionReader
 from kb.records import SpaceSpec, SpaceState
 from kb.settings import KbSettings
+from kb.store import spaces, vectors
+from kb.store.engine import write_transaction
+from kb.store.reader import ConnectionReader
 from kb.testing.gemini_emulator import GeminiEmulator
 from kb.vectorindex import EXACT_BELOW, FIRST_EXACT_BELOW, Method, QuantizedIndex, SpaceIndex, choose
 from tests.conftest import EMULATOR_KEY, write
@@ -190,8 +190,8 @@ def test_loading_the_index_streams_its_blocks(kb: KnowledgeBase) -> None:
 
 
 def test_a_database_from_before_the_codes_gets_them_when_migrated(tmp_path: Path) -> None:
-    from kb import migrate
-    from kb.db import create_engine
+    from kb.store import migrate
+    from kb.store.engine import create_engine
 
     dims = 48
     matrix = clustered(500, dims, seed=13)
@@ -262,8 +262,8 @@ def test_the_index_agrees_with_the_database_after_workers_killed_around_the_appl
 def test_a_question_already_paid_for_is_answered_from_the_index_without_a_key(tmp_path: Path) -> None:
     """No API key, so no embedder: a cached question's vector still goes through the configured index (it
     used to fall back silently to the scan)."""
-    from kb import querycache
     from kb.records import SearchMode
+    from kb.store import querycache
 
     dims = 64
     settings = KbSettings(db=tmp_path / "kb.sqlite", provider="gemini", search_index="memory", _env_file=None)  # type: ignore[call-arg]

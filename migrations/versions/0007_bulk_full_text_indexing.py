@@ -1,7 +1,7 @@
 """sqlite: chunks are added to the full-text index in bulk, per write, not by a trigger per row
 
 The per-row `AFTER INSERT` trigger made storing a chunk cost 3-4x what it had to (FTS5 indexes many rows
-at once far faster than one at a time). `kb.fulltext.index_new` indexes each write's new chunks with one
+at once far faster than one at a time). `kb.store.fulltext.index_new` indexes each write's new chunks with one
 `INSERT ... SELECT`; the delete and update triggers stay, so removals and edits remain exact. PostgreSQL is
 unchanged (a stored tsvector column).
 

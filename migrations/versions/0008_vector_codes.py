@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from kb import vectors
+from kb.store import vectors
 
 revision: str = "0008"
 down_revision: str | Sequence[str] | None = "0007"

@@ -1,16 +1,17 @@
-"""The Embedder protocol that every provider implements, and the vector checks they share.
+"""The protocols every provider implements (Embedder, BatchBackend), and the vector checks they share.
 
 Nothing above a provider sees an SDK type: providers take strings and return float32 matrices of unit rows.
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from kb.errors import InvalidResponseError
-from kb.records import SpaceSpec
+from kb.records import RemoteStatus, SpaceSpec
 
 Matrix = NDArray[np.float32]
 
@@ -39,9 +40,41 @@ class Embedder(Protocol):
         """One row (task type RETRIEVAL_QUERY), L2-normalised."""
         ...
 
+    def count_tokens(self, texts: list[str]) -> int | None:
+        """The input tokens the provider would bill for these texts, asked of it; None if it cannot say."""
+        ...
+
     def close(self) -> None:
         """Let go of connections and clients (a no-op for in-process models)."""
         ...
+
+
+class BatchBackend(Protocol):
+    """A batch embedding service (Gemini's Batch API, or kb's in-process local runner)."""
+
+    mode: str
+
+    def upload_input(
+        self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
+    ) -> str: ...
+
+    def discard_input(self, display_name: str) -> None:
+        """Delete input files an interrupted upload may have left under this display name (best effort)."""
+        ...
+
+    def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus: ...
+
+    def get(self, name: str) -> RemoteStatus: ...
+
+    def find(self, display_names: set[str]) -> dict[str, RemoteStatus]: ...
+
+    def cancel(self, name: str) -> None: ...
+
+    def download(self, file_name: str, destination: Path) -> None: ...
+
+    def delete_file(self, file_name: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def checked_unit_rows(rows: Sequence[Sequence[float]], expected_count: int, dimensions: int) -> Matrix:

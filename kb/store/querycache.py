@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kb.embedder import Matrix
-from kb.reader import Reader, scalar
+from kb.store.reader import Reader, scalar
+from kb.store.vectors import Matrix
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -31,8 +31,8 @@ def get(reader: Reader, space_id: int, query: str) -> Matrix | None:
 
 
 def put(connection: "Connection", space_id: int, query: str, vector: Matrix) -> None:
-    from kb.db import insert_ignoring_conflicts
-    from kb.schema import QueryEmbedding, table_of
+    from kb.store.engine import insert_ignoring_conflicts
+    from kb.store.schema import QueryEmbedding, table_of
 
     now = time.time()
     connection.execute(

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
-from kb import readmodel
-from kb.reader import ConnectionReader
-from kb.readmodel import DAY_S as DAY_S
-from kb.readmodel import Spend
-from kb.schema import Meta, UsageRecord, table_of
+from kb.store import readmodel
+from kb.store.reader import ConnectionReader
+from kb.store.readmodel import DAY_S as DAY_S
+from kb.store.readmodel import Spend
+from kb.store.schema import Meta, UsageRecord, table_of
 
 USAGE = table_of(UsageRecord)
 

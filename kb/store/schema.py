@@ -208,12 +208,12 @@ class QueryEmbedding(Base):
 metadata = Base.metadata
 
 # What the metadata cannot say, as it stands after the newest migration: a new database is created from the
-# metadata plus these (`kb.migrate.create`), without replaying every migration; tests/test_migrations.py
+# metadata plus these (`kb.store.migrate.create`), without replaying every migration; tests/test_migrations.py
 # checks that both roads give the same schema.
 SQLITE_DDL = (
     # Full text over chunk text and headings: FTS5, external content (the text is stored once, in chunks).
-    # New chunks are indexed in bulk by the write that adds them (kb.fulltext); triggers keep deletes and
-    # edits exact.
+    # New chunks are indexed in bulk by the write that adds them (kb.store.fulltext); triggers keep deletes
+    # and edits exact.
     "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, heading_path, content='chunks', "
     "content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')",
     "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "

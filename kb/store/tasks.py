@@ -2,18 +2,18 @@
 queued or embedded in a space costs nothing more."""
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from kb import readmodel
-from kb.db import bulk_insert, insert_ignoring_conflicts
-from kb.reader import ConnectionReader
 from kb.records import TaskStatus
-from kb.schema import Chunk, EmbeddingTask, table_of
-from kb.store import in_batches
+from kb.store import readmodel
+from kb.store.documents import in_batches
+from kb.store.engine import bulk_insert, insert_ignoring_conflicts
+from kb.store.reader import ConnectionReader
+from kb.store.schema import Chunk, EmbeddingTask, table_of
 
 TASKS = table_of(EmbeddingTask)
 
@@ -77,6 +77,31 @@ def queue(
     else:
         bulk_insert(connection, "embedding_tasks", _TASK_COLUMNS, rows, ignore=True)
     return QueueResult(hashes=new, tokens=sum(token_estimates[sha] for sha in new))
+
+
+def embedded_among(connection: Connection, space_id: int, hashes: Collection[str]) -> set[str]:
+    """Those of `hashes` whose text the space has a vector for."""
+    found: set[str] = set()
+    for batch in in_batches(sorted(hashes), 500):
+        rows = connection.execute(
+            select(TASKS.c.text_sha256).where(
+                TASKS.c.space_id == space_id,
+                TASKS.c.status == TaskStatus.EMBEDDED,
+                TASKS.c.text_sha256.in_(batch),
+            )
+        )
+        found.update(row[0] for row in rows)
+    return found
+
+
+def pending_in(connection: Connection, space_ids: Sequence[int]) -> int:
+    """Texts waiting to be embedded in these spaces."""
+    if not space_ids:
+        return 0
+    count = connection.execute(
+        select(func.count()).where(TASKS.c.space_id.in_(space_ids), TASKS.c.status == TaskStatus.PENDING)
+    ).scalar_one()
+    return int(count)
 
 
 def drop_unpaid(connection: Connection, hashes: Sequence[str]) -> int:

@@ -9,10 +9,10 @@ from typing import TypeVar
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from kb import fulltext
 from kb.chunking import TextChunk
-from kb.db import bulk_insert
-from kb.schema import Chunk, Document, table_of
+from kb.store import fulltext
+from kb.store.engine import bulk_insert
+from kb.store.schema import Chunk, Document, table_of
 
 DOCUMENTS = table_of(Document)
 CHUNKS = table_of(Chunk)

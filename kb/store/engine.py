@@ -1,4 +1,4 @@
-"""SQLAlchemy engines on SQLite (kb's driver, sqlite-vec and pragmas from `kb.dbapi`) or PostgreSQL, and
+"""SQLAlchemy engines on SQLite (kb's driver, sqlite-vec and pragmas from `kb.store.dbapi`) or PostgreSQL, and
 the transactions kb writes in. Driver errors become kb errors at the engine's boundary.
 """
 
@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from kb.dbapi import configure_sqlite, sqlite_driver, translate_database_error
 from kb.errors import DatabaseError
 from kb.settings import is_postgres_url
+from kb.store.dbapi import configure_sqlite, sqlite_driver, translate_database_error
 
 
 def create_engine(target: Path | str, *, busy_timeout_ms: int = 10_000) -> Engine:
@@ -125,3 +125,13 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         connection = connection.execution_options(kb_begin="IMMEDIATE")
         with connection.begin():
             yield connection
+
+
+def database_size(engine: Engine) -> int:
+    """Bytes the database takes: the SQLite file, or PostgreSQL's `pg_database_size`."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            query = "SELECT pg_database_size(current_database())"
+            return int(connection.exec_driver_sql(query).scalar_one())
+    database = engine.url.database
+    return Path(database).stat().st_size if database else 0

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Connection
 
 from kb.errors import ClaimLostError
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
-from kb.schema import BatchJob, BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
-from kb.store import in_batches
+from kb.store.documents import in_batches
+from kb.store.schema import BatchJob, BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
 
 JOBS = table_of(BatchJob)
 ITEMS = table_of(BatchJobItem)
@@ -159,6 +159,27 @@ def live_jobs(connection: Connection) -> list[BatchJob]:
 def all_jobs(connection: Connection, limit: int = 1000) -> list[BatchJob]:
     rows = connection.execute(select(JOBS).order_by(JOBS.c.id.desc()).limit(limit))
     return [BatchJob(**row._mapping) for row in rows]
+
+
+def live_count(connection: Connection, space_id: int) -> int:
+    """The space's jobs not yet ended (created, submitted, running, or results not yet applied)."""
+    live = [
+        state.value for state in (JobState.CREATED, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED)
+    ]
+    count = connection.execute(
+        select(func.count()).where(JOBS.c.space_id == space_id, JOBS.c.state.in_(live))
+    ).scalar_one()
+    return int(count)
+
+
+def applied_throughput(connection: Connection, space_id: int) -> tuple[int, float | None, float | None]:
+    """(texts, first submission, last apply) over the space's applied jobs: the rate they went at."""
+    row = connection.execute(
+        select(func.sum(JOBS.c.item_count), func.min(JOBS.c.submitted_at), func.max(JOBS.c.applied_at)).where(
+            JOBS.c.space_id == space_id, JOBS.c.state == JobState.APPLIED
+        )
+    ).one()
+    return int(row[0] or 0), row[1], row[2]
 
 
 def manifest_texts(connection: Connection, job_id: int) -> list[tuple[str, str]]:

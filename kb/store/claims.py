@@ -21,11 +21,11 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from kb.db import write_transaction
 from kb.errors import DatabaseError
-from kb.schema import BatchJob, table_of
+from kb.store.engine import write_transaction
+from kb.store.schema import BatchJob, table_of
 
-log = logging.getLogger("kb.claims")
+log = logging.getLogger("kb.store.claims")
 JOBS = table_of(BatchJob)
 
 

@@ -2,7 +2,7 @@
 
 On SQLite one worker at a time may submit and apply batch work (the database has one writer anyway): it
 holds the `batch` lease, taken in an IMMEDIATE transaction. On PostgreSQL all workers work at once, each job
-under its own claim (`kb.claims`). Either way every worker keeps a `worker:<owner>` heartbeat row, which
+under its own claim (`kb.store.claims`). Either way every worker keeps a `worker:<owner>` heartbeat row, which
 `kb status` reads. A lease that is not renewed expires, so a crashed worker's successor takes over after
 `lease_s` seconds.
 """
@@ -15,11 +15,11 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from kb import readmodel
-from kb.db import write_transaction
 from kb.errors import DatabaseError, LeaseLostError
-from kb.reader import ConnectionReader
-from kb.schema import WorkerLease, table_of
+from kb.store import readmodel
+from kb.store.engine import write_transaction
+from kb.store.reader import ConnectionReader
+from kb.store.schema import WorkerLease, table_of
 
 LEASES = table_of(WorkerLease)
 BATCH_LEASE = "batch"

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from kb import __version__, ui
+from kb import __version__
+from kb.cli import rendering as ui
 from kb.errors import InputError, KbError
 from kb.records import SearchMode
 
@@ -374,7 +375,8 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 seconds until Ctrl-C.")] = False,
 ) -> None:
     """Show documents, tasks per space, jobs in flight, warnings, errors, spend, and the worker."""
-    from kb import readonly, statusview
+    from kb import readonly
+    from kb.cli import statusview
 
     settings: KbSettings = ctx.obj
     report = None if watch else readonly.status(settings)
@@ -429,7 +431,7 @@ def migrate_db(
     to: Annotated[str, typer.Option("--to", help="The target: a postgresql:// URL or a SQLite file.")],
 ) -> None:
     """Copy this knowledge base to another database (e.g. PostgreSQL) without re-embedding anything."""
-    from kb.db import create_engine, safe_url
+    from kb.store.engine import create_engine, safe_url
     from kb.transfer import copy_database
 
     settings: KbSettings = ctx.obj
@@ -448,7 +450,7 @@ def migrate_db(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending schema migrations (kb also does this on open)."""
-    from kb import migrate
+    from kb.store import migrate
 
     with _open(ctx) as kb:
         ui.out().print(f"{kb.location}: schema at {migrate.current_revision(kb.engine)} (head)")
@@ -457,8 +459,8 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the database's schema revision and the newest one kb knows."""
-    from kb import migrate
-    from kb.db import create_engine, safe_url
+    from kb.store import migrate
+    from kb.store.engine import create_engine, safe_url
 
     settings: KbSettings = ctx.obj
     location = safe_url(settings.database)

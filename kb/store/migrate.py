@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kb import readmodel
 from kb.errors import DatabaseError
-from kb.reader import ConnectionReader
+from kb.store import readmodel
+from kb.store.reader import ConnectionReader
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -23,7 +23,7 @@ HEAD = REVISIONS[-1]
 
 def script_location() -> Path:
     """`kb/_migrations` in an installed wheel, else the checkout's top-level `migrations/`."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parents[1]  # kb/, this file being kb/store/migrate.py
     for candidate in (package_dir / "_migrations", package_dir.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
@@ -70,7 +70,7 @@ def create(engine: "Engine") -> None:
     """A new database at the newest schema, from the metadata and the DDL it cannot express, stamped with
     the head revision (what Alembic's cookbook calls create_all + stamp): no migration replayed, and no
     Alembic import, on a user's first command."""
-    from kb import schema
+    from kb.store import schema
 
     with engine.connect() as connection:
         connection = connection.execution_options(kb_begin="IMMEDIATE")

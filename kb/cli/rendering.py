@@ -13,9 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kb import statusview, terminal
+from kb.cli import statusview, terminal
+from kb.cli.statusview import age
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
-from kb.statusview import age
 
 if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
     from rich.console import Console
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the types only: importing their modules would load the data
     from kb.online import OnlineReport
     from kb.reindex import Estimate, ReindexStatus
     from kb.settings import KbSettings
-    from kb.usage import Quote
+    from kb.store.usage import Quote
     from kb.worker import WorkerResult
 
 ProgressCallback = Callable[[int, int], None]
@@ -51,7 +51,7 @@ def err() -> "Console":
 
 
 def escape(text: str, keep: str = "") -> str:
-    """Text shown as is by Rich: markup escaped, control characters made visible (kb.terminal)."""
+    """Text shown as is by Rich: markup escaped, control characters made visible (kb.cli.terminal)."""
     return terminal.escape(text, keep)
 
 
@@ -197,7 +197,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _VisibleFormatter(logging.Formatter):
-    """Log lines for people: a file name's control characters shown, not obeyed (kb.terminal)."""
+    """Log lines for people: a file name's control characters shown, not obeyed (kb.cli.terminal)."""
 
     def format(self, record: logging.LogRecord) -> str:
         return terminal.visible(super().format(record))

@@ -6,8 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from kb.records import SpaceSpec, SpaceState
-from kb.schema import EmbeddingSpace, table_of
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
+from kb.store.schema import EmbeddingSpace, table_of
 
 SPACES = table_of(EmbeddingSpace)
 
@@ -67,7 +67,7 @@ def create(connection: Connection, spec: SpaceSpec, state: SpaceState) -> int:
         )
         .returning(SPACES.c.id)
     ).scalar_one()
-    from kb import vectors  # numpy, only when a space is made
+    from kb.store import vectors
 
     vectors.create_table(connection, space_id, spec.dimensions)
     return int(space_id)
@@ -125,3 +125,19 @@ def spec_of(space: EmbeddingSpace) -> SpaceSpec:
 
 def label(space: EmbeddingSpace) -> str:
     return f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d, {space.state})"
+
+
+def delete(connection: Connection, space_id: int) -> None:
+    """A space and everything of it: vectors and codes, jobs, tasks, cached questions, the space row."""
+    from sqlalchemy import text
+
+    from kb.store import vectors
+
+    vectors.drop_table(connection, space_id)
+    for table, column in (
+        ("batch_jobs", "space_id"),
+        ("embedding_tasks", "space_id"),
+        ("query_embeddings", "space_id"),
+        ("embedding_spaces", "id"),
+    ):
+        connection.execute(text(f"DELETE FROM {table} WHERE {column} = :id"), {"id": space_id})

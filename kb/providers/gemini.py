@@ -34,7 +34,6 @@ from google.genai import types
 
 from kb import models
 from kb.chunking import estimate_tokens
-from kb.embedder import Matrix, checked_unit_rows
 from kb.errors import (
     AuthenticationError,
     ConfigError,
@@ -48,12 +47,13 @@ from kb.errors import (
     RetryableProviderError,
     RouteNotServedError,
 )
+from kb.providers.base import Matrix, checked_unit_rows
 from kb.ratelimit import RateLimiter
 from kb.records import JobState, RemoteStatus, SpaceSpec
 from kb.retry import RetryPolicy, call_with_retries
 
 T = TypeVar("T")
-log = logging.getLogger("kb.gemini")
+log = logging.getLogger("kb.providers.gemini")
 
 DEFAULT_API_VERSION = "v1beta"  # every documented REST sample and live capture of Batch and Files traffic
 _OTHER_VERSION = {"v1beta": "v1", "v1": "v1beta"}

@@ -10,7 +10,7 @@ import fnmatch
 import re
 from typing import TYPE_CHECKING
 
-from kb.reader import Reader
+from kb.store.reader import Reader
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

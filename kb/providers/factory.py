@@ -2,27 +2,27 @@
 
 from typing import TYPE_CHECKING
 
-from kb.embedder import Embedder
 from kb.errors import NotConfiguredError
+from kb.providers.base import Embedder
 from kb.ratelimit import RateLimiter
 from kb.records import SpaceSpec
 from kb.retry import RetryPolicy
 from kb.settings import LOCAL_MODEL, KbSettings
 
 if TYPE_CHECKING:
-    from kb.gemini import GeminiApi
+    from kb.providers.gemini import GeminiApi
 
 
 def build_embedder(settings: KbSettings, spec: SpaceSpec, api: "GeminiApi | None" = None) -> Embedder:
     """An embedder for `spec`; raises NotConfiguredError when its provider cannot be used here. Gemini
     embedders share `api` when given (one connection, one memory of which API version serves what)."""
     if spec.provider == "gemini":
-        from kb.gemini import GeminiEmbedder  # the SDK is heavy: import it only when it is used
+        from kb.providers.gemini import GeminiEmbedder  # the SDK is heavy: import it only when it is used
 
         limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
         return GeminiEmbedder(api or gemini_api(settings), spec.model, spec.dimensions, limiter)
     if spec.provider == "local" and spec.model == LOCAL_MODEL:
-        from kb.local import LocalEmbedder
+        from kb.providers.local import LocalEmbedder
 
         return LocalEmbedder()
     raise NotConfiguredError(
@@ -37,7 +37,7 @@ def gemini_api(settings: KbSettings, timeout_s: float | None = None) -> "GeminiA
             "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY, KB_GEMINI_API_KEY) in the "
             "environment or in .env"
         )
-    from kb.gemini import GeminiApi
+    from kb.providers.gemini import GeminiApi
 
     return GeminiApi(
         api_key=settings.gemini_api_key.get_secret_value(),

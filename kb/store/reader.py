@@ -3,9 +3,9 @@
 `kb status` and `kb search` on a SQLite knowledge base run on a `DriverReader`: the SQLite driver alone, the
 file opened read-only, no SQLAlchemy import, so a cold command pays only for what it uses (and a knowledge
 base on read-only media can be searched). Everywhere else, the same SQL runs through SQLAlchemy on a
-`ConnectionReader`. The SQL lives once, in `kb.readmodel` (and the read half of `kb.vectors`,
-`kb.fulltext`, `kb.querycache`), with `:name` parameters, which the SQLite driver and SQLAlchemy's `text()`
-both understand.
+`ConnectionReader`. The SQL lives once, in `kb.store.readmodel` (and the read half of `kb.store.vectors`,
+`kb.store.fulltext`, `kb.store.querycache`), with `:name` parameters, which the SQLite driver and SQLAlchemy's
+`text()` both understand.
 """
 
 from collections.abc import Iterator, Mapping
@@ -53,7 +53,7 @@ class DriverReader:
         self.connection.close()
 
     def _execute(self, sql: str, params: Mapping[str, object] | None) -> Any:
-        from kb.dbapi import translate_database_error
+        from kb.store.dbapi import translate_database_error
 
         try:
             return self.connection.execute(sql, dict(params or {}))

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kb.quantize import FIT_SAMPLE, Quantizer
-from kb.reader import Reader, scalar
+from kb.store.reader import Reader, scalar
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -160,7 +160,7 @@ def _present(connection: "Connection", space_id: int, ids: NDArray[np.int64]) ->
 def _append_codes(connection: "Connection", space_id: int, ids: NDArray[np.int64], matrix: Matrix) -> None:
     """The new vectors' codes, as one block. A replaced vector's old code stays in its block: the index
     reads each candidate's exact vector before answering, so a stale duplicate cannot change a result."""
-    from kb.reader import ConnectionReader
+    from kb.store.reader import ConnectionReader
 
     reader = ConnectionReader(connection)
     fitted = quantizer(reader, space_id)
@@ -185,7 +185,7 @@ def _insert_codes(
 
 def rebuild_codes(connection: "Connection", space_id: int, dimensions: int) -> None:
     """Fit a new quantizer on the space's first vectors (up to `FIT_SAMPLE`) and code every vector again."""
-    from kb.reader import ConnectionReader
+    from kb.store.reader import ConnectionReader
 
     reader = ConnectionReader(connection)
     create_code_tables(connection, space_id)

@@ -33,8 +33,8 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from kb.embedder import Matrix, normalized
 from kb.errors import ConfigError, RemoteGoneError
+from kb.providers.base import Matrix, normalized
 from kb.records import JobState, RemoteStatus, SpaceSpec
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
 
@@ -115,6 +115,9 @@ class LocalEmbedder:
 
     def embed_counted(self, texts: Sequence[str]) -> tuple[Matrix, int | None]:
         return self.embed_documents(texts), None  # free: nothing to count
+
+    def count_tokens(self, texts: list[str]) -> int | None:
+        return None  # nothing is billed: no count to calibrate against
 
     def close(self) -> None:
         """Nothing to release: the model is shared by the whole process."""

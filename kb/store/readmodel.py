@@ -1,4 +1,4 @@
-"""Every read that `kb status` and `kb search` make, as plain SQL on a `Reader` (see kb.reader).
+"""Every read that `kb status` and `kb search` make, as plain SQL on a `Reader` (see kb.store.reader).
 
 Written once and used everywhere: by the cold command line on the bare SQLite driver, and through SQLAlchemy
 by `KnowledgeBase`, the worker and the budget guard. Only `:name` parameters and SQL that SQLite and
@@ -8,8 +8,8 @@ PostgreSQL both speak; lists of ids are inlined as integers.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kb.reader import Reader, scalar
 from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, TaskStatus
+from kb.store.reader import Reader, scalar
 
 DAY_S = 86_400.0
 _BLOCK_KEY = "budget_block"
@@ -232,3 +232,47 @@ def failed(reader: Reader, limit: int = 1000) -> list[FailedText]:
     return [
         FailedText(int(a), int(b), int(c), d, sorted(paths.get(str(sha), []))) for a, b, c, d, sha in rows
     ]
+
+
+# -- search: chunks behind vectors, and what a hit shows ------------------------------------------------
+
+
+def chunks_of_tasks(reader: Reader, task_ids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
+    """Per embedding task, the chunks holding its text, as (chunk id, document path) in chunk order."""
+    found: dict[int, list[tuple[int, str]]] = {}
+    for start in range(0, len(task_ids), 500):
+        listed = ",".join(str(int(task_id)) for task_id in task_ids[start : start + 500])
+        rows = reader.rows(
+            "SELECT t.id, c.id, d.source_path FROM embedding_tasks t "
+            "JOIN chunks c ON c.text_sha256 = t.text_sha256 "
+            f"JOIN documents d ON d.id = c.document_id WHERE t.id IN ({listed}) ORDER BY c.id"
+        )
+        for task_id, chunk_id, path in rows:
+            found.setdefault(int(task_id), []).append((int(chunk_id), str(path)))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class HitChunk:
+    text: str
+    heading: str
+    start: int
+    end: int
+    document_id: int
+    path: str
+    title: str
+
+
+def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitChunk]:
+    """What a search hit shows of each chunk (those still there), by chunk id."""
+    if not chunk_ids:
+        return {}
+    listed = ",".join(str(int(chunk_id)) for chunk_id in chunk_ids)
+    rows = reader.rows(
+        "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title "
+        f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({listed})"
+    )
+    return {
+        int(row[0]): HitChunk(row[1], row[2], int(row[3]), int(row[4]), int(row[5]), row[6], row[7])
+        for row in rows
+    }

@@ -4,7 +4,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from kb import terminal
+from kb.cli import terminal
 from kb.records import StatusReport
 
 if TYPE_CHECKING:
