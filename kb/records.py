@@ -144,6 +144,9 @@ class SearchHit:
     end: int
     text_rank: int | None = None
     vector_rank: int | None = None
+    # The pages the chunk spans, 1-based, in documents that have pages (PDF); None elsewhere.
+    page_start: int | None = None
+    page_end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

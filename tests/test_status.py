@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from kb import views
 from kb.app import KnowledgeBase
 from kb.cli import statusview
 from kb.cli.commands import app
@@ -138,7 +139,7 @@ def test_status_lists_every_worker_and_says_which_are_silent(settings: KbSetting
             ("host-c:3", False),
         ]
         assert report.worker is not None and report.worker.owner == "host-a:1"
-        assert "kb_workers_alive 2" in statusview.prometheus(report)
+        assert "kb_workers_alive 2" in views.prometheus(report)
         buffer = io.StringIO()
         statusview.render(report, Console(file=buffer, width=100, color_system=None))
         assert "alive (host-a:1" in buffer.getvalue() and "alive (host-b:2" in buffer.getvalue()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from kb import __version__
+from kb import __version__, views
 from kb.cli import rendering as ui
 from kb.errors import InputError, KbError
 from kb.records import SearchMode
@@ -203,7 +203,7 @@ def search_command(
     for note in result.notes:
         ui.err().print(f"[yellow]note:[/yellow] {ui.escape(note)}", soft_wrap=True)
     if as_json:
-        ui.print_json(ui.search_json(result))
+        ui.print_json(views.search_json(result))
     else:
         ui.render_search(result)
 
@@ -389,9 +389,9 @@ def status(
                 return
             report = kb.status()
     if as_json:
-        ui.print_json(statusview.status_json(report))
+        ui.print_json(views.status_json(report))
     elif prometheus:
-        ui.out().out(statusview.prometheus(report), end="")
+        ui.out().out(views.prometheus(report), end="")
     else:
         statusview.render(report, ui.out())
 

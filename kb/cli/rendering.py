@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -10,12 +9,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
+from kb.views import display_path
 
 if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
     from rich.console import Console
@@ -53,15 +52,6 @@ def err() -> "Console":
 def escape(text: str, keep: str = "") -> str:
     """Text shown as is by Rich: markup escaped, control characters made visible (kb.cli.terminal)."""
     return terminal.escape(text, keep)
-
-
-def display_path(path: str) -> str:
-    """A stored absolute path shown relative to the working folder when it lies inside it."""
-    try:
-        relative = os.path.relpath(path) if Path(path).is_absolute() else path
-    except ValueError:  # another drive on Windows
-        return path
-    return path if relative.startswith("..") else relative
 
 
 @contextmanager
@@ -145,25 +135,6 @@ def render_ingest(
         out().print(f"  removed  {escape(display_path(path))}")
     for skipped in report.skipped:
         out().print(f"  skipped  {escape(display_path(skipped.path))}: {escape(skipped.reason)}")
-
-
-def search_json(result: SearchResult) -> list[dict[str, Any]]:
-    return [
-        {
-            "rank": hit.rank,
-            "score": round(hit.score, 6),
-            "path": display_path(hit.path),
-            "title": hit.title,
-            "heading": hit.heading,
-            "text": hit.text,
-            "chunk_id": hit.chunk_id,
-            "start": hit.start,
-            "end": hit.end,
-            "text_rank": hit.text_rank,
-            "vector_rank": hit.vector_rank,
-        }
-        for hit in result.hits
-    ]
 
 
 SNIPPET_CHARS = 320

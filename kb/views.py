@@ -1,0 +1,107 @@
+"""What kb answers to programs: the JSON of `kb search --json` and `kb status --json`, and the Prometheus
+metrics, shared by the command line and the HTTP and MCP servers so that every door says the same thing."""
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from kb.records import SearchResult, StatusReport
+
+
+def display_path(path: str) -> str:
+    """A stored absolute path shown relative to the working folder when it lies inside it."""
+    try:
+        relative = os.path.relpath(path) if Path(path).is_absolute() else path
+    except ValueError:  # another drive on Windows
+        return path
+    return path if relative.startswith("..") else relative
+
+
+def search_json(result: SearchResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": hit.rank,
+            "score": round(hit.score, 6),
+            "path": display_path(hit.path),
+            "title": hit.title,
+            "heading": hit.heading,
+            "text": hit.text,
+            "chunk_id": hit.chunk_id,
+            "start": hit.start,
+            "end": hit.end,
+            "page_start": hit.page_start,
+            "page_end": hit.page_end,
+            "text_rank": hit.text_rank,
+            "vector_rank": hit.vector_rank,
+        }
+        for hit in result.hits
+    ]
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    """Stable keys, documented in docs/status.md."""
+    spend = report.spend
+    return {
+        "database": str(report.database),
+        "revision": report.revision,
+        "documents": report.documents,
+        "chunks": report.chunks,
+        "tasks": report.tasks,
+        "chunk_statuses": report.chunk_statuses,
+        "spaces": [asdict(space) for space in report.spaces],
+        "jobs": [asdict(job) for job in report.jobs],
+        "warnings": report.warnings,
+        "recent_errors": report.recent_errors,
+        "spend": None if spend is None else asdict(spend),
+        "worker": None if report.worker is None else asdict(report.worker),
+        "workers": [asdict(worker) for worker in report.workers],
+        "budget_block": report.budget_block,
+    }
+
+
+def prometheus(report: StatusReport) -> str:
+    """Counters and gauges in the Prometheus text exposition format."""
+    lines = [
+        "# HELP kb_documents Documents stored.",
+        "# TYPE kb_documents gauge",
+        f"kb_documents {report.documents}",
+        "# HELP kb_chunks Chunks stored.",
+        "# TYPE kb_chunks gauge",
+        f"kb_chunks {report.chunks}",
+        "# HELP kb_tasks Embedding tasks by space and status.",
+        "# TYPE kb_tasks gauge",
+    ]
+    for space in report.spaces:
+        for status, count in space.tasks.items():
+            lines.append(
+                f'kb_tasks{{space="{space.id}",model="{space.model}",state="{space.state}",'
+                f'status="{status}"}} {count}'
+            )
+    lines += ["# HELP kb_jobs_in_flight Batch jobs not finished.", "# TYPE kb_jobs_in_flight gauge"]
+    lines.append(f"kb_jobs_in_flight {len(report.jobs)}")
+    if report.spend is not None:
+        spend = report.spend
+        lines += [
+            "# HELP kb_tokens_total Input tokens paid for.",
+            "# TYPE kb_tokens_total counter",
+            f"kb_tokens_total {spend.tokens}",
+            "# HELP kb_spend_usd_total US dollars spent.",
+            "# TYPE kb_spend_usd_total counter",
+            f"kb_spend_usd_total {spend.usd:.6f}",
+            "# HELP kb_spend_online_equivalent_usd_total What the same tokens would have cost online.",
+            "# TYPE kb_spend_online_equivalent_usd_total counter",
+            f"kb_spend_online_equivalent_usd_total {spend.usd_online_equivalent:.6f}",
+        ]
+    lines += [
+        "# HELP kb_workers_alive Workers whose heartbeat is recent.",
+        "# TYPE kb_workers_alive gauge",
+        f"kb_workers_alive {sum(worker.alive for worker in report.workers)}",
+    ]
+    if report.worker is not None:
+        lines += [
+            "# HELP kb_worker_heartbeat_age_seconds Seconds since the worker's last heartbeat.",
+            "# TYPE kb_worker_heartbeat_age_seconds gauge",
+            f"kb_worker_heartbeat_age_seconds {report.worker.heartbeat_age_s:.1f}",
+        ]
+    return "\n".join(lines) + "\n"
