@@ -1,5 +1,6 @@
 """The same end-to-end flows on both backends: SQLite (sqlite-vec, FTS5), PostgreSQL (pgvector)."""
 
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -299,3 +300,29 @@ def test_faults_on_both_backends(backend: KbSettings, emulator: GeminiEmulator) 
     assert all("invalid argument" in (f.error or "") for f in failed)
     billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
     assert set(billed.values()) == {1} and len(billed) == tasks["embedded"]
+
+
+def test_workers_starting_together_agree_on_the_database_id(postgres_url: str) -> None:
+    """Three workers started at once on a new PostgreSQL database once died on the unique key of
+    `database_id`: each saw none and inserted its own. The second must wait, then use the first's."""
+    from kb.store import ledger
+    from kb.store.engine import create_engine
+
+    engine = create_engine(postgres_url)
+    try:
+        with KnowledgeBase(settings=KbSettings(database_url=postgres_url, provider="local")):
+            pass  # migrated
+        found: list[str] = []
+        with engine.connect() as first:
+            made = ledger.database_id(first)  # inserted, not yet committed
+            with engine.connect() as second:
+                racer = threading.Thread(target=lambda: found.append(ledger.database_id(second)))
+                racer.start()
+                racer.join(timeout=1.0)
+                assert racer.is_alive(), "the second insert should wait for the first transaction"
+                first.commit()
+                racer.join(timeout=30)
+                second.commit()
+        assert found == [made]
+    finally:
+        engine.dispose()

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from kb.errors import ClaimLostError
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
 from kb.store.documents import in_batches
+from kb.store.engine import insert_ignoring_conflicts
 from kb.store.schema import BatchJob, BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
 
 JOBS = table_of(BatchJob)
@@ -37,12 +38,17 @@ class Claimable:
 def database_id(connection: Connection) -> str:
     """A random id of this database, made on first use: job display names carry it, so two databases that
     share an API key never mistake each other's jobs."""
-    found = connection.execute(select(META.c.value).where(META.c.key == "database_id")).scalar()
+    found = database_id_if_known(connection)
     if found is not None:
-        return str(found)
-    value = secrets.token_hex(4)
-    connection.execute(insert(META).values(key="database_id", value=value))
-    return value
+        return found
+    # Workers starting together on a new database race here: the loser's insert waits for the winner's
+    # transaction, does nothing, and the loser reads the winner's id.
+    connection.execute(
+        insert_ignoring_conflicts(connection, META).values(key="database_id", value=secrets.token_hex(4))
+    )
+    made = database_id_if_known(connection)
+    assert made is not None
+    return made
 
 
 def database_id_if_known(connection: Connection) -> str | None:
