@@ -15,8 +15,8 @@ Pure: no I/O, no clock, standard library only.
 
 import bisect
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -47,6 +47,8 @@ class TextChunk:
     start: int
     end: int
     token_estimate: int
+    page_start: int | None = None  # 1-based, in documents that have pages
+    page_end: int | None = None
 
 
 DEFAULT_OPTIONS = ChunkingOptions()
@@ -524,3 +526,17 @@ def chunk_document(
     if fmt == "text":
         return chunk_plain(text, options)
     raise ValueError(f"unknown document format {fmt!r}: expected markdown, text, rst or html")
+
+
+def with_pages(chunks: list[TextChunk], page_starts: Sequence[int]) -> list[TextChunk]:
+    """The chunks with the pages they span, given where each page (1, 2, ...) starts in the text."""
+    if not page_starts:
+        return chunks
+    return [
+        replace(
+            chunk,
+            page_start=bisect.bisect_right(page_starts, chunk.start),
+            page_end=bisect.bisect_right(page_starts, max(chunk.start, chunk.end - 1)),
+        )
+        for chunk in chunks
+    ]

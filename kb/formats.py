@@ -22,6 +22,15 @@ class Converted:
     text: str
     title: str | None
     metadata: dict[str, object] = field(default_factory=dict)
+    page_starts: tuple[int, ...] = ()  # where page 1, 2, ... starts in `text`, for documents with pages
+
+
+class UnreadableDocument(Exception):
+    """A file that cannot become a document (encrypted, broken, no text layer); `reason` is shown as is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 # A line that a CommonMark reader would take as an ATX heading.
@@ -32,6 +41,16 @@ _ASCII_WHITESPACE = re.compile(r"[ \t\n\r\f]+")
 def escape_heading_markers(text: str) -> str:
     """Backslash-escape a leading `#` so converted prose never turns into a heading."""
     return _HEADING_MARKER.sub(r"\1\\\2", text)
+
+
+# Lines of extracted text (PDF, Word) that Markdown would read as structure: an ATX heading, a code fence,
+# or a setext underline (a line of `=` or `-` under prose).
+_STRUCTURE_LINE = re.compile(r"^( {0,3})(#{1,6}(?=[ \t]|$)|`{3,}|~{3,}|=+[ \t]*$|-+[ \t]*$)", re.MULTILINE)
+
+
+def escape_markdown_structure(text: str) -> str:
+    """Backslash-escape lines that would turn extracted prose into headings or code blocks."""
+    return _STRUCTURE_LINE.sub(r"\1\\\2", text)
 
 
 def collapse_whitespace(text: str) -> str:

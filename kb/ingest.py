@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.engine import Connection, Engine
 
 from kb import sources
-from kb.chunking import ChunkingOptions, TextChunk, chunk_document
+from kb.chunking import ChunkingOptions, TextChunk, chunk_document, with_pages
 from kb.records import IngestReport, SkippedFile, SpaceSpec
 from kb.store import documents as store
 from kb.store import spaces, tasks
@@ -274,6 +274,7 @@ class _Planner:
             self._report.unchanged.append(source_path)
             return _Change(record, existing, chunks=None)
         chunks = chunk_document(loaded.text, loaded.fmt, self._options.chunking)
+        chunks = with_pages(chunks, loaded.page_starts)
         if not chunks:
             self._report.skipped.append(SkippedFile(source_path, "no text to index"))
             return None

@@ -290,6 +290,8 @@ def _hydrate(
                 document_id=chunk.document_id,
                 start=chunk.start,
                 end=chunk.end,
+                page_start=chunk.page_start,
+                page_end=chunk.page_end,
                 text_rank=text_ranks.get(chunk_id),
                 vector_rank=vector_ranks.get(chunk_id),
             )

@@ -23,7 +23,9 @@ from pathspec import GitIgnoreSpec
 
 from kb import globs
 from kb.errors import InputError
-from kb.formats import Converted, html_document, markdown_document, rst_document
+from kb.formats import Converted, UnreadableDocument, html_document, markdown_document, rst_document
+from kb.pdf import pdf_document
+from kb.word import docx_document
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
     ".md": "markdown",
@@ -33,8 +35,18 @@ SUPPORTED_SUFFIXES: dict[str, str] = {
     ".rst": "rst",
     ".html": "html",
     ".htm": "html",
+    ".pdf": "pdf",
+    ".docx": "docx",
 }
-SOURCE_FORMATS = ("markdown", "text", "rst", "html")
+SOURCE_FORMATS = ("markdown", "text", "rst", "html", "pdf", "docx")
+# Formats read from bytes by a parser (an optional extra) rather than decoded as text.
+_BINARY_CONVERTERS: dict[str, Callable[[bytes], Converted]] = {"pdf": pdf_document, "docx": docx_document}
+# Suffixes people try that kb cannot read, with what to do instead.
+_UNSUPPORTED_HINTS = {
+    ".doc": "legacy Word format; save it as .docx",
+    ".odt": "save it as .docx",
+    ".rtf": "save it as .docx",
+}
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 _IGNORE_FILE_NAMES = (".gitignore", ".kbignore")  # later files override earlier ones
@@ -72,12 +84,13 @@ class LoadedDocument:
     path: Path
     text: str
     fmt: str  # what the chunker should treat the text as: "markdown" or "text"
-    source_format: str  # what the file was: "markdown", "text", "rst" or "html"
+    source_format: str  # what the file was: "markdown", "text", "rst", "html", "pdf" or "docx"
     title: str
     metadata: dict[str, object]
     content_sha256: str  # of the raw bytes, before any normalisation
     size: int
     mtime_ns: int
+    page_starts: tuple[int, ...] = ()  # where page 1, 2, ... starts in `text`, for documents with pages
 
 
 class _Unusable(Exception):
@@ -299,8 +312,13 @@ class _Discovery:
             return None
         if is_dir:
             return (yield from self._visit_dir(frame, entry, path, relative, problem, stack))
-        # Unsupported files are silently passed over: a docs folder also holds images.
-        if _source_format_of(Path(entry.name)) is None or not self._wanted(relative):
+        # Unsupported files are silently passed over (a docs folder also holds images), except documents
+        # kb could read in another format: the user hears what to do.
+        if not self._wanted(relative):
+            return None
+        if _source_format_of(Path(entry.name)) is None:
+            if Path(entry.name).suffix.lower() in _UNSUPPORTED_HINTS:
+                yield Skipped(frame.shown / entry.name, _unsupported_reason(Path(entry.name)))
             return None
         shown = frame.shown / entry.name
         if info is None or problem is not None:
@@ -498,7 +516,8 @@ def _too_long_reason(path: str) -> str:
 def _unsupported_reason(path: Path) -> str:
     if not path.suffix:
         return "unsupported file type (no extension)"
-    return f"unsupported file type '{path.suffix}'"
+    hint = _UNSUPPORTED_HINTS.get(path.suffix.lower())
+    return f"unsupported file type '{path.suffix}'" + (f" ({hint})" if hint else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,8 +543,8 @@ def load_bytes(
     """
     source_format = _resolve_format(path, fmt_hint)
     try:
-        converted = _convert(_decode(data), source_format)
-    except _Unusable as unusable:
+        converted = _convert_bytes(data, source_format)
+    except (_Unusable, UnreadableDocument) as unusable:
         return Skipped(path, unusable.reason)
     return LoadedDocument(
         path=path,
@@ -537,6 +556,7 @@ def load_bytes(
         content_sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
         mtime_ns=mtime_ns,
+        page_starts=converted.page_starts,
     )
 
 
@@ -639,6 +659,15 @@ def _decode_utf16(data: bytes) -> str:
 
 
 _NO_TEXT_REASONS = {"markdown": "no text after front matter", "html": "no text in HTML"}
+
+
+def _convert_bytes(data: bytes, source_format: str) -> Converted:
+    binary = _BINARY_CONVERTERS.get(source_format)
+    if binary is None:
+        return _convert(_decode(data), source_format)
+    if not data:
+        raise _Unusable("empty file")
+    return binary(data)
 
 
 def _convert(text: str, source_format: str) -> Converted:

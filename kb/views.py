@@ -18,6 +18,15 @@ def display_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+def pages_label(page_start: int | None, page_end: int | None) -> str:
+    """ "page 2", "pages 2-3", or "" for a chunk of a document without pages."""
+    if page_start is None:
+        return ""
+    if page_end is None or page_end == page_start:
+        return f"page {page_start}"
+    return f"pages {page_start}-{page_end}"
+
+
 def search_json(result: SearchResult) -> list[dict[str, Any]]:
     return [
         {

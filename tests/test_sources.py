@@ -633,7 +633,7 @@ def test_load_bytes_uses_the_format_hint(hint: str, source_format: str, fmt: str
 
 def test_load_bytes_rejects_an_unknown_format_hint() -> None:
     with pytest.raises(InputError, match="unknown format"):
-        load_bytes(b"text", path=Path("-"), fmt_hint="docx")
+        load_bytes(b"text", path=Path("-"), fmt_hint="odt")
 
 
 def test_load_bytes_decodes_utf16_with_bom() -> None:

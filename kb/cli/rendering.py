@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
-from kb.views import display_path
+from kb.views import display_path, pages_label
 
 if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
     from rich.console import Console
@@ -146,7 +146,9 @@ def render_search(result: SearchResult) -> None:
         out().print(f"No results for {escape(repr(result.query))}.")
         return
     for hit in result.hits:
-        where = escape(display_path(hit.path)) + (f": {escape(hit.heading)}" if hit.heading else "")
+        pages = pages_label(hit.page_start, hit.page_end)
+        where = escape(display_path(hit.path)) + (f", {pages}" if pages else "")
+        where += f": {escape(hit.heading)}" if hit.heading else ""
         out().print(f"[bold]{hit.rank:>2}.[/bold] [dim]{hit.score:.4f}[/dim]  [cyan]{where}[/cyan]")
         body = hit.text
         if out().is_terminal and len(body) > SNIPPET_CHARS:

@@ -137,6 +137,8 @@ _CHUNK_COLUMNS = (
     "heading_path",
     "start_offset",
     "end_offset",
+    "page_start",
+    "page_end",
 )
 
 
@@ -159,6 +161,8 @@ def insert_chunks(connection: Connection, rows: Sequence[tuple[int, TextChunk, s
                 HEADING_SEPARATOR.join(chunk.heading_path),
                 chunk.start,
                 chunk.end,
+                chunk.page_start,
+                chunk.page_end,
             )
             for document_id, chunk, sha in rows
         ],

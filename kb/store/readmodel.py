@@ -261,6 +261,8 @@ class HitChunk:
     document_id: int
     path: str
     title: str
+    page_start: int | None
+    page_end: int | None
 
 
 def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitChunk]:
@@ -269,10 +271,13 @@ def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitCh
         return {}
     listed = ",".join(str(int(chunk_id)) for chunk_id in chunk_ids)
     rows = reader.rows(
-        "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title "
-        f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({listed})"
+        "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title, "
+        "c.page_start, c.page_end FROM chunks c JOIN documents d ON d.id = c.document_id "
+        f"WHERE c.id IN ({listed})"
     )
     return {
-        int(row[0]): HitChunk(row[1], row[2], int(row[3]), int(row[4]), int(row[5]), row[6], row[7])
+        int(row[0]): HitChunk(
+            row[1], row[2], int(row[3]), int(row[4]), int(row[5]), row[6], row[7], row[8], row[9]
+        )
         for row in rows
     }

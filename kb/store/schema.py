@@ -65,6 +65,9 @@ class Chunk(Base):
     heading_path: Mapped[str] = mapped_column(Text, default="")
     start_offset: Mapped[int] = mapped_column(Integer)
     end_offset: Mapped[int] = mapped_column(Integer)
+    # The pages the chunk spans (1-based, inclusive) in documents that have pages; NULL elsewhere.
+    page_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    page_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class EmbeddingSpace(Base):
