@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kb.sources import LoadedDocument, load_bytes  # noqa: E402
-from tests.documents import docx, pdf  # noqa: E402
+from kb.sources import LoadedDocument, load_bytes
+from tests.documents import docx, pdf
 
 LINE = "Line {n} of page {page}: the handbook explains leave, expenses and travel in plain words."
 
@@ -65,9 +65,8 @@ def main() -> None:
             blocks.append(("h2", f"Section {n // 10}"))
         blocks.append(("p", LINE.format(n=n, page=n // 10)))
     word = docx(blocks)
-    print(
-        f"PDF: {pages} pages, {len(report) / 1e6:.1f} MB; Word: {len(blocks):,} paragraphs, {len(word) / 1e6:.1f} MB"
-    )
+    sizes = f"PDF: {pages} pages, {len(report) / 1e6:.1f} MB"
+    print(f"{sizes}; Word: {len(blocks):,} paragraphs, {len(word) / 1e3:.0f} kB")
     readers: list[tuple[str, Callable[[], object], int, str]] = [
         ("kb PDF (pypdf)", _kb(report, "report.pdf"), pages, "pages"),
         ("kb Word (python-docx)", _kb(word, "report.docx"), len(blocks), "paragraphs"),
