@@ -54,6 +54,9 @@ class KnowledgeBase:
             raise DatabaseError(f"cannot open database {self.location}: {error}") from error
         self._embedders: dict[SpaceSpec, Embedder] = {}
         self._indexes: dict[int, SpaceIndex] = {}  # kept between searches: the quantized index lives here
+        # Guards the two caches above: a server searches from many threads, and two first questions at once
+        # must not build two embedders (one never closed) or load an index twice.
+        self._lock = threading.Lock()
         self._gemini_batches: BatchBackend | None = None
         self._local_batches: BatchBackend | None = None
 
@@ -81,9 +84,10 @@ class KnowledgeBase:
         """The embedder for a space, built on first use (raises ConfigError if it cannot be used)."""
         from kb.providers.factory import build_embedder
 
-        if spec not in self._embedders:
-            self._embedders[spec] = build_embedder(self.settings, spec)
-        return self._embedders[spec]
+        with self._lock:
+            if spec not in self._embedders:
+                self._embedders[spec] = build_embedder(self.settings, spec)
+            return self._embedders[spec]
 
     def embed_now(
         self,
@@ -440,12 +444,25 @@ class KnowledgeBase:
     def _index(self, space: readmodel.Space) -> "SpaceIndex":
         from kb.vectorindex import SpaceIndex
 
-        index = self._indexes.get(space.id)
-        if index is None or index.dimensions != space.dimensions:
-            index = self._indexes[space.id] = SpaceIndex(
-                space.id, space.dimensions, self.settings.search_index
-            )
-        return index
+        with self._lock:
+            index = self._indexes.get(space.id)
+            if index is None or index.dimensions != space.dimensions:
+                index = self._indexes[space.id] = SpaceIndex(
+                    space.id, space.dimensions, self.settings.search_index
+                )
+            return index
+
+    def warm_up(self) -> str | None:
+        """Load the active space's vector index now, as a long-lived process's searches use it, so that no
+        question waits for it; returns how vectors will be searched (None: no active space yet)."""
+        with self.open_reader() as reader:
+            active = readmodel.active_space(reader)
+            return None if active is None else str(self._index(active).warm(reader))
+
+    def schema_revision(self) -> str | None:
+        """The database's schema revision, read with one small query: a health check's probe."""
+        with self.open_reader() as reader:
+            return readmodel.revision(reader)
 
     @property
     def space_spec(self) -> SpaceSpec:

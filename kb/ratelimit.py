@@ -1,5 +1,6 @@
 """A client-side rate limit on requests and tokens per minute (two token buckets)."""
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class RateLimiter:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._lock = threading.Lock()
         now = clock()
         self._buckets: list[tuple[_Bucket, bool]] = []
         for limit, counts_tokens in ((requests_per_minute, False), (tokens_per_minute, True)):
@@ -49,19 +51,27 @@ class RateLimiter:
                 self._buckets.append((bucket, counts_tokens))
 
     def acquire(self, tokens: int) -> float:
-        """Wait until one request of `tokens` tokens may go; returns the seconds waited."""
+        """Wait until one request of `tokens` tokens may go; returns the seconds waited. Threads sharing
+        the limiter (a server's concurrent questions) share its budgets."""
         waited = 0.0
         while True:
-            now = self._clock()
-            for bucket, _ in self._buckets:
-                bucket.refill(now)
-            wait = max(
-                (bucket.wait_for(tokens if counts_tokens else 1) for bucket, counts_tokens in self._buckets),
-                default=0.0,
-            )
+            with self._lock:
+                wait = self._take(tokens)
             if wait <= 0:
-                for bucket, counts_tokens in self._buckets:
-                    bucket.level -= min(tokens, bucket.per_minute) if counts_tokens else 1
                 return waited
             self._sleep(wait)
             waited += wait
+
+    def _take(self, tokens: int) -> float:
+        """Take one request of `tokens` from the budgets and return 0, or return how long to wait first."""
+        now = self._clock()
+        for bucket, _ in self._buckets:
+            bucket.refill(now)
+        wait = max(
+            (bucket.wait_for(tokens if counts_tokens else 1) for bucket, counts_tokens in self._buckets),
+            default=0.0,
+        )
+        if wait <= 0:
+            for bucket, counts_tokens in self._buckets:
+                bucket.level -= min(tokens, bucket.per_minute) if counts_tokens else 1
+        return wait

@@ -20,6 +20,7 @@ ProviderName = Literal["gemini", "local"]
 
 LOCAL_MODEL = "wordllama-l2-supercat"
 LOCAL_DIMENSIONS = 256
+MIN_TOKEN_CHARS = 16  # a shorter `kb serve` token could be guessed
 
 
 def is_postgres_url(target: str | Path) -> bool:
@@ -160,6 +161,11 @@ class KbSettings(BaseSettings):
         "per dimension, fastest in long-lived processes); `auto` picks by the number of vectors "
         "(docs/search.md).",
     )
+    serve_token: SecretStr | None = Field(
+        None,
+        description="Token that `kb serve` requires of every request (`Authorization: Bearer ...`); needed "
+        "to listen beyond this machine (docs/serve.md).",
+    )
     chunk_target_tokens: int = Field(512, ge=32, description="Target chunk size in tokens.")
     chunk_max_tokens: int = Field(
         1024, ge=64, le=2048, description="Hard ceiling of a chunk in (estimated) tokens."
@@ -176,6 +182,13 @@ class KbSettings(BaseSettings):
     @classmethod
     def _former_search_index_names(cls, value: object) -> object:
         return "exact" if value == "sqlite" else value  # the name before the quantized index (kb 0.x)
+
+    @field_validator("serve_token")
+    @classmethod
+    def _guessable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)")
+        return value
 
     @property
     def database(self) -> str | Path:
@@ -213,8 +226,8 @@ def load(**overrides: Any) -> KbSettings:
         raise ConfigError(_unreadable(error)) from None
 
 
-# Fields whose value is never repeated in a message: a key, or a URL that may carry a password.
-_PRIVATE_FIELDS = {"gemini_api_key", "database_url"}
+# Fields whose value is never repeated in a message: a key or token, or a URL that may carry a password.
+_PRIVATE_FIELDS = {"gemini_api_key", "database_url", "serve_token"}
 
 
 def variable_of(field: str) -> str:

@@ -259,6 +259,17 @@ class SpaceIndex:
             return vectors.nearest(reader, self.space_id, query, k)
         return index.nearest(reader, query, k)
 
+    def warm(self, reader: Reader) -> Method:
+        """Load now the index that a long-lived process's later searches use (`kb serve` does this before
+        it answers); counts as the process's first search. Returns the method its searches will use."""
+        with self._lock:
+            stored = vectors.count(reader, self.space_id)
+            self.searches += 1
+            method = choose(self.setting, stored, self.searches, reader.dialect)
+            if method is not Method.EXACT and self._ready(reader, method, stored) is None:
+                return Method.EXACT
+            return method
+
     def _ready(self, reader: Reader, method: Method, stored: int) -> QuantizedIndex | None:
         levels = method is Method.MEMORY
         if self._quantized is None or (levels and not self._quantized.levels):

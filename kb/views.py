@@ -4,9 +4,20 @@ metrics, shared by the command line and the HTTP and MCP servers so that every d
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kb.records import SearchResult, StatusReport
+
+if TYPE_CHECKING:  # their module costs a command's start-up a little; only the servers need it at run time
+    from kb.shapes import SearchHitJson, StatusJson
+
+# What a search's parameters mean, said once for `kb search`, `GET /search` and the MCP `search` tool.
+MAX_HITS = 1000
+QUERY_HELP = "The question or words to look for."
+K_HELP = f"How many chunks to return (1 to {MAX_HITS})."
+MODE_HELP = "hybrid (vectors + full text), vector, or text."
+PATH_HELP = "Only documents whose path matches this glob, e.g. 'tutorial/*'."
+SPACE_HELP = "Search this embedding space (id from `kb status`) instead of the active one."
 
 
 def display_path(path: str) -> str:
@@ -27,7 +38,7 @@ def pages_label(page_start: int | None, page_end: int | None) -> str:
     return f"pages {page_start}-{page_end}"
 
 
-def search_json(result: SearchResult) -> list[dict[str, Any]]:
+def search_json(result: SearchResult) -> list["SearchHitJson"]:
     return [
         {
             "rank": hit.rank,
@@ -48,7 +59,7 @@ def search_json(result: SearchResult) -> list[dict[str, Any]]:
     ]
 
 
-def status_json(report: StatusReport) -> dict[str, Any]:
+def status_json(report: StatusReport) -> "StatusJson":
     """Stable keys, documented in docs/status.md."""
     spend = report.spend
     return {

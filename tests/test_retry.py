@@ -1,6 +1,8 @@
 """Retry policy and client-side rate limit: pure decisions, tested with fake clocks (nothing sleeps)."""
 
 import random
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -92,3 +94,35 @@ def test_zero_disables_a_limit() -> None:
     for _ in range(10_000):
         limiter.acquire(1000)
     assert clock.now == 0.0
+
+
+class _WouldWait(Exception):
+    pass
+
+
+def test_threads_sharing_a_limiter_share_its_budget() -> None:
+    """A server's concurrent questions: together they get one minute's budget at once, never more (threads
+    switching as often as possible make a race between checking the budget and taking from it show)."""
+
+    def refuse(_seconds: float) -> None:
+        raise _WouldWait
+
+    def granted_at_once() -> int:
+        limiter = RateLimiter(requests_per_minute=50, tokens_per_minute=0, clock=lambda: 0.0, sleep=refuse)
+
+        def ask(_: int) -> bool:
+            try:
+                limiter.acquire(1)
+            except _WouldWait:
+                return False
+            return True
+
+        with ThreadPoolExecutor(8) as pool:
+            return sum(pool.map(ask, range(400)))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        assert [granted_at_once() for _ in range(20)] == [50] * 20
+    finally:
+        sys.setswitchinterval(interval)

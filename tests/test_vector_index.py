@@ -80,6 +80,22 @@ def test_the_method_follows_the_setting_and_the_size_of_the_space() -> None:
     assert choose("auto", EXACT_BELOW, 1, "sqlite") is Method.MEMORY
 
 
+def test_a_warmed_up_index_answers_the_first_question_from_memory(kb: KnowledgeBase) -> None:
+    """`kb serve` warms the index up before it listens: with `auto`, even its first search then uses the
+    levels in memory, where a cold process's first search scans exactly."""
+    dims = 16
+    matrix = clustered(EXACT_BELOW, dims)
+    space_id = new_space(kb, dims)
+    store(kb, space_id, 1, matrix)
+    cold, warm = SpaceIndex(space_id, dims), SpaceIndex(space_id, dims)
+    with kb.open_reader() as reader:
+        assert warm.warm(reader) is Method.MEMORY
+    for index, method in ((cold, Method.EXACT), (warm, Method.MEMORY)):
+        assert nearest(kb, index, space_id, matrix[7], 1) == [8]
+        assert index.last_method is method
+    assert kb.warm_up() == "memory"  # the active space's own index
+
+
 def test_the_former_setting_name_still_means_the_exact_scan() -> None:
     assert KbSettings(search_index="sqlite").search_index == "exact"  # type: ignore[arg-type]
 

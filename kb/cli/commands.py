@@ -172,17 +172,11 @@ def ingest(
 @app.command("search")
 def search_command(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="The question or words to look for.")],
-    k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many chunks to return.")] = 10,
-    mode: Annotated[
-        SearchMode, typer.Option("--mode", help="hybrid (vectors + full text), vector, or text.")
-    ] = SearchMode.HYBRID,
-    path: Annotated[
-        str | None, typer.Option("--path", help="Only documents whose path matches this glob.")
-    ] = None,
-    space: Annotated[
-        int | None, typer.Option("--space", help="Search this embedding space (id from `kb status`).")
-    ] = None,
+    query: Annotated[str, typer.Argument(help=views.QUERY_HELP)],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, max=views.MAX_HITS, help=views.K_HELP)] = 10,
+    mode: Annotated[SearchMode, typer.Option("--mode", help=views.MODE_HELP)] = SearchMode.HYBRID,
+    path: Annotated[str | None, typer.Option("--path", help=views.PATH_HELP)] = None,
+    space: Annotated[int | None, typer.Option("--space", help=views.SPACE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Find the chunks that best answer a question."""
@@ -394,6 +388,47 @@ def status(
         ui.out().out(views.prometheus(report), end="")
     else:
         statusview.render(report, ui.out())
+
+
+@app.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (beyond this machine: set KB_SERVE_TOKEN).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Answer searches over HTTP from a warm index: JSON API, search page, MCP. Read-only."""
+    from kb.serve import require
+
+    require("fastapi", "uvicorn", "mcp")
+    from kb.serve import guard, http
+
+    settings: KbSettings = ctx.obj
+    guard.check_exposure(host, settings.serve_token)  # before a database is opened, or created
+    ui.configure_logging("text")
+    with _open(ctx, announce=True) as kb:
+        ui.err().print(
+            f"[dim]kb: serving {ui.escape(kb.location)}: the search page at /, the API at /search and "
+            "/status (described at /docs), MCP at /mcp[/dim]",
+            soft_wrap=True,
+        )
+        http.server(kb, settings, host, port).run()
+
+
+@app.command("mcp")
+def mcp_command(ctx: typer.Context) -> None:
+    """Answer an MCP client (Claude Desktop, an IDE) on stdin/stdout: search and status. Read-only."""
+    from kb.serve import require
+
+    require("mcp")
+    from kb.serve import mcp
+
+    ui.configure_logging("text")  # stderr: stdout carries the protocol
+    if sys.stdin.isatty():
+        ui.err().print("kb mcp speaks MCP on stdin and stdout, for an MCP client to start it; Ctrl-C to stop")
+    with _open(ctx, announce=True) as kb:
+        mcp.serve_stdio(kb)
 
 
 @app.command()

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -124,18 +125,22 @@ class GeminiApi:
         self._sleep_kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
         self._on_retry = on_retry or _log_retry
         self._clients: dict[str, genai.Client] = {}
+        self._clients_lock = threading.Lock()  # a server's threads share one client per version
         # The version each route answered on in this process (kb doctor reports it).
         self.versions: dict[str, str] = {}
 
     def client(self, version: str) -> genai.Client:
-        if version not in self._clients:
-            options = types.HttpOptions(
-                base_url=self.base_url, api_version=version, timeout=int(self.timeout_s * 1000)
-            )
-            # vertexai=False: with GOOGLE_GENAI_USE_VERTEXAI=true in the environment the SDK would otherwise
-            # talk to Vertex, a different protocol, and fail in ways kb cannot read.
-            self._clients[version] = genai.Client(api_key=self.secret, vertexai=False, http_options=options)
-        return self._clients[version]
+        with self._clients_lock:
+            if version not in self._clients:
+                options = types.HttpOptions(
+                    base_url=self.base_url, api_version=version, timeout=int(self.timeout_s * 1000)
+                )
+                # vertexai=False: with GOOGLE_GENAI_USE_VERTEXAI=true in the environment the SDK would
+                # otherwise talk to Vertex, a different protocol, and fail in ways kb cannot read.
+                self._clients[version] = genai.Client(
+                    api_key=self.secret, vertexai=False, http_options=options
+                )
+            return self._clients[version]
 
     def call(self, route: str, subject: str, send: Callable[[genai.Client], T], *, retried: bool = True) -> T:
         """`send(client)` on the route's version, its errors translated; retried as the policy says
