@@ -32,7 +32,7 @@ from kb.serve.guard import check_exposure
 from kb.settings import KbSettings, load
 from kb.testing.gemini_emulator import GeminiEmulator
 from tests.conftest import HANDBOOK
-from tests.serving import TOKEN, embedded_handbook, running
+from tests.serving import TOKEN, embedded_handbook, handbook_settings, running
 
 QUESTIONS = [
     "how do I deploy behind a proxy",
@@ -361,3 +361,17 @@ def test_a_refused_key_never_reaches_an_answer(gemini_handbook: KbSettings) -> N
     assert response.status_code == 200
     assert all(hit["vector_rank"] is None for hit in response.json())  # answered from full text
     assert wrong not in response.text
+
+
+def test_a_search_says_how_it_was_answered(tmp_path: Path) -> None:
+    """Nothing is embedded yet: the hybrid question is answered from full text, and the answer says so in
+    its headers, as the command line says it on stderr (the body stays what `--json` prints)."""
+    settings = handbook_settings(tmp_path / "kb.sqlite")
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([HANDBOOK])  # queued, not embedded
+        with running(http.server(kb, settings, port=0)) as url:
+            answered = httpx2.get(f"{url}/search", params={"q": QUESTIONS[0]})
+    assert answered.status_code == 200 and answered.json() != []
+    assert answered.headers["x-kb-search-used"] == "text"
+    [note] = json.loads(answered.headers["x-kb-search-notes"])
+    assert "vector search unavailable" in note and "answering from full text" in note

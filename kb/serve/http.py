@@ -12,6 +12,7 @@ connections), and its vector index is loaded before the first request (`Knowledg
 """
 
 import copy
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from pydantic import BaseModel
 from kb import __version__, shapes, views
 from kb.app import KnowledgeBase
 from kb.errors import ConfigError, DatabaseBusyError, DatabaseError, InputError, KbError, ProviderError
-from kb.records import SearchMode
+from kb.records import SearchMode, SearchResult
 from kb.serve.guard import Guard, check_exposure
 from kb.serve.mcp import create_server
 from kb.settings import KbSettings
@@ -140,8 +141,11 @@ def _add_routes(app: FastAPI, kb: KnowledgeBase) -> None:
         path: Annotated[str | None, Query(description=views.PATH_HELP)] = None,
         space: Annotated[int | None, Query(description=views.SPACE_HELP)] = None,
     ) -> JSONResponse:
-        """The chunks that best answer a question, best first: exactly what `kb search --json` prints."""
-        return JSONResponse(views.search_json(kb.search(q, k=k, mode=mode, path=path, space=space)))
+        """The chunks that best answer a question, best first: exactly what `kb search --json` prints. The
+        headers say how it was answered (`X-Kb-Search-Used`: hybrid, vector or text) and why it fell
+        back, if it did (`X-Kb-Search-Notes`: a JSON list, what the command line prints on stderr)."""
+        result = kb.search(q, k=k, mode=mode, path=path, space=space)
+        return JSONResponse(views.search_json(result), headers=_search_headers(result))
 
     @app.get("/status", response_model=shapes.StatusJson, responses=_REFUSALS)
     def status() -> JSONResponse:
@@ -163,6 +167,13 @@ def _add_routes(app: FastAPI, kb: KnowledgeBase) -> None:
             log.warning("health check failed: %s", error.message)
             return JSONResponse({"ok": False}, 503)
         return JSONResponse({"ok": True})
+
+
+def _search_headers(result: SearchResult) -> dict[str, str]:
+    headers = {"X-Kb-Search-Used": str(result.used)}
+    if result.notes:  # ASCII JSON: a note may name a file in any script, and headers are Latin-1
+        headers["X-Kb-Search-Notes"] = json.dumps(result.notes, ensure_ascii=True)
+    return headers
 
 
 def http_status(error: KbError) -> int:
