@@ -38,6 +38,9 @@ from kb.settings import KbSettings
 log = logging.getLogger(__name__)
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+# A search holds up to two pooled database connections at once (full text and vectors in parallel), and
+# SQLAlchemy's pool has 15; searches are CPU work, so more at once would only queue on the cores anyway.
+MAX_CONCURRENT_REQUESTS = 7
 # kb's errors as HTTP statuses: the caller's mistake; kb unusable here (a setting, the database); the
 # provider failing. Anything else is a bug: 500.
 _STATUS_OF: tuple[tuple[type[KbError], int], ...] = (
@@ -92,6 +95,8 @@ def create_app(kb: KnowledgeBase, settings: KbSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Requests beyond this wait their turn here, rather than for a pooled connection, which times out.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = MAX_CONCURRENT_REQUESTS
         await anyio.to_thread.run_sync(_warm_up, kb)
         async with mcp_server.session_manager.run():
             yield
