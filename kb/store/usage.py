@@ -9,16 +9,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection
 
 from kb.store import readmodel
 from kb.store.reader import ConnectionReader
 from kb.store.readmodel import DAY_S as DAY_S
 from kb.store.readmodel import Spend
-from kb.store.schema import Meta, UsageRecord, table_of
+from kb.store.schema import BatchJob, Meta, UsageRecord, table_of
 
 USAGE = table_of(UsageRecord)
+JOBS = table_of(BatchJob)
+# kb's token estimates run below the service's counts (by about 7% on English prose): a cap is checked
+# against estimates raised by this margin, or by the excess billing has shown, if that is larger.
+ESTIMATE_MARGIN = 1.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,8 @@ class Budget:
         return self.total_usd is not None or self.per_day_usd is not None
 
     def refusal(self, connection: Connection, extra_usd: float, now: float | None = None) -> str | None:
-        """Why spending `extra_usd` more now would break a cap, or None if it would not."""
+        """Why spending `extra_usd` more now (by kb's estimates) would break a cap, or None if not."""
+        extra_usd *= estimate_margin(connection)
         if self.total_usd is not None:
             spent = spend(connection).usd
             if spent + extra_usd > self.total_usd:
@@ -118,6 +123,18 @@ class Budget:
                     f"KB_MAX_SPEND_USD_PER_DAY=${self.per_day_usd:,.2f}; submissions resume as it frees up"
                 )
         return None
+
+
+def estimate_margin(connection: Connection) -> float:
+    """What an estimated cost is multiplied by before a cap is checked: `ESTIMATE_MARGIN`, or tokens billed
+    per token estimated over the batch jobs the service counted, when billing has shown more."""
+    billed, estimated = connection.execute(
+        select(func.sum(USAGE.c.tokens), func.sum(JOBS.c.token_estimate))
+        .select_from(USAGE.join(JOBS, JOBS.c.id == USAGE.c.job_id))
+        .where(USAGE.c.kind == "batch", USAGE.c.tokens_reported.is_(True))
+    ).one()
+    observed = billed / estimated if billed and estimated else 0.0
+    return max(ESTIMATE_MARGIN, float(observed))
 
 
 _BLOCK_KEY = "budget_block"
