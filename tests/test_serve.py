@@ -3,8 +3,13 @@ prints, refuses bad questions with a reason, writes nothing, and lets in only wh
 
 import base64
 import json
+import os
+import signal
+import socket
 import sqlite3
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -375,3 +380,37 @@ def test_a_search_says_how_it_was_answered(tmp_path: Path) -> None:
     assert answered.headers["x-kb-search-used"] == "text"
     [note] = json.loads(answered.headers["x-kb-search-notes"])
     assert "vector search unavailable" in note and "answering from full text" in note
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_server_cleanly(handbook: KbSettings, tmp_path: Path, signum: int) -> None:
+    """SIGTERM (a service manager) or Ctrl-C: the requests in flight finish, the knowledge base is closed,
+    and the command exits 0, not killed by the signal uvicorn re-raises after its graceful shutdown."""
+    with socket.socket() as probe:  # a free port, for the child to listen on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "KB_DB": str(handbook.db), "KB_PROVIDER": "local"}
+    env.pop("KB_SERVE_TOKEN", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kb", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60  # a hang guard, never the outcome
+        while time.monotonic() < deadline:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                time.sleep(0.05)
+        server.send_signal(signum)
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0, stderr[-1000:]
+    assert "Finished server process" in stderr

@@ -3,8 +3,11 @@
 Errors: every `KbError` becomes one line on stderr and its exit code, here and nowhere else.
 """
 
+import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -413,7 +416,21 @@ def serve_command(
             "/status (described at /docs), MCP at /mcp[/dim]",
             soft_wrap=True,
         )
-        http.server(kb, settings, host, port).run()
+        with _signal_ends_quietly():
+            http.server(kb, settings, host, port).run()
+
+
+@contextmanager
+def _signal_ends_quietly() -> Iterator[None]:
+    """uvicorn stops gracefully on SIGINT or SIGTERM, then raises the signal again for the handler it found:
+    the default one would kill the process (SIGTERM) or interrupt it (SIGINT) before the knowledge base is
+    closed. With this one in place the re-raised signal does nothing, and the command ends normally."""
+    previous = {signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @app.command("mcp")
