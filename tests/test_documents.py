@@ -73,6 +73,16 @@ def test_a_pdf_hit_names_its_page(small_chunks: KbSettings, tmp_path: Path) -> N
         assert kb.status().documents == 1
 
 
+def test_pages_are_stored_and_searched_on_both_backends(backend: KbSettings, tmp_path: Path) -> None:
+    settings = backend.model_copy(update={"chunk_target_tokens": 64, "chunk_max_tokens": 128})
+    (tmp_path / "report.pdf").write_bytes(_report_pdf())
+    with KnowledgeBase(settings=settings) as kb:
+        _ingest_and_embed(kb, tmp_path / "report.pdf")
+        hits = kb.search("zebra migration census volunteers", k=3, mode=SearchMode.HYBRID).hits
+    assert ZEBRA in hits[0].text and (hits[0].page_start, hits[0].page_end) == (2, 2)
+    assert all(hit.page_start is not None and hit.page_end is not None for hit in hits)
+
+
 def test_search_output_cites_the_page(small_chunks: KbSettings, tmp_path: Path, runner: CliRunner) -> None:
     (tmp_path / "report.pdf").write_bytes(_report_pdf())
     with KnowledgeBase(settings=small_chunks) as kb:
