@@ -20,7 +20,8 @@ from kb import views
 from kb.app import KnowledgeBase
 from kb.serve import http
 from kb.settings import KbSettings
-from tests.serving import TOKEN, embedded_handbook, running
+from tests.conftest import HANDBOOK
+from tests.serving import TOKEN, embedded_handbook, handbook_settings, running
 
 QUESTION = "how do I deploy behind a proxy"
 
@@ -91,3 +92,23 @@ def test_kb_serve_answers_mcp_over_http_with_its_token(handbook: KbSettings, exp
         found = anyio.run(search, url)
     assert not found.is_error
     assert found.structured_content == {"result": expected(QUESTION, k=4, path="tutorial/*")}
+
+
+def test_a_search_that_fell_back_says_so_to_the_model(tmp_path: Path) -> None:
+    """Nothing embedded yet: the hits come from full text alone, and the model reads why before the hits,
+    as a person reads it on stderr; the structured result stays what `kb search --json` prints."""
+    settings = handbook_settings(tmp_path / "kb.sqlite")
+
+    async def search(url: str) -> Any:
+        async with Client(streamable_http_client(f"{url}/mcp")) as client:
+            return await client.call_tool("search", {"query": QUESTION, "k": 2})
+
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([HANDBOOK])  # queued, not embedded
+        expected = views.search_json(kb.search(QUESTION, k=2))
+        with running(http.server(kb, settings, port=0)) as url:
+            found = anyio.run(search, url)
+    assert not found.is_error and found.structured_content == {"result": expected} and len(expected) == 2
+    note, *hits = found.content
+    assert note.text.startswith("note: vector search unavailable") and "answering from full text" in note.text
+    assert [json.loads(block.text) for block in hits] == expected

@@ -6,19 +6,20 @@ Their functions are synchronous: the SDK runs each call on a worker thread, so a
 event loop and concurrent calls share the open `KnowledgeBase` as HTTP requests do.
 """
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from kb import __version__, shapes, views
 from kb.app import KnowledgeBase
 from kb.errors import KbError
-from kb.records import SearchMode
+from kb.records import SearchMode, SearchResult
 
 INSTRUCTIONS = (
     "A knowledge base of documents. `search` finds the passages that best answer a question, each with its "
@@ -42,11 +43,12 @@ def create_server(kb: KnowledgeBase) -> MCPServer[Any]:
         mode: Annotated[SearchMode, Field(description=views.MODE_HELP)] = SearchMode.HYBRID,
         path: Annotated[str | None, Field(description=views.PATH_HELP)] = None,
         space: Annotated[int | None, Field(description=views.SPACE_HELP)] = None,
-    ) -> list[shapes.SearchHitJson]:
+    ) -> Annotated[CallToolResult, list[shapes.SearchHitJson]]:
         """Find the passages of the knowledge base that best answer a question, best first: each with its
         text, score and citation (path, page_start/page_end for paged documents, heading)."""
         with _reported():
-            return views.search_json(kb.search(query, k=k, mode=mode, path=path, space=space))
+            result = kb.search(query, k=k, mode=mode, path=path, space=space)
+        return _answer(result)
 
     @server.tool(annotations=_READ_ONLY)
     def status() -> shapes.StatusJson:
@@ -56,6 +58,15 @@ def create_server(kb: KnowledgeBase) -> MCPServer[Any]:
             return views.status_json(kb.status())
 
     return server
+
+
+def _answer(result: SearchResult) -> CallToolResult:
+    """The hits as `kb search --json` prints them (the structured result), and for the model to read: why
+    the search fell back, if it did (what `kb search` says on stderr), then each hit as a JSON block."""
+    hits = views.search_json(result)
+    notes = [TextContent(type="text", text=f"note: {note}") for note in result.notes]
+    blocks = [TextContent(type="text", text=json.dumps(hit, indent=2, ensure_ascii=False)) for hit in hits]
+    return CallToolResult(content=[*notes, *blocks], structured_content={"result": hits})
 
 
 @contextmanager
