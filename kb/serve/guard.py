@@ -1,6 +1,6 @@
 """Who may ask a `kb serve`.
 
-With a token (`KB_SERVE_TOKEN`), every request but `GET /healthz` must carry it: `Authorization: Bearer
+With a token (`KB_SERVE_TOKEN`), every request must carry it, health checks included: `Authorization: Bearer
 <token>`, or HTTP Basic with the token as the password (any user name), which lets a browser open the search
 page: it asks once, then sends it with the page's own requests. Tokens never travel in URLs, so they never
 reach access logs or browser history; they are compared in constant time.
@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kb.errors import ConfigError
 
-OPEN_PATHS = frozenset({"/healthz"})  # probes of load balancers and orchestrators carry no token
 _TOKEN_NEEDED = "this kb serve needs its token: send 'Authorization: Bearer <KB_SERVE_TOKEN>'"
 _LOCAL_ONLY = (
     "without KB_SERVE_TOKEN, kb serve answers only requests addressed to localhost, 127.0.0.1 or [::1] "
@@ -68,7 +67,7 @@ class Guard:
         headers = Headers(scope=scope)
         if self._token is None:
             return None if _from_this_machine(headers) else JSONResponse({"detail": _LOCAL_ONLY}, 403)
-        if scope["path"] in OPEN_PATHS or _carries(headers.get("authorization", ""), self._token):
+        if _carries(headers.get("authorization", ""), self._token):
             return None
         return JSONResponse({"detail": _TOKEN_NEEDED}, 401, headers={"WWW-Authenticate": _challenge(headers)})
 

@@ -165,7 +165,7 @@ def _add_routes(app: FastAPI, kb: KnowledgeBase) -> None:
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz() -> JSONResponse:
-        """Whether the database answers; needs no token, and says nothing else."""
+        """Whether the database answers, and nothing else."""
         try:
             kb.schema_revision()
         except DatabaseError as error:
