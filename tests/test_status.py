@@ -91,15 +91,14 @@ def test_budget_cap_stops_submission_and_status_says_why(
     assert "budget reached" in screen
 
 
-@pytest.mark.parametrize("share", [0.5, 0.9])
 def test_the_cap_holds_though_kb_estimates_fewer_tokens_than_are_billed(
-    fast: KbSettings, emulator: GeminiEmulator, share: float
+    fast: KbSettings, emulator: GeminiEmulator
 ) -> None:
     """kb's token estimates run about 7% below the emulator's (and the service's) counts on the handbook: a
     cap checked against raw estimates admitted jobs billed 3% past it. What is billed stays within the cap."""
     with KnowledgeBase(settings=fast) as kb:
         ingested = kb.ingest([HANDBOOK / "tutorial"])
-    cap = ingested.tokens_queued * BATCH_PRICE / 1e6 * share
+    cap = ingested.tokens_queued * BATCH_PRICE / 1e6 * 0.5  # raw estimates admitted 3% past half
     jobs_of = max(1, ingested.tasks_queued // 8)
     settings = fast.model_copy(update={"max_spend_usd": cap, "batch_max_texts": jobs_of})
     with KnowledgeBase(settings=settings) as kb:
