@@ -23,7 +23,6 @@ from kb.store.schema import WorkerLease, table_of
 
 LEASES = table_of(WorkerLease)
 BATCH_LEASE = "batch"
-_HEARTBEAT = "worker:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +72,7 @@ def holder(engine: Engine, name: str = BATCH_LEASE) -> LeaseHolder | None:
 
 
 def heartbeat_name(owner: str) -> str:
-    return f"{_HEARTBEAT}{owner}"
+    return f"{readmodel.HEARTBEAT_PREFIX}{owner}"
 
 
 def beat(engine: Engine, owner: str, now: float, lease_s: float) -> None:
@@ -92,7 +91,7 @@ def forget_silent(engine: Engine, now: float, older_than_s: float) -> None:
     with write_transaction(engine) as connection:
         connection.execute(
             delete(LEASES).where(
-                LEASES.c.name.startswith(_HEARTBEAT, autoescape=True),
+                LEASES.c.name.startswith(readmodel.HEARTBEAT_PREFIX, autoescape=True),
                 LEASES.c.heartbeat_at < now - older_than_s,
             )
         )

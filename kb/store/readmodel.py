@@ -12,8 +12,9 @@ from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, TaskStatus
 from kb.store.reader import Reader, scalar
 
 DAY_S = 86_400.0
-_BLOCK_KEY = "budget_block"
-_HEARTBEAT = "worker:"
+# Keys of rows other store modules write: why submissions stopped (kb_meta), a worker's heartbeat lease.
+BUDGET_BLOCK_KEY = "budget_block"
+HEARTBEAT_PREFIX = "worker:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,7 @@ def spend(reader: Reader, since: float | None = None) -> Spend:
 
 def budget_block(reader: Reader) -> str | None:
     """Why submissions are stopped (a budget cap), or None."""
-    found = scalar(reader, "SELECT value FROM kb_meta WHERE key = :key", {"key": _BLOCK_KEY})
+    found = scalar(reader, "SELECT value FROM kb_meta WHERE key = :key", {"key": BUDGET_BLOCK_KEY})
     return None if found is None else str(found)
 
 
@@ -206,7 +207,7 @@ def heartbeats(reader: Reader) -> list[Heartbeat]:
     rows = reader.rows(
         "SELECT owner, expires_at, heartbeat_at FROM worker_leases WHERE name LIKE :prefix "
         "ORDER BY heartbeat_at DESC",
-        {"prefix": _HEARTBEAT + "%"},
+        {"prefix": HEARTBEAT_PREFIX + "%"},
     )
     return [Heartbeat(str(owner), float(expires), float(beat)) for owner, expires, beat in rows]
 

@@ -137,15 +137,12 @@ def estimate_margin(connection: Connection) -> float:
     return max(ESTIMATE_MARGIN, float(observed))
 
 
-_BLOCK_KEY = "budget_block"
-
-
 def set_block(connection: Connection, reason: str | None) -> None:
     """Remember why submissions are stopped (None: they are not), for `kb status`."""
     meta = table_of(Meta)
-    connection.execute(meta.delete().where(meta.c.key == _BLOCK_KEY))
+    connection.execute(meta.delete().where(meta.c.key == readmodel.BUDGET_BLOCK_KEY))
     if reason is not None:
-        connection.execute(insert(meta).values(key=_BLOCK_KEY, value=reason))
+        connection.execute(insert(meta).values(key=readmodel.BUDGET_BLOCK_KEY, value=reason))
 
 
 def block(connection: Connection) -> str | None:
