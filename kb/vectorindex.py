@@ -250,11 +250,8 @@ class SpaceIndex:
     def nearest(self, reader: Reader, query: NDArray[np.float32], k: int) -> Neighbours:
         """The k nearest (row id, cosine distance) pairs, nearest first."""
         with self._lock:
-            stored = vectors.count(reader, self.space_id)
-            method = choose(self.setting, stored, self.searches, reader.dialect)
+            index = self._prepare(reader)
             self.searches += 1
-            index = self._ready(reader, method, stored) if method is not Method.EXACT else None
-            self.last_method = method if index is not None else Method.EXACT
         if index is None:
             return vectors.nearest(reader, self.space_id, query, k)
         return index.nearest(reader, query, k)
@@ -263,12 +260,18 @@ class SpaceIndex:
         """Load now the index that a long-lived process's later searches use (`kb serve` does this before
         it answers); counts as the process's first search. Returns the method its searches will use."""
         with self._lock:
-            stored = vectors.count(reader, self.space_id)
             self.searches += 1
-            method = choose(self.setting, stored, self.searches, reader.dialect)
-            if method is not Method.EXACT and self._ready(reader, method, stored) is None:
-                return Method.EXACT
-            return method
+            self._prepare(reader)
+            assert self.last_method is not None
+            return self.last_method
+
+    def _prepare(self, reader: Reader) -> QuantizedIndex | None:
+        """The quantized index the next search uses, loaded or refreshed; None: it searches exactly."""
+        stored = vectors.count(reader, self.space_id)
+        method = choose(self.setting, stored, self.searches, reader.dialect)
+        index = self._ready(reader, method, stored) if method is not Method.EXACT else None
+        self.last_method = method if index is not None else Method.EXACT
+        return index
 
     def _ready(self, reader: Reader, method: Method, stored: int) -> QuantizedIndex | None:
         levels = method is Method.MEMORY
