@@ -61,7 +61,7 @@ def _open(data: bytes) -> "PdfReader":
         from pypdf import PdfReader
     except ImportError:
         raise UnreadableDocument(EXTRA_HINT) from None
-    if not data.lstrip()[:5] == b"%PDF-":
+    if b"%PDF-" not in data[:1024]:  # where readers look for the header (junk may come first)
         raise UnreadableDocument("not a PDF (no %PDF- header)")
     try:
         reader = PdfReader(BytesIO(data))

@@ -71,13 +71,14 @@ class _Reading:
     """
 
     def __init__(self, style_names: dict[str, str]) -> None:
+        from docx.table import Table
+
         self._style_names = style_names
+        self._table_type = Table
         self.title: str | None = None
 
     def block(self, item: "Paragraph | Table") -> str:
-        from docx.table import Table
-
-        return _table(item) if isinstance(item, Table) else self._paragraph(item)
+        return _table(item) if isinstance(item, self._table_type) else self._paragraph(item)
 
     def _paragraph(self, paragraph: "Paragraph") -> str:
         text = collapse_whitespace(paragraph.text)
