@@ -17,6 +17,7 @@ from kb.settings import load as load_settings
 from kb.store import migrate, readmodel, spaces
 from kb.store.engine import create_engine, database_size, safe_url, write_transaction
 from kb.store.reader import ConnectionReader, Reader
+from kb.views import percent
 
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
     from kb import online, reindex
@@ -292,7 +293,7 @@ class KnowledgeBase:
         activated = reindex.activate_if_complete(self.engine, self.settings.reindex_min_coverage)
         if activated is not None:
             report = reindex.status(self.engine, activated)
-            share = f"{report.coverage:.1%} of texts embedded" if report else "complete"
+            share = f"{percent(report.coverage, 1)} of texts embedded" if report else "complete"
             logging.getLogger("kb.reindex").warning(
                 "space #%s is complete (%s) and now active; the previous space is retired "
                 "(kb reindex --rollback)",

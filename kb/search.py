@@ -17,6 +17,7 @@ from kb.providers.base import Embedder, Matrix
 from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
+from kb.views import percent
 
 if TYPE_CHECKING:
     from kb.vectorindex import SpaceIndex
@@ -91,7 +92,7 @@ def search_space(
     if space.state == "building":
         counts = readmodel.task_counts(reader, space.id)
         total = sum(counts.values())
-        coverage = f"{counts['embedded'] / total:.0%}" if total else "0%"
+        coverage = percent(counts["embedded"] / total) if total else "0%"
     weight = vector_weight if vector_weight is not None else (1.0 if paid else 0.5)
     return SearchSpace(
         space.id,

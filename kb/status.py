@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from kb.records import JobInfo, SpaceSummary, SpendSummary, StatusReport, TaskStatus, WorkerHeartbeat
 from kb.store import readmodel
 from kb.store.reader import Reader
+from kb.views import percent
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def _space_warnings(summaries: list[SpaceSummary], now: float, options: StatusOp
         unfinished = space.tasks.get("pending", 0) + space.tasks.get("submitted", 0)
         if space.state == "building" and not unfinished and space.coverage < options.min_coverage:
             found.append(
-                f"{name} is not switched to: only {space.coverage:.1%} of its texts are embedded "
+                f"{name} is not switched to: only {percent(space.coverage, 1)} of its texts are embedded "
                 f"({space.tasks.get('failed', 0):,} failed; at least {options.min_coverage:.1%} needed). "
                 "See `kb errors`, then `kb retry --all`; or `kb reindex --activate` to switch anyway"
             )

@@ -20,6 +20,15 @@ PATH_HELP = "Only documents whose path matches this glob, e.g. 'tutorial/*'."
 SPACE_HELP = "Search this embedding space (id from `kb status`) instead of the active one."
 
 
+def percent(share: float, decimals: int = 0) -> str:
+    """A share (0 to 1) as a percentage that says 100% only when all is done and 0% only when nothing is:
+    plain rounding shows 7,160 of 7,161 texts as 100% though one still waits."""
+    shown, step = share * 100, 10.0**-decimals
+    if 0 < share < 1:
+        shown = min(max(shown, step), 100 - step)
+    return f"{shown:.{decimals}f}%"
+
+
 def display_path(path: str) -> str:
     """A stored absolute path shown relative to the working folder when it lies inside it."""
     try:

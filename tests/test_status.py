@@ -13,6 +13,7 @@ from kb import views
 from kb.app import KnowledgeBase
 from kb.cli import statusview
 from kb.cli.commands import app
+from kb.records import SpaceSummary, SpendSummary, StatusReport
 from kb.settings import KbSettings
 from kb.store import lease
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
@@ -179,3 +180,32 @@ def test_dry_run_prices_the_work_before_spending(
         not Path(fast.db).exists()
         or json.loads(runner.invoke(app, ["status", "--json"]).stdout)["chunks"] == 0
     )
+
+
+def _space(state: str, embedded: int, pending: int) -> SpaceSummary:
+    counts = {"pending": pending, "submitted": 0, "embedded": embedded, "failed": 0}
+    share = embedded / (embedded + pending)
+    return SpaceSummary(1, "gemini", "gemini-embedding-001", 768, state, counts, share)
+
+
+def test_status_says_100_percent_only_when_all_is_done_and_0_only_when_nothing_is() -> None:
+    def screen(space: SpaceSummary, measured: int) -> str:
+        spend = SpendSummary(7161, 0.1, 0.2, 0.1, 0.0, {}, tokens_measured=measured)
+        report = StatusReport(Path("kb.db"), None, 1, 7161, space.tasks, {}, [space], spend=spend)
+        buffer = io.StringIO()
+        statusview.render(report, Console(file=buffer, width=100, color_system=None))
+        return buffer.getvalue()
+
+    almost = screen(_space("active", 7160, 1), measured=7160)  # 99.99% would round to 100%
+    assert "active 99%" in almost and "by the service: 99%" in almost
+    barely = screen(_space("building", 1, 7160), measured=1)  # 0.01% would round to 0%
+    assert "building 1%" in barely and "by the service: 1%" in barely
+    assert "active 100%" in screen(_space("active", 7161, 0), measured=7161)
+    assert "building 0%" in screen(_space("building", 0, 7161), measured=0)
+    assert [views.percent(share, 1) for share in (0.0, 0.00001, 0.5, 0.99999, 1.0)] == [
+        "0.0%",
+        "0.1%",
+        "50.0%",
+        "99.9%",
+        "100.0%",
+    ]

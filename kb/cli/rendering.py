@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
-from kb.views import display_path, pages_label
+from kb.views import display_path, pages_label, percent
 
 if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
     from rich.console import Console
@@ -339,7 +339,7 @@ def render_reindex_status(report: "ReindexStatus | None") -> None:
         out().print("No reindex in progress.")
         return
     eta = "unknown" if report.eta_s is None else age(report.eta_s)
-    done = f"{report.embedded:,} / {report.total:,} texts embedded ({report.coverage:.1%})"
+    done = f"{report.embedded:,} / {report.total:,} texts embedded ({percent(report.coverage, 1)})"
     out().print(f"{escape(report.label)}: {done}")
     out().print(
         f"  pending {report.pending:,} · submitted {report.submitted:,} · failed {report.failed:,} · "

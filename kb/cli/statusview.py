@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from kb.cli import terminal
 from kb.records import StatusReport
+from kb.views import percent
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,7 +60,7 @@ def _spaces(report: StatusReport, console: "Console") -> None:
         table.add_row(
             f"#{space.id}",
             escape(f"{space.model} {space.dimensions}d"[:34]),
-            f"{space.state} {space.coverage:.0%}",
+            f"{space.state} {percent(space.coverage)}",
             f"{counts['pending']:,}",
             f"{counts['submitted']:,}",
             f"{counts['embedded']:,}",
@@ -100,7 +101,7 @@ def _spend(report: StatusReport, console: "Console") -> None:
         f"Spend   {spend.tokens:,} tokens · ${spend.usd:,.4f} paid · "
         f"${spend.usd_online_equivalent:,.4f} at online prices · [green]${spend.saved_usd:,.4f} saved[/green]"
     )
-    measured = f"{spend.tokens_measured / spend.tokens:.0%}" if spend.tokens else "-"
+    measured = percent(spend.tokens_measured / spend.tokens) if spend.tokens else "-"
     console.print(
         f"        last 24 h: ${spend.last_24h_usd:,.4f} · tokens counted by the service: {measured} "
         "(the rest estimated)"
