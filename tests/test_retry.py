@@ -74,18 +74,26 @@ class FakeClock:
         self.now += seconds
 
 
-def test_rate_limiter_spaces_requests_and_tokens() -> None:
+def test_rate_limiter_spaces_requests() -> None:
     clock = FakeClock()
     limiter = RateLimiter(requests_per_minute=60, tokens_per_minute=6000, clock=clock, sleep=clock.sleep)
     for _ in range(60):
-        limiter.acquire(10)
+        limiter.acquire(10)  # 600 tokens of 6,000: only the request budget runs out
     assert clock.now == 0.0  # the first minute's budget is available at once
     limiter.acquire(10)
     assert clock.now == pytest.approx(1.0)  # then one request per second
-    limiter.acquire(3000)  # tokens: 6000 - 610 left... this needs waiting for the token bucket
-    assert clock.now > 1.0
+
+
+def test_rate_limiter_spaces_tokens_where_requests_would_not_wait() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(requests_per_minute=60, tokens_per_minute=6000, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        limiter.acquire(600)  # the whole token budget in 10 of the 60 requests allowed
+    assert clock.now == 0.0
+    limiter.acquire(600)  # 50 requests are left, so only the token budget can make this wait
+    assert clock.now == pytest.approx(6.0)  # 600 tokens at 100 a second
     limiter.acquire(10**9)  # more than a minute's budget waits for a full bucket instead of forever
-    assert clock.now < 200
+    assert clock.now == pytest.approx(66.0)
 
 
 def test_zero_disables_a_limit() -> None:
