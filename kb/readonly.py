@@ -71,10 +71,11 @@ def search(
     if not usable(settings):
         return None
     from kb.providers.factory import build_embedder
-    from kb.search import run_search, search_space, spaces_to_search, spec_of
+    from kb.search import check_question, run_search, search_space, spaces_to_search, spec_of
     from kb.store import querycache
     from kb.vectorindex import SpaceIndex
 
+    check_question(query)  # before the question is looked up in the cache
     with _reader(settings) as reader:
         chosen, building = spaces_to_search(reader, space)
         spaces = ([chosen] if chosen else []) + building

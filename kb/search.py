@@ -17,7 +17,7 @@ from kb.providers.base import Embedder, Matrix
 from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
-from kb.views import percent
+from kb.views import MAX_QUERY_CHARS, percent
 
 if TYPE_CHECKING:
     from kb.vectorindex import SpaceIndex
@@ -105,11 +105,19 @@ def search_space(
     )
 
 
+def check_question(query: str) -> None:
+    """An InputError for a question kb cannot search: empty, or longer than `MAX_QUERY_CHARS`."""
+    if not query.strip():
+        raise InputError("nothing to search for: the question is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InputError(f"the question is too long: {len(query):,} characters (at most {MAX_QUERY_CHARS:,})")
+
+
 def normalize_glob(pattern: str | None) -> str | None:
     """`tutorial/*` matches `/any/where/tutorial/x.md`; absolute or `*`-led patterns are kept as given."""
     if not pattern:
         return None
-    globs.check(pattern, "--path")
+    globs.check(pattern, "path")  # KnowledgeBase.search's, the HTTP API's and the MCP tool's name
     return pattern if pattern.startswith(("/", "*")) else "*/" + pattern
 
 
@@ -137,8 +145,7 @@ def run_search(
     remember: Remember | None = None,
 ) -> SearchResult:
     """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built)."""
-    if not query.strip():
-        raise InputError("nothing to search for: the question is empty")
+    check_question(query)
     glob = normalize_glob(path_glob)
     depth = max(k * 5, 50)
     notes: list[str] = []

@@ -13,7 +13,10 @@ if TYPE_CHECKING:  # their module costs a command's start-up a little; only the 
 
 # What a search's parameters mean, said once for `kb search`, `GET /search` and the MCP `search` tool.
 MAX_HITS = 1000
-QUERY_HELP = "The question or words to look for."
+# A question is one text for the embedding model: gemini-embedding-001 reads 2,048 tokens, about 8,000
+# characters of English, and would cut the rest. Longer is a mistake (a pasted file), refused, not searched.
+MAX_QUERY_CHARS = 8000
+QUERY_HELP = f"The question or words to look for (at most {MAX_QUERY_CHARS:,} characters)."
 K_HELP = f"How many chunks to return (1 to {MAX_HITS})."
 MODE_HELP = "hybrid (vectors + full text), vector, or text."
 PATH_HELP = "Only documents whose path matches this glob, e.g. 'tutorial/*'."

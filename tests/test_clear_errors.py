@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from kb.app import KnowledgeBase
 from kb.cli.commands import app
+from kb.errors import InputError
+from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator
 from tests.conftest import EMULATOR_KEY, write
 from tests.crash_harness import kb_env
@@ -94,6 +97,21 @@ def test_an_empty_question_or_a_broken_glob_is_a_usage_error(
     assert code == 2, (out, err)
     assert "error:" in err and ("empty" in err or "never closed" in err)
     assert out == ""
+
+
+def test_a_question_longer_than_the_cap_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    db = str(tmp_path / "kb.sqlite")
+    write(tmp_path / "a.md", "# Storm\n\nstorm beacon\n")
+    _kb(runner, "--db", db, "--provider", "local", "ingest", str(tmp_path / "a.md"))
+    longest = "storm " * (8000 // 6) + "st"  # exactly 8,000 characters: still a question
+    code, out, err = _kb(runner, "--db", db, "--provider", "local", "search", longest)
+    assert code == 0 and "a.md" in out, err
+    code, out, err = _kb(runner, "--db", db, "--provider", "local", "search", longest + "s")
+    assert code == 2 and out == ""
+    assert "error: the question is too long: 8,001 characters (at most 8,000)" in err
+    settings = KbSettings(db=Path(db), provider="local")
+    with KnowledgeBase(settings=settings) as kb, pytest.raises(InputError, match="too long"):
+        kb.search("x" * 640_000)
 
 
 def test_a_well_formed_glob_with_a_set_still_works(runner: CliRunner, tmp_path: Path) -> None:

@@ -62,9 +62,10 @@ def test_kb_mcp_over_stdio_searches_and_reports_status(handbook: KbSettings, exp
         found = await client.call_tool("search", {"query": QUESTION, "k": 3, "mode": "text"})
         status = await client.call_tool("status", {})
         empty = await client.call_tool("search", {"query": "  "})
-        return tools, found, status, empty
+        too_long = await client.call_tool("search", {"query": "x" * 8001})
+        return tools, found, status, empty, too_long
 
-    tools, found, status, empty = _session(_stdio(handbook.db), talk)
+    tools, found, status, empty, too_long = _session(_stdio(handbook.db), talk)
     by_name = {tool.name: tool for tool in tools.tools}
     assert set(by_name) == {"search", "status"}
     assert all(tool.annotations.read_only_hint for tool in tools.tools)
@@ -76,6 +77,8 @@ def test_kb_mcp_over_stdio_searches_and_reports_status(handbook: KbSettings, exp
     assert status.structured_content["tasks"]["embedded"] == status.structured_content["chunks"]
     assert empty.is_error
     assert "nothing to search for: the question is empty" in empty.content[0].text
+    assert too_long.is_error
+    assert "the question is too long: 8,001 characters (at most 8,000)" in too_long.content[0].text
 
 
 def test_kb_serve_answers_mcp_over_http_with_its_token(handbook: KbSettings, expected: Any) -> None:

@@ -142,7 +142,8 @@ def test_health_is_whether_the_database_answers(api: httpx2.Client) -> None:
     ("params", "status", "says"),
     [
         ({"q": "  "}, 400, "nothing to search for: the question is empty"),
-        ({"q": "x", "path": "docs/["}, 400, "never closed"),
+        ({"q": "x", "path": "docs/["}, 400, "invalid path pattern 'docs/[': '[' opens a set"),
+        ({"q": "x" * 8001}, 400, "the question is too long: 8,001 characters (at most 8,000)"),
         ({"q": "x", "space": "99"}, 400, "no embedding space #99"),
         ({"q": "x", "k": "0"}, 422, "greater than or equal to 1"),
         ({"q": "x", "k": "1001"}, 422, "less than or equal to 1000"),
@@ -156,6 +157,7 @@ def test_a_bad_question_is_refused_with_its_reason(
     response = api.get("/search", params=params)
     assert response.status_code == status
     assert says in json.dumps(response.json()["detail"])
+    assert "--" not in json.dumps(response.json()["detail"])  # the API's own parameters, not the CLI's flags
 
 
 # -- the page and the description -------------------------------------------------------------------------

@@ -75,7 +75,10 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "kb cannot answer here now: its database or configuration."},
 }
 _SEARCH_REFUSALS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "A question kb cannot use: empty, a broken glob, no such space."},
+    400: {
+        "model": Problem,
+        "description": "A question kb cannot use: empty, too long, a bad glob, no such space.",
+    },
     502: {"model": Problem, "description": "The embedding provider failed."},
     **_REFUSALS,
 }
