@@ -298,6 +298,26 @@ _CELL_TAGS = frozenset({"td", "th"})
 _TIGHT_KINDS = frozenset({"item", "row"})
 
 
+# The HTML standard's prescan looks for a charset declaration in the first 1024 bytes, and no further.
+CHARSET_PRESCAN_BYTES = 1024
+_CHARSET_IN_CONTENT = re.compile(r"""charset\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;"']+))""", re.IGNORECASE)
+
+
+def declared_charset(data: bytes) -> str | None:
+    """The charset label an HTML document declares within its first 1024 bytes, where a browser looks:
+    the first `<meta charset>` or `<meta http-equiv="Content-Type" content="...; charset=...">` outside
+    comments. Lexbor finds the elements; the bytes are read one character each, as only ASCII matters."""
+    head = LexborHTMLParser(data[:CHARSET_PRESCAN_BYTES].decode("latin-1"))
+    for meta in head.css("meta"):
+        label = meta.attributes.get("charset")
+        if not label and (meta.attributes.get("http-equiv") or "").strip().lower() == "content-type":
+            found = _CHARSET_IN_CONTENT.search(meta.attributes.get("content") or "")
+            label = next((value for value in found.groups() if value), None) if found else None
+        if label and label.strip():
+            return label.strip()
+    return None
+
+
 def html_document(html: str) -> Converted:
     parser = LexborHTMLParser(html)
     title = _html_title(parser)

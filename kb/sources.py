@@ -8,6 +8,7 @@ raise: problems become `Skipped` with a short reason. Only bad user input raises
 `source_path` and back. File-system I/O only; format conversion lives in `kb.formats`.
 """
 
+import codecs
 import errno
 import hashlib
 import os
@@ -23,7 +24,14 @@ from pathspec import GitIgnoreSpec
 
 from kb import globs
 from kb.errors import InputError
-from kb.formats import Converted, UnreadableDocument, html_document, markdown_document, rst_document
+from kb.formats import (
+    Converted,
+    UnreadableDocument,
+    declared_charset,
+    html_document,
+    markdown_document,
+    rst_document,
+)
 from kb.pdf import pdf_document
 from kb.word import docx_document
 
@@ -622,8 +630,9 @@ def _resolve_format(path: Path, fmt_hint: str | None) -> str:
     return by_suffix
 
 
-def _decode(data: bytes) -> str:
-    """Strict UTF-8 (or UTF-16 with a BOM), BOM removed, LF line ends, Unicode NFC."""
+def _decode(data: bytes, source_format: str) -> str:
+    """Strict UTF-8 (or UTF-16 with a BOM; HTML also in the charset it declares), BOM removed, LF line
+    ends, Unicode NFC."""
     if not data:
         raise _Unusable("empty file")
     if data.startswith(_UTF16_BOMS):
@@ -632,7 +641,7 @@ def _decode(data: bytes) -> str:
         nul_offset = data.find(b"\x00")
         if nul_offset >= 0:
             raise _Unusable(f"binary content (NUL byte at offset {nul_offset})")
-        text = _decode_utf8(data)
+        text = _decode_html(data) if source_format == "html" else _decode_utf8(data)
     if not text.strip():
         raise _Unusable("empty file")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -646,6 +655,57 @@ def _decode_utf8(data: bytes) -> str:
     except UnicodeDecodeError as exc:
         offset = bom_length + exc.start
         raise _Unusable(f"not valid UTF-8 (byte 0x{data[offset]:02x} at offset {offset})") from None
+
+
+# Labels a browser reads as another encoding (the WHATWG Encoding standard): pages that say ISO-8859-1 or
+# ASCII are windows-1252 in practice, and a <meta> cannot mean UTF-16 (the bytes it is in are not).
+_BROWSER_CODECS = {
+    "ascii": "cp1252",
+    "iso8859-1": "cp1252",
+    "iso8859-9": "cp1254",
+    "iso8859-11": "cp874",
+    "tis-620": "cp874",
+    "gb2312": "gbk",
+    "utf-16": "utf-8",
+    "utf-16-be": "utf-8",
+    "utf-16-le": "utf-8",
+}
+# windows-1252 as browsers decode it: the five bytes Python's cp1252 leaves undefined map to U+0081 etc.
+_WINDOWS_1252 = "".join(bytes([byte]).decode("cp1252", "ignore") or chr(byte) for byte in range(256))
+
+
+def _decode_html(data: bytes) -> str:
+    """UTF-8 when it is valid (what kb has always read, whatever a stale declaration says), else the
+    charset the page declares, read as a browser reads it."""
+    try:
+        return _decode_utf8(data)
+    except _Unusable as not_utf8:
+        label = declared_charset(data)
+        if label is None:
+            raise _Unusable(f"{not_utf8.reason}, and no charset is declared") from None
+        codec = _browser_codec(label)
+        if codec is None:
+            raise _Unusable(f"{not_utf8.reason}, and its declared charset {label!r} is unknown") from None
+        if codec == "utf-8":
+            raise
+    if codec == "cp1252":
+        return codecs.charmap_decode(data, "strict", _WINDOWS_1252)[0]
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise _Unusable(
+            f"not valid {label} as declared (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _browser_codec(label: str) -> str | None:
+    """The Python codec that reads what a browser reads for `label`; None for labels no text codec has."""
+    try:
+        name = codecs.lookup(label).name
+        b"".decode(name)  # refuses codecs that do not decode bytes to text (base64, rot13)
+    except LookupError:
+        return None
+    return "utf-8" if name == "utf-8-sig" else _BROWSER_CODECS.get(name, name)
 
 
 def _decode_utf16(data: bytes) -> str:
@@ -664,7 +724,7 @@ _NO_TEXT_REASONS = {"markdown": "no text after front matter", "html": "no text i
 def _convert_bytes(data: bytes, source_format: str) -> Converted:
     binary = _BINARY_CONVERTERS.get(source_format)
     if binary is None:
-        return _convert(_decode(data), source_format)
+        return _convert(_decode(data, source_format), source_format)
     if not data:
         raise _Unusable("empty file")
     return binary(data)

@@ -641,6 +641,69 @@ def test_load_bytes_decodes_utf16_with_bom() -> None:
     assert isinstance(result, LoadedDocument) and result.text == "# Wide\nhé"
 
 
+# libxslt's manual: ISO-8859-1 declared, a copyright sign (0xa9) that is not UTF-8.
+LATIN1_PAGE = "<html><head>{meta}<title>libxslt \xa9 1999</title></head><body><p>Caf\xe9 \x93quoted\x94</p>"
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        '<meta charset="iso-8859-1">',
+        "<meta charset=ISO-8859-1>",
+        '<meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-1">',
+        "<!-- <meta charset=utf-8> --><META HTTP-EQUIV=content-type CONTENT='text/html;charset=latin1'>",
+        '<meta charset="windows-1252">',
+    ],
+)
+def test_html_is_decoded_by_its_declared_charset_as_a_browser_does(meta: str) -> None:
+    page = LATIN1_PAGE.format(meta=meta).encode("latin-1")
+    result = load_bytes(page, path=Path("xslt.html"))
+    assert isinstance(result, LoadedDocument), result
+    assert result.title == "libxslt \u00a9 1999"
+    assert "Caf\u00e9 \u201cquoted\u201d" in result.text  # ISO-8859-1 read as windows-1252, as browsers do
+    assert result.content_sha256 == hashlib.sha256(page).hexdigest()  # of the bytes, as before
+
+
+def test_html_declaring_a_multibyte_charset_is_read_in_it() -> None:
+    page = '<meta charset="shift_jis"><title>\u65e5\u672c\u8a9e</title><p>\u3053\u3093\u306b\u3061\u306f</p>'
+    result = load_bytes(page.encode("shift_jis"), path=Path("jp.html"))
+    assert isinstance(result, LoadedDocument) and result.title == "\u65e5\u672c\u8a9e", result
+
+
+@pytest.mark.parametrize(
+    ("page", "reason"),
+    [
+        (LATIN1_PAGE.format(meta=""), "not valid UTF-8 (byte 0xa9 at offset 27), and no charset is declared"),
+        (
+            LATIN1_PAGE.format(meta="<meta charset=klingon>"),
+            "not valid UTF-8 (byte 0xa9 at offset 49), and its declared charset 'klingon' is unknown",
+        ),
+        ("<p>" + " " * 1024 + "<meta charset=latin1><p>\xa9", "no charset is declared"),  # past 1024 bytes
+    ],
+)
+def test_html_that_no_declaration_explains_is_skipped_with_the_reason(page: str, reason: str) -> None:
+    result = load_bytes(page.encode("latin-1"), path=Path("x.html"))
+    assert isinstance(result, Skipped) and reason in result.reason
+
+
+def test_valid_utf8_html_reads_as_before_whatever_it_declares() -> None:
+    page = '<meta charset="iso-8859-1"><title>Caf\u00e9</title><p>na\u00efve</p>'.encode()
+    result = load_bytes(page, path=Path("x.html"))
+    assert isinstance(result, LoadedDocument) and result.title == "Caf\u00e9" and "na\u00efve" in result.text
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize(
+    ("suffix", "text"), [(".txt", "Caf\u00e9 \u2014 notes"), (".html", "<p>Caf\u00e9 \u2014 notes")]
+)
+def test_a_byte_order_mark_decides_the_encoding(codec: str, suffix: str, text: str) -> None:
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(codec, b"")
+    declared = "<meta charset=iso-8859-1>" if suffix == ".html" else ""  # the BOM wins over a declaration
+    result = load_bytes(bom + (declared + text).encode(codec), path=Path("x" + suffix))
+    assert isinstance(result, LoadedDocument), result
+    assert "Caf\u00e9 \u2014 notes" in result.text
+
+
 def test_supported_suffixes() -> None:
     assert SUPPORTED_SUFFIXES[".md"] == "markdown"
     assert SUPPORTED_SUFFIXES[".htm"] == SUPPORTED_SUFFIXES[".html"] == "html"
