@@ -4,6 +4,8 @@ prints, refuses bad questions with a reason, writes nothing, and lets in only wh
 import base64
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -19,6 +21,7 @@ from typing import Any
 import httpx2
 import pytest
 from pydantic import SecretStr
+from selectolax.lexbor import LexborHTMLParser
 from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
@@ -170,6 +173,58 @@ def test_the_search_page_is_served(api: httpx2.Client) -> None:
     assert '<input id="q" type="search"' in response.text
     assert "fetch(url" in response.text and "`search?${params}`" in response.text
     assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+def _rules(css: str) -> dict[str, str]:
+    """The page's CSS as {selector: declarations}."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
+    return {selector.strip(): body for selector, body in re.findall(r"([^{}]+)\{([^}]*)\}", css)}
+
+
+def test_the_search_button_shares_the_question_s_row_and_errors_stand_out(api: httpx2.Client) -> None:
+    page = LexborHTMLParser(api.get("/").text)
+    question, button = page.css_first("#q"), page.css_first("form button")
+    assert question is not None and button is not None and question.parent is not None
+    row = question.parent
+    assert button.parent is not None and button.parent.mem_id == row.mem_id  # they wrap as one, never apart
+    rules = _rules(page.css_first("style").text())
+    row_rule = rules[f".{row.attributes.get('class')}"]
+    assert "display: flex" in row_rule and "wrap" not in row_rule
+    error = page.css_first(
+        '[role="alert"]'
+    )  # read out at once by screen readers, unlike the role=status line
+    assert error is not None and error.attributes.get("id") == "error"
+    assert "var(--error)" in rules["#error"] and "var(--muted)" not in rules["#error"]
+    assert re.search(r"--error: #[0-9a-f]{3,6}", rules[":root"])
+    script = page.css_first("script").text()
+    assert "showError(error.message)" in script and '$("error").textContent = text' in script
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (apt-get install chromium)")
+def test_a_browser_shows_a_refused_search_as_an_alert(base_url: str) -> None:
+    page = f"{base_url}/?q=leave&path=docs/%5B"  # a glob the server refuses
+    dom = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    shown = LexborHTMLParser(dom)
+    error = shown.css_first("#error")
+    assert error is not None and "hidden" not in error.attributes
+    assert error.text().startswith("invalid path pattern 'docs/['")
+    message = shown.css_first("#message")
+    assert message is not None and message.text() == ""  # not also in the muted line
 
 
 def test_openapi_describes_the_api(api: httpx2.Client) -> None:
