@@ -187,17 +187,18 @@ def test_the_search_button_shares_the_question_s_row_and_errors_stand_out(api: h
     assert question is not None and button is not None and question.parent is not None
     row = question.parent
     assert button.parent is not None and button.parent.mem_id == row.mem_id  # they wrap as one, never apart
-    rules = _rules(page.css_first("style").text())
+    style, script = page.css_first("style"), page.css_first("script")
+    assert style is not None and script is not None
+    rules = _rules(style.text())
     row_rule = rules[f".{row.attributes.get('class')}"]
     assert "display: flex" in row_rule and "wrap" not in row_rule
-    error = page.css_first(
-        '[role="alert"]'
-    )  # read out at once by screen readers, unlike the role=status line
+    # Read out at once by screen readers, unlike the role=status line.
+    error = page.css_first('[role="alert"]')
     assert error is not None and error.attributes.get("id") == "error"
     assert "var(--error)" in rules["#error"] and "var(--muted)" not in rules["#error"]
     assert re.search(r"--error: #[0-9a-f]{3,6}", rules[":root"])
-    script = page.css_first("script").text()
-    assert "showError(error.message)" in script and '$("error").textContent = text' in script
+    code = script.text()
+    assert "showError(error.message)" in code and '$("error").textContent = text' in code
 
 
 @pytest.mark.slow
