@@ -1,4 +1,4 @@
-"""Benchmark: `kb serve` answering clients while `kb ingest` and `kb worker` write to the same SQLite database,
+"""Benchmark: `kb serve` answering clients while `kb ingest` and `kb worker` write to one SQLite database,
 the worker SIGKILLed and restarted mid-run; then a check that nothing was lost.
 
     .venv/bin/python scripts/bench_serve_under_write.py [--provider local|gemini] [--files 4000]
@@ -27,16 +27,18 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import numpy as np
@@ -69,7 +71,9 @@ class Corpus:
         rng = random.Random(f"{number}-{version}")
         parts = [f"# Document {number}\n"]
         for section in range(self.sections):
-            parts.append(f"## Part {section}\n\n{words(rng, 60)} (file {number} part {section} v{version}).\n")
+            parts.append(
+                f"## Part {section}\n\n{words(rng, 60)} (file {number} part {section} v{version}).\n"
+            )
         path = self.root / f"dir{number % 20:02d}" / f"doc{number:05d}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(parts), encoding="utf-8")
@@ -122,7 +126,8 @@ def bench(args: argparse.Namespace, work: Path, emulator: GeminiEmulator | None)
     run = Run()
     ingest(env, corpus, logs, run, "ingest-0")
     print(
-        f"{args.provider} provider; {args.files:,} files x {args.sections} chunks in {args.rounds + 1} ingests, "
+        f"{args.provider} provider; {args.files:,} files x {args.sections} chunks, "
+        f"{args.rounds + 1} ingests, "
         f"{args.clients} clients, {os.cpu_count()} CPUs"
     )
     port = free_port()
@@ -142,15 +147,23 @@ def bench(args: argparse.Namespace, work: Path, emulator: GeminiEmulator | None)
             writers.join()
             drained = drain(db, run, started, args.seconds)
             stop(run.workers[-1], problems, "worker")
-            quiet = pool.apply_async(ask_for, (url, args.quiet, args.clients, 2)).get(timeout=args.quiet + 120)
+            quiet = pool.apply_async(ask_for, (url, args.quiet, args.clients, 2)).get(
+                timeout=args.quiet + 120
+            )
     finally:
         stop(server, problems, "kb serve")
     print_load("with writers", load, args.seconds)
     print_load("baseline, no writer", quiet, args.quiet)
     ratio(load, quiet)
-    print(f"  ingests: {len(run.ingests)}, exit codes {sorted(Counter(c for c, _ in run.ingests).items())}, ", end="")
+    print(
+        f"  ingests: {len(run.ingests)}, exit codes {sorted(Counter(c for c, _ in run.ingests).items())}, ",
+        end="",
+    )
     print(f"longest {max(s for _, s in run.ingests):.1f} s")
-    print(f"  worker SIGKILLed at {', '.join(f'{t:.0f} s' for t in run.kills)}; drained {drained:.0f} s after the load")
+    print(
+        f"  worker SIGKILLed at {', '.join(f'{t:.0f} s' for t in run.kills)}; "
+        f"drained {drained:.0f} s after the load"
+    )
     problems += [f"{name}: {count} answers not 200" for name, count in bad_answers(load, quiet).items()]
     problems += [f"ingest exited {code}" for code, _ in run.ingests if code != 0]
     problems += scan_logs(logs)
@@ -171,9 +184,15 @@ def environment(db: Path, emulator: GeminiEmulator | None) -> dict[str, str]:
 
 
 def write_while_asked(
-    args: argparse.Namespace, env: dict[str, str], corpus: Corpus, logs: Path, run: Run, started: float, first: int
+    args: argparse.Namespace,
+    env: dict[str, str],
+    corpus: Corpus,
+    logs: Path,
+    run: Run,
+    started: float,
+    first: int,
 ) -> None:
-    """The worker, started with the load; the ingest rounds spread over it; the worker's kills and restarts."""
+    """The worker, started with the load; the ingests spread over it; the worker's kills and restarts."""
     run.workers.append(start_kb(["worker"], env, logs, "worker-0"))
     kill_at = [args.seconds * (n + 1) / (args.kills + 1) for n in range(args.kills)]
     per_round = (args.files - first) / args.rounds
@@ -337,7 +356,10 @@ def check(db: Path, corpus: Corpus, env: dict[str, str], emulator: GeminiEmulato
         except Exception as error:  # the driver's DatabaseError: the index disagrees with the chunks
             fts = str(error)
         (space,) = connection.execute("SELECT id FROM embedding_spaces WHERE state = 'active'").fetchone()
-        stored = one(connection, "SELECT count(*) FROM documents"), one(connection, "SELECT count(*) FROM chunks")
+        stored = (
+            one(connection, "SELECT count(*) FROM documents"),
+            one(connection, "SELECT count(*) FROM chunks"),
+        )
         tasks = dict(connection.execute("SELECT status, count(*) FROM embedding_tasks GROUP BY status"))
         unembedded = one(
             connection,
@@ -370,14 +392,17 @@ def check(db: Path, corpus: Corpus, env: dict[str, str], emulator: GeminiEmulato
         problems.append("a chunk without a vector, a vector without a task or a code")
     if any(state in LIVE_JOB_STATES for state in jobs):
         problems.append(f"live jobs left: {jobs}")
-    if (shown.get("documents"), shown.get("chunks")) != (files, chunks) or shown.get("chunk_statuses", {}).get(
-        "embedded"
-    ) != chunks:
+    if (shown.get("documents"), shown.get("chunks")) != (files, chunks) or shown.get(
+        "chunk_statuses", {}
+    ).get("embedded") != chunks:
         problems.append(f"kb status --json disagrees (exit {status.returncode}): {status.stdout[:300]}")
     if emulator is not None:
         billed = Counter(text for _, mode, text in emulator.embedded_texts() if mode == "batch")
         paid_twice = sum(1 for n in billed.values() if n > 1)
-        print(f"  billed by batch: {sum(billed.values()):,} items for {len(billed):,} texts; {paid_twice} paid twice")
+        print(
+            f"  billed by batch: {sum(billed.values()):,} items for {len(billed):,} texts; "
+            f"{paid_twice} paid twice"
+        )
         if paid_twice or len(billed) != tasks.get("embedded"):
             problems.append(f"billing: {len(billed)} texts billed, {paid_twice} twice; {tasks} stored")
     return problems
@@ -388,21 +413,18 @@ def embedded_ids(db: Path) -> list[tuple[int]]:
         return connection.execute("SELECT id FROM embedding_tasks WHERE status = 'embedded'").fetchall()
 
 
-class closing_connection:  # noqa: N801 - used as a function
+@contextmanager
+def closing_connection(db: Path) -> Iterator[Any]:
     """A plain connection to the database (sqlite-vec loaded), closed on exit."""
-
-    def __init__(self, db: Path) -> None:
-        self.connection = sqlite_driver().connect(str(db), timeout=30)
-        load_vec(self.connection)
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.connection  # type: ignore[no-any-return]
-
-    def __exit__(self, *_: object) -> None:
-        self.connection.close()
+    connection = sqlite_driver().connect(str(db), timeout=30)
+    try:
+        load_vec(connection)
+        yield connection
+    finally:
+        connection.close()
 
 
-def one(connection: sqlite3.Connection, query: str, *parameters: object) -> int:
+def one(connection: Any, query: str, *parameters: object) -> int:
     return int(connection.execute(query, parameters).fetchone()[0])
 
 
