@@ -43,7 +43,7 @@ from kb.errors import (
 )
 from kb.providers.base import BatchBackend
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
-from kb.results import BadLine, ErrorKind, ResultItem, classify, parse_lines
+from kb.results import BadLine, ErrorKind, ResultItem, classify, parse_lines, saved_name
 from kb.retry import Backoff
 from kb.store import claims, ledger, spaces, usage, vectors
 from kb.store.engine import serialize, write_transaction
@@ -405,7 +405,7 @@ class BatchManager:
         if output is None:
             raise InvalidResponseError(f"job {job.id} succeeded without a result file")
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        destination = self.results_dir / f"{job.display_name}.results.jsonl"
+        destination = self.results_dir / saved_name(job.display_name)
         self._call(job.id, "download", lambda: backend.download(output, destination))
         with self._commit() as connection:
             ledger.mark_downloaded(

@@ -13,6 +13,11 @@ class ErrorKind(StrEnum):
     TOO_LONG = "too_long"  # the text exceeds the model's input limit
 
 
+def saved_name(display_name: str) -> str:
+    """The file, in the results folder, that a job's results are saved to before they are applied."""
+    return f"{display_name}.results.jsonl"
+
+
 @dataclass(frozen=True, slots=True)
 class ResultItem:
     key: str

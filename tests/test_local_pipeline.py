@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
 from kb.evaluation import load_queries, recall
@@ -61,6 +62,28 @@ def test_local_jobs_use_the_ledger_at_no_cost(settings: KbSettings) -> None:
         assert job.state == "applied" and job.remote_name and job.remote_name.startswith("local/")
         assert kb.status().chunk_statuses["embedded"] == kb.status().chunks
         assert not list(kb.results_dir.glob("*")), "saved results are removed once applied"
+
+
+def test_a_local_job_cut_short_after_its_results_were_saved_is_applied_not_run_again(
+    settings: KbSettings,
+) -> None:
+    """Killed between saving a local job's results and recording it (found under `kb ingest` load by
+    scripts/bench_serve_under_write.py, where that commit waits on the ingest's lock), the next worker
+    applies the saved file: the job is not taken for lost, no text loses an attempt or waits a back-off."""
+    with KnowledgeBase(settings=settings.model_copy(update=FAST)) as kb:
+        kb.ingest([HANDBOOK / "tutorial" / "security"])
+        first = kb.batch_manager()
+        first.flush(force=True)
+        assert first.submit_created()
+        with failpoints.armed("download.after", failpoints.crash), pytest.raises(RuntimeError):
+            first.poll(only_due=False)
+
+        report = kb.batch_manager().poll(only_due=False)
+        [job] = kb.jobs()
+        assert (job.state, report.embedded) == ("applied", kb.status().chunks)
+        with kb.engine.connect() as connection:
+            attempts = connection.exec_driver_sql("SELECT max(attempts) FROM embedding_tasks").scalar_one()
+        assert attempts == 0
 
 
 def test_local_recall_per_mode_hybrid_not_worse_than_text(settings: KbSettings) -> None:

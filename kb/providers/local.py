@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 from kb.errors import ConfigError, RemoteGoneError
 from kb.providers.base import Matrix, normalized
 from kb.records import JobState, RemoteStatus, SpaceSpec
+from kb.results import saved_name
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
 
 PROVIDER = "local"
@@ -333,10 +334,15 @@ class LocalBatchBackend:
         return None
 
     def _results(self, display_name: str) -> Path | None:
+        """The job's results: as `create` wrote them, or already moved to where the worker saves results
+        (`download`), by a worker killed before it could record that."""
         if self._folder is None:
             return None
-        path = self._folder / _results_name(display_name)
-        return path if path.is_file() else None
+        for name in (_results_name(display_name), saved_name(display_name)):
+            path = self._folder / name
+            if path.is_file():
+                return path
+        return None
 
 
 def _results_name(display_name: str) -> str:
