@@ -77,7 +77,7 @@ def _plain_help(command: Any, ctx: Any) -> None:
         if getattr(param, "_kb_plain", False):
             continue
         if param.help:
-            param.help = ui.escape(param.help)
+            param.help = param.help.replace("[", "\\[")  # Rich's escape, without loading Rich for it
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
         param._kb_plain = True
