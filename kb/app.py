@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from kb.errors import ConfigError, DatabaseError
+from kb.errors import ConfigError, DatabaseError, InputError
 from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.settings import load as load_settings
@@ -385,10 +385,16 @@ class KnowledgeBase:
             return readmodel.failed(ConnectionReader(connection), limit)
 
     def retry_failed(self, task_ids: Sequence[int] | None = None) -> int:
-        """Failed texts (all, or these) back to pending with fresh attempts; returns how many."""
+        """Failed texts (all, or these) back to pending with fresh attempts; returns how many. Ids of no
+        task are an InputError, and then nothing is requeued."""
         from kb.store import tasks
 
         with write_transaction(self.engine) as connection:
+            if task_ids is not None:
+                unknown = sorted(set(task_ids) - tasks.existing_ids(connection, task_ids))
+                if unknown:
+                    named = ", ".join(map(str, unknown))
+                    raise InputError(f"no task {named} (`kb errors` lists failed texts); nothing requeued")
             return tasks.requeue_failed(connection, task_ids)
 
     def _batch_backend(self, space: "EmbeddingSpace") -> "BatchBackend | None":

@@ -59,7 +59,7 @@ def test_a_database_from_a_newer_kb_says_to_upgrade_kb(runner: CliRunner, tmp_pa
     from kb.store.dbapi import sqlite_driver
 
     db = str(tmp_path / "kb.sqlite")
-    assert _kb(runner, "--db", db, "--provider", "local", "status")[0] == 0
+    assert _kb(runner, "--db", db, "--provider", "local", "db", "upgrade")[0] == 0
     connection = sqlite_driver().connect(db)
     connection.execute("UPDATE alembic_version SET version_num = '0099'")
     connection.commit()

@@ -3,6 +3,7 @@
 Errors: every `KbError` becomes one line on stderr and its exit code, here and nowhere else.
 """
 
+import os
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from typer.core import TyperGroup
 
 from kb import __version__, views
 from kb.cli import rendering as ui
-from kb.errors import InputError, KbError
+from kb.errors import ConfigError, InputError, KbError
 from kb.records import SearchMode
 
 if TYPE_CHECKING:
@@ -34,18 +35,78 @@ class Provider(StrEnum):
     local = "local"
 
 
+# The exit status of a command whose reader closed the pipe (`kb jobs | head -1`): as if SIGPIPE had ended
+# it, the status shells and other CLIs give.
+CLOSED_PIPE_EXIT = 141
+
+
 class _KbGroup(TyperGroup):
-    """Maps kb's errors to a message and an exit code for every command, in one place."""
+    """Maps kb's errors to a message and an exit code for every command, in one place, and renders help as
+    written."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _closed_pipe_ends():  # `kb --help | head`: help and --version are printed while parsing
+            return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with _closed_pipe_ends():
+                return super().invoke(ctx)
         except KbError as error:
             ui.err().print(f"[red]error:[/red] {ui.escape(error.message)}", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             ui.err().print("interrupted")
             raise typer.Exit(130) from None
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _plain_help(command, ctx)
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _plain_help(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+def _plain_help(command: Any, ctx: Any) -> None:
+    """Option help is plain text, but Typer renders it as Rich markup, which would take "[env: KB_DB]" for a
+    tag and drop it: escaped here, once. A flag takes no value, so it shows none (not `<bool>`)."""
+    for param in command.get_params(ctx):
+        if getattr(param, "_kb_plain", False):
+            continue
+        if param.help:
+            param.help = param.help.replace("[", "\\[")  # Rich's escape, without loading Rich for it
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        param._kb_plain = True
+
+
+@contextmanager
+def _closed_pipe_ends() -> Iterator[None]:
+    """A reader that closed stdout (`kb search ... | head`) ends the command normally, without a traceback:
+    stdout is pointed at /dev/null so that the output still buffered cannot fail again at exit (the way the
+    Python documentation describes, in "Note on SIGPIPE")."""
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(CLOSED_PIPE_EXIT) from None
+    except SystemExit as exit_:
+        # Rich's own answer to a closed pipe (`Console.on_broken_pipe`, in every console, Typer's help
+        # included): stdout pointed at /dev/null, then exit 1, which would read as "other kb error".
+        if exit_.code == 1 and _stdout_is_devnull():
+            raise typer.Exit(CLOSED_PIPE_EXIT) from None
+        raise
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError):  # no stdout at all
+        return False
 
 
 app = typer.Typer(
@@ -97,15 +158,25 @@ def main_options(
     ctx.obj = load(**overrides)  # a bad KB_* value: ConfigError, one line, exit 3
 
 
-def _open(ctx: typer.Context, announce: bool = False) -> "KnowledgeBase":
+def _open(ctx: typer.Context, announce: bool = False, *, create: bool = False) -> "KnowledgeBase":
+    """The knowledge base; a SQLite file that does not exist is created only by a command that writes
+    (`create`): for one that reads, a mistyped `--db` or KB_DB must not look like an empty knowledge base."""
     from kb.app import KnowledgeBase
 
     settings: KbSettings = ctx.obj
+    if not create:
+        _require_existing(settings)
     if announce:
         ui.announce_provider(settings)
     kb = KnowledgeBase(settings=settings)
     _hint(settings.legacy_hint(kb.active_model))
     return kb
+
+
+def _require_existing(settings: "KbSettings") -> None:
+    if settings.database_url or settings.db.exists():  # a folder: the engine says it is one
+        return
+    raise ConfigError(f"no knowledge base at {settings.db} (kb ingest creates one)")
 
 
 def _hint(hint: str | None) -> None:
@@ -144,7 +215,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Read documents, chunk them, and queue new text for embedding. Unchanged files cost nothing."""
-    with _open(ctx, announce=True) as kb:
+    with _open(ctx, announce=True, create=True) as kb:
         if [str(p) for p in paths] == ["-"]:
             report = kb.ingest_text(sys.stdin.buffer.read(), stdin_name, dry_run=dry_run)
         else:
@@ -186,6 +257,7 @@ def search_command(
     from kb import readonly
 
     settings: KbSettings = ctx.obj
+    _require_existing(settings)
     # Read-only and without the database layer when nothing must be written (scripts/bench_cli.py).
     result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space)
     if result is None and not settings.database_url and not readonly.writable(settings):
@@ -226,7 +298,11 @@ def worker(
     """Run the batch pipeline: flush pending texts into jobs, poll them, write vectors back."""
     ui.configure_logging(log_format.value)
     stop = threading.Event()
-    with _open(ctx, announce=True) as kb, ui.stop_on_signals(stop), ui.progress("Embedding") as advance:
+    with (
+        _open(ctx, announce=True, create=True) as kb,
+        ui.stop_on_signals(stop),
+        ui.progress("Embedding") as advance,
+    ):
         worker_ = kb.worker(stop=stop, after_step=lambda: advance(*kb.embedding_progress()))
         result = worker_.run(once=once, timeout_s=timeout)
     ui.render_worker(result)
@@ -237,7 +313,7 @@ def worker(
 @app.command()
 def flush(ctx: typer.Context) -> None:
     """Submit every pending text to batch jobs now, without waiting for the flush policy."""
-    with _open(ctx) as kb:
+    with _open(ctx, create=True) as kb:
         submitted = kb.flush()
     ui.out().print(f"submitted {len(submitted)} batch job{'s' * (len(submitted) != 1)}")
 
@@ -376,6 +452,7 @@ def status(
     from kb.cli import statusview
 
     settings: KbSettings = ctx.obj
+    _require_existing(settings)
     report = None if watch else readonly.status(settings)
     if report is not None:
         _hint(settings.legacy_hint(readonly.active_model(settings)))
@@ -504,7 +581,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending schema migrations (kb also does this on open)."""
     from kb.store import migrate
 
-    with _open(ctx) as kb:
+    with _open(ctx, create=True) as kb:
         ui.out().print(f"{kb.location}: schema at {migrate.current_revision(kb.engine)} (head)")
 
 
@@ -535,4 +612,11 @@ def db_current(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        with _closed_pipe_ends():
+            try:
+                app()
+            finally:
+                sys.stdout.flush()  # JSON is written unflushed: a closed pipe shows here, where it is caught
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)

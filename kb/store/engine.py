@@ -51,6 +51,8 @@ def _sqlite_engine(path: Path, busy_timeout_ms: int) -> Engine:
         parent = path.expanduser().parent
         if not parent.is_dir():
             raise DatabaseError(f"cannot open database {path}: folder {parent} does not exist")
+        if path.expanduser().is_dir():  # SQLite would only say "unable to open database file"
+            raise DatabaseError(f"cannot open database {path}: it is a directory, not a SQLite file")
     engine = sa.create_engine(f"sqlite:///{path}", module=driver)
     _translate_errors(engine, str(path))
 

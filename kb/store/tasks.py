@@ -273,6 +273,14 @@ def mark_failed(connection: Connection, task_ids: Sequence[int], reason: str, no
     return failed
 
 
+def existing_ids(connection: Connection, task_ids: Sequence[int]) -> set[int]:
+    """Those of `task_ids` that name a task."""
+    found: set[int] = set()
+    for batch in in_batches(sorted(set(task_ids)), 500):
+        found.update(connection.execute(select(TASKS.c.id).where(TASKS.c.id.in_(batch))).scalars())
+    return found
+
+
 def requeue_failed(connection: Connection, task_ids: Sequence[int] | None = None) -> int:
     """Failed tasks (all, or these) back to pending, attempts reset."""
     statement = update(TASKS).where(TASKS.c.status == TaskStatus.FAILED)
