@@ -12,23 +12,24 @@ from sqlalchemy.engine import Engine
 
 from kb.errors import ConfigError, DatabaseError, InputError
 from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
+from kb.report.views import percent
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.settings import load as load_settings
 from kb.store import migrate, readmodel, spaces
 from kb.store.engine import create_engine, database_size, safe_url, write_transaction
 from kb.store.reader import ConnectionReader, Reader
-from kb.views import percent
 
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
-    from kb import online, reindex
-    from kb.batches import BatchManager
+    from kb.embed import online
+    from kb.embed.batches import BatchManager
+    from kb.embed.worker import Worker
     from kb.ingest import IngestOptions
+    from kb.lifecycle import reindex
     from kb.providers.base import BatchBackend, Embedder, Matrix
-    from kb.search import SearchSpace
+    from kb.search.hybrid import SearchSpace
+    from kb.search.vectorindex import SpaceIndex
     from kb.store import usage
     from kb.store.schema import EmbeddingSpace
-    from kb.vectorindex import SpaceIndex
-    from kb.worker import Worker
 
 
 class KnowledgeBase:
@@ -101,10 +102,10 @@ class KnowledgeBase:
         with self.engine.connect() as connection:
             active = spaces.active(connection)
         if active is None:
-            from kb.online import OnlineReport
+            from kb.embed.online import OnlineReport
 
             return OnlineReport()
-        from kb import online
+        from kb.embed import online
 
         embedder = self.embedder(spaces.spec_of(active))
         return online.embed_pending(
@@ -121,8 +122,8 @@ class KnowledgeBase:
 
     @property
     def online_policy(self) -> "online.OnlinePolicy":
-        from kb import online
-        from kb.retry import Backoff
+        from kb.core.retry import Backoff
+        from kb.embed import online
 
         s = self.settings
         return online.OnlinePolicy(
@@ -170,7 +171,7 @@ class KnowledgeBase:
         Vectors come from the active space (or `space`). If its question cannot be embedded (its model shut
         down, say) the part of a space being built that is already embedded is used instead, and the result's
         notes say so."""
-        from kb.search import run_search, spaces_to_search
+        from kb.search.hybrid import run_search, spaces_to_search
 
         with self.engine.connect() as connection:
             reader = ConnectionReader(connection)
@@ -219,7 +220,7 @@ class KnowledgeBase:
     ) -> "BatchManager":
         """The batch pipeline's manager; `owner` names this process in job claims (default: host:pid),
         `guard` runs before every remote step, `stop` ends the work before the next remote call."""
-        from kb.batches import BatchManager, BatchPolicy
+        from kb.embed.batches import BatchManager, BatchPolicy
 
         s = self.settings
         policy = BatchPolicy(
@@ -254,9 +255,9 @@ class KnowledgeBase:
     ) -> "Worker":
         """The `kb worker` loop; `after_step` runs after each step (the CLI's progress bar), after the
         reindex cut-over check."""
+        from kb.embed.worker import Worker
         from kb.store import claims
         from kb.store.lease import LeaseKeeper
-        from kb.worker import Worker
 
         stop = stop or threading.Event()
         keeper = LeaseKeeper(self.engine, claims.default_owner(), self.settings.worker_lease_s)
@@ -288,13 +289,13 @@ class KnowledgeBase:
         return done, sum(sum(c.values()) for c in counts)
 
     def _cut_over(self) -> None:
-        from kb import reindex
+        from kb.lifecycle import reindex
 
         activated = reindex.activate_if_complete(self.engine, self.settings.reindex_min_coverage)
         if activated is not None:
             report = reindex.status(self.engine, activated)
             share = f"{percent(report.coverage, 1)} of texts embedded" if report else "complete"
-            logging.getLogger("kb.reindex").warning(
+            logging.getLogger("kb.lifecycle.reindex").warning(
                 "space #%s is complete (%s) and now active; the previous space is retired "
                 "(kb reindex --rollback)",
                 activated,
@@ -314,7 +315,7 @@ class KnowledgeBase:
 
     def reindex_estimate(self, spec: SpaceSpec) -> "reindex.Estimate":
         """Texts, tokens, dollars (batch and online) and jobs that building `spec` would take now."""
-        from kb import reindex
+        from kb.lifecycle import reindex
         from kb.store.usage import Prices
 
         online, batch = self.settings.model_prices.get(spec.model, (None, None))
@@ -329,22 +330,22 @@ class KnowledgeBase:
 
     def reindex_start(self, spec: SpaceSpec) -> int:
         """Create or resume the space for `spec` and queue what it lacks; `kb worker` fills it."""
-        from kb import reindex
+        from kb.lifecycle import reindex
 
         return reindex.start(self.engine, spec)
 
     def reindex_status(self) -> "reindex.ReindexStatus | None":
-        from kb import reindex
+        from kb.lifecycle import reindex
 
         return reindex.status(self.engine)
 
     def activate(self, strict: bool = False, force: bool = False) -> int:
-        from kb import reindex
+        from kb.lifecycle import reindex
 
         return reindex.activate(self.engine, strict=strict, force=force)
 
     def rollback(self) -> int:
-        from kb import reindex
+        from kb.lifecycle import reindex
 
         return reindex.rollback(self.engine)
 
@@ -353,7 +354,7 @@ class KnowledgeBase:
         return database_size(self.engine)
 
     def drop_retired(self) -> list[int]:
-        from kb import reindex
+        from kb.lifecycle import reindex
 
         return reindex.drop_retired(self.engine)
 
@@ -423,8 +424,8 @@ class KnowledgeBase:
         return None
 
     def _search_space(self, space: readmodel.Space, reader: Reader) -> "SearchSpace":
-        from kb.chunking import estimate_tokens
-        from kb.search import search_space, spec_of
+        from kb.core.chunking import estimate_tokens
+        from kb.search.hybrid import search_space, spec_of
         from kb.store import usage
 
         def record(paid: readmodel.Space, question: str) -> None:
@@ -449,7 +450,7 @@ class KnowledgeBase:
         )
 
     def _index(self, space: readmodel.Space) -> "SpaceIndex":
-        from kb.vectorindex import SpaceIndex
+        from kb.search.vectorindex import SpaceIndex
 
         with self._lock:
             index = self._indexes.get(space.id)
@@ -477,7 +478,7 @@ class KnowledgeBase:
         return spaces.configured_spec(self.settings)
 
     def ingest_options(self, **overrides: object) -> "IngestOptions":
-        from kb.chunking import ChunkingOptions
+        from kb.core.chunking import ChunkingOptions
         from kb.ingest import IngestOptions
 
         chunking = ChunkingOptions(
@@ -522,8 +523,8 @@ class KnowledgeBase:
 
     def status(self) -> StatusReport:
         """Documents, chunks, tasks per space, live jobs, warnings, errors, spend and the worker."""
-        from kb.status import StatusOptions
-        from kb.status import collect as collect_status
+        from kb.report.status import StatusOptions
+        from kb.report.status import collect as collect_status
 
         options = StatusOptions(
             stuck_after_s=self.settings.stuck_after_h * 3600,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
-from kb import sources
-from kb.chunking import ChunkingOptions, TextChunk, chunk_document, with_pages
+from kb.core import sources
+from kb.core.chunking import ChunkingOptions, TextChunk, chunk_document, with_pages
 from kb.records import IngestReport, SkippedFile, SpaceSpec
 from kb.store import documents as store
 from kb.store import spaces, tasks

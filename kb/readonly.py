@@ -1,10 +1,10 @@
 """Commands that only read, on a SQLite knowledge base, without SQLAlchemy: `kb status` and `kb search`.
 
 They open the file read-only with the bare SQLite driver (`kb.store.dbapi`) and run the same read model as
-`KnowledgeBase` (`kb.store.readmodel`, `kb.search`, `kb.status`): a cold command then starts in a fraction of
-the time, and a knowledge base on read-only media can be searched. When this path cannot serve a command as it
-is (PostgreSQL, a database to create or migrate, a question that must be paid for and remembered), its
-functions return None and the caller opens `KnowledgeBase`, which can.
+`KnowledgeBase` (`kb.store.readmodel`, `kb.search`, `kb.report.status`): a cold command then starts in a
+fraction of the time, and a knowledge base on read-only media can be searched. When this path cannot serve a
+command as it is (PostgreSQL, a database to create or migrate, a question that must be paid for and
+remembered), its functions return None and the caller opens `KnowledgeBase`, which can.
 """
 
 import os
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from kb.records import SearchMode, SearchResult, StatusReport
+from kb.report.status import StatusOptions, collect
 from kb.settings import KbSettings
-from kb.status import StatusOptions, collect
 from kb.store import dbapi, migrate, readmodel
 from kb.store.reader import DriverReader
 
@@ -71,9 +71,9 @@ def search(
     if not usable(settings):
         return None
     from kb.providers.factory import build_embedder
-    from kb.search import check_question, run_search, search_space, spaces_to_search, spec_of
+    from kb.search.hybrid import check_question, run_search, search_space, spaces_to_search, spec_of
+    from kb.search.vectorindex import SpaceIndex
     from kb.store import querycache
-    from kb.vectorindex import SpaceIndex
 
     check_question(query)  # before the question is looked up in the cache
     with _reader(settings) as reader:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kb import models
+from kb.core import models
 from kb.errors import ConfigError
 
 ProviderName = Literal["gemini", "local"]

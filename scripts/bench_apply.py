@@ -35,12 +35,12 @@ import numpy as np
 from bench_scale import raw_apply_baseline
 from benchjobs import saved_results, succeeded_job
 
-from kb import batches
 from kb.app import KnowledgeBase
-from kb.batches import BatchManager
+from kb.core.results import parse_lines
+from kb.embed import batches
+from kb.embed.batches import BatchManager
 from kb.providers.base import BatchBackend, normalized
 from kb.records import JobState, SpaceSpec, SpaceState, TaskStatus
-from kb.results import parse_lines
 from kb.settings import KbSettings
 from kb.store import ledger, spaces, vectors
 from kb.store.engine import create_engine, write_transaction

@@ -32,10 +32,10 @@ from benchjobs import succeeded_job, vectors_writer
 
 from kb.app import KnowledgeBase
 from kb.records import SearchMode
+from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
 from kb.store import querycache
 from kb.store.engine import write_transaction
-from kb.vectorindex import SpaceIndex
 
 SECTIONS_PER_FILE = 50
 HERE = Path(__file__).resolve().parent

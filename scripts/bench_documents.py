@@ -1,5 +1,6 @@
-"""How fast kb reads PDF and Word files: pages (or paragraphs) per second through `kb.sources.load_bytes`,
-and, when installed, the same PDF through pdfminer.six and markitdown for comparison.
+"""How fast kb reads PDF and Word files: pages (or paragraphs) per second through
+`kb.core.sources.load_bytes`, and, when installed, the same PDF through pdfminer.six and markitdown for
+comparison.
 
     .venv/bin/python scripts/bench_documents.py [--pages 300]
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kb.sources import LoadedDocument, load_bytes
+from kb.core.sources import LoadedDocument, load_bytes
 from tests.documents import docx, pdf
 
 LINE = "Line {n} of page {page}: the handbook explains leave, expenses and travel in plain words."

@@ -41,11 +41,11 @@ from benchjobs import succeeded_job, vectors_writer
 
 from kb.app import KnowledgeBase
 from kb.records import SearchMode
+from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
 from kb.store import querycache, vectors
 from kb.store.dbapi import configure_sqlite, sqlite_driver
 from kb.store.engine import write_transaction
-from kb.vectorindex import SpaceIndex
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS_PER_FILE = 50

@@ -23,11 +23,11 @@ from sqlalchemy import text
 
 from kb.app import KnowledgeBase
 from kb.records import SearchMode
-from kb.search import SearchSpace, run_search
+from kb.search.hybrid import SearchSpace, run_search
+from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
 from kb.store import fulltext, vectors
 from kb.store.engine import write_transaction
-from kb.vectorindex import SpaceIndex
 
 # A Zipf-distributed vocabulary of 20,000 pseudo-words, so that full-text queries are as selective as in
 # real prose (a tiny vocabulary would make every chunk match every query).

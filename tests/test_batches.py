@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
+from kb.embed.worker import ExitReason
 from kb.providers.factory import gemini_api
 from kb.providers.gemini import GeminiBatchBackend
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
-from kb.worker import ExitReason
 from tests.conftest import FAST_SETTINGS, write
 
 FAST = FAST_SETTINGS

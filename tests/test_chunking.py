@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kb.chunking import (
+from kb.core.chunking import (
     ChunkingOptions,
     TextChunk,
     chunk_document,

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from kb import failpoints
 from kb.app import KnowledgeBase
-from kb.batches import JOBS
+from kb.embed.batches import JOBS
 from kb.records import TaskStatus
 from kb.settings import KbSettings
 from kb.store import claims, ledger, spaces, tasks

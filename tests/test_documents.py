@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
-from kb.chunking import TextChunk, with_pages
 from kb.cli.commands import app
+from kb.core.chunking import TextChunk, with_pages
 from kb.records import SearchMode
 from kb.settings import KbSettings
 from tests.conftest import write

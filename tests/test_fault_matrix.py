@@ -20,9 +20,9 @@ from sqlalchemy import text
 
 from kb import failpoints
 from kb.app import KnowledgeBase
+from kb.embed.worker import ExitReason
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
-from kb.worker import ExitReason
 from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, new_postgres_database
 from tests.crash_harness import kb_env, owner_of, run_kb, write_corpus
 

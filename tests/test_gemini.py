@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from kb.core.retry import RetryPolicy
 from kb.errors import AuthenticationError, ModelNotFoundError, ProviderUnavailableError, RateLimitedError
 from kb.providers.gemini import GeminiEmbedder
-from kb.retry import RetryPolicy
 from kb.testing.gemini_emulator import Fault, GeminiEmulator
 from tests.conftest import EMULATOR_KEY
 

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
-from kb.evaluation import load_queries, recall
 from kb.providers.gemini import MAX_TEXTS_PER_REQUEST
 from kb.records import SearchMode
+from kb.search.evaluation import load_queries, recall
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator
 from tests.conftest import EMULATOR_KEY, HANDBOOK, HANDBOOK_QUERIES

@@ -11,9 +11,10 @@ from google.genai import errors as genai_errors
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from kb import models
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
+from kb.core import models
+from kb.embed.worker import ExitReason
 from kb.errors import (
     AuthenticationError,
     ConfigError,
@@ -29,7 +30,6 @@ from kb.errors import (
 from kb.providers import gemini
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator
-from kb.worker import ExitReason
 from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, write
 
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
-from kb.sources import text_to_path
+from kb.core.sources import text_to_path
 from tests.conftest import HANDBOOK, write
 from tests.test_sources import write_deep, write_raw
 

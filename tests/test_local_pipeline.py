@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
-from kb.evaluation import load_queries, recall
+from kb.embed.worker import ExitReason
 from kb.records import SearchMode
+from kb.search.evaluation import load_queries, recall
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
-from kb.worker import ExitReason
 from tests.conftest import HANDBOOK, HANDBOOK_QUERIES, PROJECT_ROOT
 
 FAST = {"poll_initial_s": 0.01, "worker_idle_s": 0.01}

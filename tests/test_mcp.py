@@ -16,8 +16,8 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
-from kb import views
 from kb.app import KnowledgeBase
+from kb.report import views
 from kb.serve import http
 from kb.settings import KbSettings
 from tests.conftest import HANDBOOK

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
+from kb.embed.worker import ExitReason
 from kb.errors import AuthenticationError, ClaimLostError, DatabaseFullError
 from kb.records import JobState, RemoteStatus
 from kb.settings import KbSettings
@@ -23,7 +24,6 @@ from kb.store.dbapi import sqlite_driver
 from kb.store.engine import write_transaction
 from kb.store.reader import ConnectionReader
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
-from kb.worker import ExitReason
 from tests.conftest import FAST_SETTINGS, take_over, write
 from tests.crash_harness import kb_env, run_kb
 
@@ -350,7 +350,7 @@ def test_the_daemon_waits_out_a_busy_database(
         holder = _writer_holding_the_lock(settings.db)
         release = threading.Timer(1.0, lambda: holder.execute("ROLLBACK"))
         release.start()
-        with caplog.at_level(logging.WARNING, logger="kb.worker"):
+        with caplog.at_level(logging.WARNING, logger="kb.embed.worker"):
             result = kb.worker().run(once=True, timeout_s=600)
         release.join()
         holder.close()

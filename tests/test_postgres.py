@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
+from kb.embed.worker import ExitReason
 from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.store import migrate, schema
 from kb.store.engine import create_engine
 from kb.testing.gemini_emulator import GeminiEmulator
-from kb.worker import ExitReason
 from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, HANDBOOK, new_postgres_database
 from tests.crash_harness import KbProcess
 

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
+from kb.embed.worker import ExitReason
 from kb.records import SearchMode
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
-from kb.worker import ExitReason
 from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, HANDBOOK
 
 FAST = FAST_SETTINGS

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kb.core.ratelimit import RateLimiter
+from kb.core.retry import RetryPolicy, call_with_retries
 from kb.errors import InvalidRequestError, RateLimitedError
-from kb.ratelimit import RateLimiter
-from kb.retry import RetryPolicy, call_with_retries
 
 
 def test_delays_grow_exponentially_within_jitter_and_stop() -> None:

@@ -9,11 +9,11 @@ import pytest
 from kb.app import KnowledgeBase
 from kb.providers.gemini import MAX_REQUEST_BYTES, MAX_TEXTS_PER_REQUEST, plan_requests
 from kb.records import SearchMode
-from kb.search import SearchSpace, normalize_glob, rank_fusion, run_search
+from kb.search.hybrid import SearchSpace, normalize_glob, rank_fusion, run_search
+from kb.search.vectorindex import SpaceIndex
 from kb.store import vectors
 from kb.store.engine import write_transaction
 from kb.store.fulltext import match_expression
-from kb.vectorindex import SpaceIndex
 from tests.conftest import HANDBOOK
 
 

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kb.errors import InputError
-from kb.sources import (
+from kb.core.sources import (
     SUPPORTED_SUFFIXES,
     Candidate,
     LoadedDocument,
@@ -23,6 +22,7 @@ from kb.sources import (
     path_to_text,
     text_to_path,
 )
+from kb.errors import InputError
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10"
 BIG_MARKDOWN_BYTES = 12 * 1024 * 1024

@@ -9,15 +9,15 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from kb import views
 from kb.app import KnowledgeBase
 from kb.cli import statusview
 from kb.cli.commands import app
+from kb.embed.worker import ExitReason
 from kb.records import SpaceSummary, SpendSummary, StatusReport
+from kb.report import views
 from kb.settings import KbSettings
 from kb.store import lease
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
-from kb.worker import ExitReason
 from tests.conftest import EMULATOR_KEY, FAST_SETTINGS, HANDBOOK
 
 FAST = FAST_SETTINGS

@@ -8,14 +8,14 @@ import pytest
 from numpy.typing import NDArray
 
 from kb.app import KnowledgeBase
-from kb.quantize import FIT_SAMPLE
+from kb.core.quantize import FIT_SAMPLE
 from kb.records import SpaceSpec, SpaceState
+from kb.search.vectorindex import EXACT_BELOW, FIRST_EXACT_BELOW, Method, QuantizedIndex, SpaceIndex, choose
 from kb.settings import KbSettings
 from kb.store import spaces, vectors
 from kb.store.engine import write_transaction
 from kb.store.reader import ConnectionReader
 from kb.testing.gemini_emulator import GeminiEmulator
-from kb.vectorindex import EXACT_BELOW, FIRST_EXACT_BELOW, Method, QuantizedIndex, SpaceIndex, choose
 from tests.conftest import EMULATOR_KEY, write
 from tests.crash_harness import expire_lease, kb_env, owner_of, run_kb
 

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from kb import __version__, views
+from kb import __version__
 from kb.cli import rendering as ui
 from kb.errors import ConfigError, InputError, KbError
 from kb.records import SearchMode
+from kb.report import views
 
 if TYPE_CHECKING:
     from kb.app import KnowledgeBase
@@ -540,7 +541,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Check this machine and configuration; with --live, a real round trip (well under $0.001)."""
-    from kb import doctor as checkup
+    from kb.report import doctor as checkup
 
     report = checkup.DoctorReport()
     checkup.offline(ctx.obj, report)
@@ -560,8 +561,8 @@ def migrate_db(
     to: Annotated[str, typer.Option("--to", help="The target: a postgresql:// URL or a SQLite file.")],
 ) -> None:
     """Copy this knowledge base to another database (e.g. PostgreSQL) without re-embedding anything."""
+    from kb.lifecycle.transfer import copy_database
     from kb.store.engine import create_engine, safe_url
-    from kb.transfer import copy_database
 
     settings: KbSettings = ctx.obj
     with _open(ctx) as kb:

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
-from kb.views import display_path, pages_label, percent
+from kb.report.views import display_path, pages_label, percent
 
 if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
     from rich.console import Console
 
-    from kb.online import OnlineReport
-    from kb.reindex import Estimate, ReindexStatus
+    from kb.embed.online import OnlineReport
+    from kb.embed.worker import WorkerResult
+    from kb.lifecycle.reindex import Estimate, ReindexStatus
     from kb.settings import KbSettings
     from kb.store.usage import Quote
-    from kb.worker import WorkerResult
 
 ProgressCallback = Callable[[int, int], None]
 

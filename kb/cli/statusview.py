@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from kb.cli import terminal
 from kb.records import StatusReport
-from kb.views import percent
+from kb.report.views import percent
 
 if TYPE_CHECKING:
     from rich.console import Console

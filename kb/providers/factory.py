@@ -2,11 +2,11 @@
 
 from typing import TYPE_CHECKING
 
+from kb.core.ratelimit import RateLimiter
+from kb.core.retry import RetryPolicy
 from kb.errors import NotConfiguredError
 from kb.providers.base import Embedder
-from kb.ratelimit import RateLimiter
 from kb.records import SpaceSpec
-from kb.retry import RetryPolicy
 from kb.settings import LOCAL_MODEL, KbSettings
 
 if TYPE_CHECKING:

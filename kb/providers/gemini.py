@@ -9,7 +9,7 @@ and the version that answered is remembered for that route.
 `GeminiEmbedder` embeds online: `embed_content` sends one `batchEmbedContents` request per call and does
 not split, so texts go in requests of at most 100 and well under the 4 MiB payload limit, one Content per
 text (the SDK folds a list of strings into ONE embedding for gemini-embedding-2). How a model is told a
-document from a query (a task_type, or a prompt prefix) comes from `kb.models`. `GeminiBatchBackend` runs
+document from a query (a task_type, or a prompt prefix) comes from `kb.core.models`. `GeminiBatchBackend` runs
 Batch API jobs in file mode. Nothing above this module sees an SDK type.
 """
 
@@ -33,8 +33,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from kb import models
-from kb.chunking import estimate_tokens
+from kb.core import models
+from kb.core.chunking import estimate_tokens
+from kb.core.ratelimit import RateLimiter
+from kb.core.retry import RetryPolicy, call_with_retries
 from kb.errors import (
     AuthenticationError,
     ConfigError,
@@ -49,9 +51,7 @@ from kb.errors import (
     RouteNotServedError,
 )
 from kb.providers.base import Matrix, checked_unit_rows
-from kb.ratelimit import RateLimiter
 from kb.records import JobState, RemoteStatus, SpaceSpec
-from kb.retry import RetryPolicy, call_with_retries
 
 T = TypeVar("T")
 log = logging.getLogger("kb.providers.gemini")

@@ -33,10 +33,10 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from kb.core.results import saved_name
 from kb.errors import ConfigError, RemoteGoneError
 from kb.providers.base import Matrix, normalized
 from kb.records import JobState, RemoteStatus, SpaceSpec
-from kb.results import saved_name
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
 
 PROVIDER = "local"

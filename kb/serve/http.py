@@ -27,10 +27,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel
 
-from kb import __version__, shapes, views
+from kb import __version__
 from kb.app import KnowledgeBase
 from kb.errors import ConfigError, DatabaseBusyError, DatabaseError, InputError, KbError, ProviderError
 from kb.records import SearchMode, SearchResult
+from kb.report import shapes, views
 from kb.serve.guard import Guard, check_exposure
 from kb.serve.mcp import create_server
 from kb.settings import KbSettings

@@ -16,10 +16,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from kb import __version__, shapes, views
+from kb import __version__
 from kb.app import KnowledgeBase
 from kb.errors import KbError
 from kb.records import SearchMode, SearchResult
+from kb.report import shapes, views
 
 INSTRUCTIONS = (
     "A knowledge base of documents. `search` finds the passages that best answer a question, each with its "

@@ -9,7 +9,7 @@ from typing import TypeVar
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from kb.chunking import TextChunk
+from kb.core.chunking import TextChunk
 from kb.store import fulltext
 from kb.store.engine import bulk_insert
 from kb.store.schema import Chunk, Document, table_of

@@ -1,10 +1,10 @@
 """All vector SQL: one table per embedding space, float32 serialisation, KNN.
 
-SQLite: a sqlite-vec `vec0` table, and beside it the vectors' compact codes (`kb.quantize`) in blocks, written
-in the same transaction: the quantized index (`kb.vectorindex`) is never out of step with the vectors, crash
-or not. PostgreSQL: a pgvector table with an HNSW cosine index. Nothing else in kb writes raw vector SQL. A
-space's tables are dropped whole when the space goes (sqlite-vec never reclaims deleted rows), and its row ids
-are embedding task ids.
+SQLite: a sqlite-vec `vec0` table, and beside it the vectors' compact codes (`kb.core.quantize`) in blocks,
+written in the same transaction: the quantized index (`kb.search.vectorindex`) is never out of step with the
+vectors, crash or not. PostgreSQL: a pgvector table with an HNSW cosine index. Nothing else in kb writes raw
+vector SQL. A space's tables are dropped whole when the space goes (sqlite-vec never reclaims deleted rows),
+and its row ids are embedding task ids.
 """
 
 from collections.abc import Iterator, Sequence
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from kb.quantize import FIT_SAMPLE, Quantizer
+from kb.core.quantize import FIT_SAMPLE, Quantizer
 from kb.store.reader import Reader, scalar
 
 if TYPE_CHECKING:

@@ -31,6 +31,8 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.engine import Connection, Engine
 
 from kb import failpoints
+from kb.core.results import BadLine, ErrorKind, ResultItem, classify, parse_lines, saved_name
+from kb.core.retry import Backoff
 from kb.errors import (
     ClaimLostError,
     InvalidResponseError,
@@ -43,13 +45,11 @@ from kb.errors import (
 )
 from kb.providers.base import BatchBackend
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
-from kb.results import BadLine, ErrorKind, ResultItem, classify, parse_lines, saved_name
-from kb.retry import Backoff
 from kb.store import claims, ledger, spaces, usage, vectors
 from kb.store.engine import serialize, write_transaction
 from kb.store.schema import BatchJob, EmbeddingSpace, table_of
 
-log = logging.getLogger("kb.batches")
+log = logging.getLogger("kb.embed.batches")
 JOBS = table_of(BatchJob)
 T = TypeVar("T")
 

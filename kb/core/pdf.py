@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
-from kb.formats import (
+from kb.core.formats import (
     Converted,
     UnreadableDocument,
     atx_heading,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kb import models
+from kb.core import models
 from kb.errors import KbError
 from kb.providers.factory import gemini_api
 from kb.records import JobState
@@ -324,7 +324,7 @@ def _batch(
 
 
 def _check_results(path: Path, dims: int, tokens: list[int]) -> set[str]:
-    from kb.results import ResultItem, parse_lines
+    from kb.core.results import ResultItem, parse_lines
 
     seen = set()
     with path.open("rb") as handle:

@@ -10,7 +10,7 @@ import zipfile
 from io import BytesIO
 from typing import TYPE_CHECKING
 
-from kb.formats import (
+from kb.core.formats import (
     Converted,
     UnreadableDocument,
     atx_heading,

@@ -11,16 +11,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kb import globs
+from kb.core import globs
 from kb.errors import ConfigError, InputError, KbError
 from kb.providers.base import Embedder, Matrix
 from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
+from kb.report.views import MAX_QUERY_CHARS, percent
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
-from kb.views import MAX_QUERY_CHARS, percent
 
 if TYPE_CHECKING:
-    from kb.vectorindex import SpaceIndex
+    from kb.search.vectorindex import SpaceIndex
 
 QueryEmbedder = Callable[[str], Matrix]
 # A reader on its own connection (full text and vectors are searched at once, on two).

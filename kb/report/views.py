@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from kb.records import SearchResult, StatusReport
 
 if TYPE_CHECKING:  # their module costs a command's start-up a little; only the servers need it at run time
-    from kb.shapes import SearchHitJson, StatusJson
+    from kb.report.shapes import SearchHitJson, StatusJson
 
 # What a search's parameters mean, said once for `kb search`, `GET /search` and the MCP `search` tool.
 MAX_HITS = 1000

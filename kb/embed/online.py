@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from kb import failpoints
+from kb.core.retry import Backoff
 from kb.errors import InvalidRequestError, ProviderError
 from kb.providers.base import Embedder, Matrix
-from kb.retry import Backoff
 from kb.store import tasks, usage, vectors
 from kb.store.documents import in_batches
 from kb.store.engine import write_transaction
 
-log = logging.getLogger("kb.online")
+log = logging.getLogger("kb.embed.online")
 
 GROUP_SIZE = 500
 

@@ -1,5 +1,5 @@
-"""The shapes of kb's JSON answers, as `kb.views` makes them: mypy checks `views` against them, and they are
-the schemas of the HTTP API's responses and the MCP tools' results (`kb.serve`)."""
+"""The shapes of kb's JSON answers, as `kb.report.views` makes them: mypy checks `views` against them, and
+they are the schemas of the HTTP API's responses and the MCP tools' results (`kb.serve`)."""
 
 from typing import Any
 

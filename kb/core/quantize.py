@@ -3,7 +3,7 @@ per dimension, both relative to a center fitted on the space's first vectors.
 
 Signs (96 bytes at 768 dimensions) are compared by Hamming distance, ~25 ms for a million vectors in numpy;
 levels (768 bytes) re-score the few thousand nearest by signs at near float precision. Exact float vectors
-then settle the final order (`kb.vectorindex`). Centering matters: real embeddings share a large common
+then settle the final order (`kb.search.vectorindex`). Centering matters: real embeddings share a large common
 component, and signs of raw values would mostly agree. Pure numpy, no SQL.
 """
 

@@ -1,6 +1,6 @@
 """Turn decoded document text into what the chunker reads: Markdown-like text, a title, metadata.
 
-Pure functions on `str`; reading and decoding files is `kb.sources`' job. Every converter
+Pure functions on `str`; reading and decoding files is `kb.core.sources`' job. Every converter
 returns a `Converted` whose `title` is None when the document has no title of its own (the
 caller falls back to the file stem).
 """

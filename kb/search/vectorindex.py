@@ -1,7 +1,7 @@
 """How a space's vectors are searched: sqlite-vec's exact scan, or the quantized index over their codes.
 
 sqlite-vec scans every float (60 ms at 100,000 vectors of 768 dimensions, ~0.6 s at a million). The
-quantized index scans one sign bit per dimension instead (`kb.quantize`: 96 bytes a vector, ~25 ms per
+quantized index scans one sign bit per dimension instead (`kb.core.quantize`: 96 bytes a vector, ~25 ms per
 million in numpy), keeps the nearest 0.5% as candidates, ranks them by their int8 levels when those are in
 memory, and reads the exact vectors of the best from the database for the final order: recall@10 0.99 on
 clustered vectors at a million (docs/performance.md). Its codes are written with the vectors, in the same
@@ -23,7 +23,7 @@ from enum import StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from kb.quantize import Quantizer, sign_bytes
+from kb.core.quantize import Quantizer, sign_bytes
 from kb.store import vectors
 from kb.store.reader import Reader
 

@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass
 
 from kb.records import JobInfo, SpaceSummary, SpendSummary, StatusReport, TaskStatus, WorkerHeartbeat
+from kb.report.views import percent
 from kb.store import readmodel
 from kb.store.reader import Reader
-from kb.views import percent
 
 
 @dataclass(frozen=True, slots=True)

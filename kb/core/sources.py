@@ -5,7 +5,7 @@
 candidate, `load_bytes` does the same for bytes from stdin. Nothing found on disk makes these
 raise: problems become `Skipped` with a short reason. Only bad user input raises `InputError`.
 `path_to_text` and `text_to_path` turn file paths into the text stored as a document's
-`source_path` and back. File-system I/O only; format conversion lives in `kb.formats`.
+`source_path` and back. File-system I/O only; format conversion lives in `kb.core.formats`.
 """
 
 import codecs
@@ -22,9 +22,8 @@ from pathlib import Path
 
 from pathspec import GitIgnoreSpec
 
-from kb import globs
-from kb.errors import InputError
-from kb.formats import (
+from kb.core import globs
+from kb.core.formats import (
     Converted,
     UnreadableDocument,
     declared_charset,
@@ -32,8 +31,9 @@ from kb.formats import (
     markdown_document,
     rst_document,
 )
-from kb.pdf import pdf_document
-from kb.word import docx_document
+from kb.core.pdf import pdf_document
+from kb.core.word import docx_document
+from kb.errors import InputError
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
     ".md": "markdown",

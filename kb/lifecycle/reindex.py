@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection, Engine
 
-from kb.chunking import estimate_tokens
+from kb.core.chunking import estimate_tokens
 from kb.errors import InputError
 from kb.records import SpaceSpec, SpaceState
 from kb.store import documents as store

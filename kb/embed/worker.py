@@ -20,17 +20,17 @@ from enum import StrEnum
 
 from sqlalchemy.engine import Engine
 
-from kb import online
-from kb.batches import BatchManager
+from kb.core.retry import Backoff
+from kb.embed import online
+from kb.embed.batches import BatchManager
 from kb.errors import ConfigError, DatabaseError, KbError, StopRequested
 from kb.providers.base import Embedder
 from kb.records import JobState
-from kb.retry import Backoff
 from kb.store import lease, ledger, spaces, tasks
 from kb.store.lease import LeaseKeeper
 from kb.store.schema import EmbeddingSpace
 
-log = logging.getLogger("kb.worker")
+log = logging.getLogger("kb.embed.worker")
 
 # A worker silent this long is gone for good: its heartbeat row is dropped.
 _FORGET_SILENT_S = 24 * 3600.0

@@ -1,0 +1,1 @@
+"""The search stage: hybrid full-text and vector search, the vector index, retrieval evaluation."""
