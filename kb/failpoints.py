@@ -4,7 +4,7 @@ Each remote call that costs or creates something, and each commit that records i
 `hit("<step>.before")` and `hit("<step>.after")`. Nothing is armed in normal use, and then a hit is one
 dictionary lookup. Tests arm a point with an action (raise KeyboardInterrupt, raise any exception, SIGKILL
 the process) and check that whatever stops the process there, nothing paid for is lost or paid twice
-(tests/test_fault_matrix.py; `tests/failpoint_kb.py` arms them in a `kb` child process).
+(tests/pipeline/test_fault_matrix.py; `tests/support/failpoint_kb.py` arms them in a `kb` child process).
 
 The idea is the one of FreeBSD's fail(9) and TiKV's `fail` crate: failure injection at named points of the
 real code, not a mock of it.

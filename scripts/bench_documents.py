@@ -4,8 +4,8 @@ comparison.
 
     .venv/bin/python scripts/bench_documents.py [--pages 300]
 
-The documents are generated (tests/documents.py): text-layer pages of 40 lines of prose each, and a Word file
-with a heading every 10 paragraphs. Nothing beside the repository is needed.
+The documents are generated (tests/support/documents.py): text-layer pages of 40 lines of prose each, and a
+Word file with a heading every 10 paragraphs. Nothing beside the repository is needed.
 """
 
 import argparse
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kb.core.sources import LoadedDocument, load_bytes
-from tests.documents import docx, pdf
+from tests.support.documents import docx, pdf
 
 LINE = "Line {n} of page {page}: the handbook explains leave, expenses and travel in plain words."
 

@@ -51,7 +51,7 @@ from bench_serve import free_port, wait_until_healthy
 from kb.records import LIVE_JOB_STATES
 from kb.store.dbapi import load_vec, sqlite_driver
 from kb.testing.gemini_emulator import GeminiEmulator
-from tests.crash_harness import KbProcess, kb_env, start_kb
+from tests.support.crash_harness import KbProcess, kb_env, start_kb
 
 LEASE_S = 10  # KB_WORKER_LEASE_S: how long a SIGKILLed worker's lease blocks its successor
 STATUS_EVERY = 5  # every fifth request of a client asks /status, the others /search

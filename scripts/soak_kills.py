@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's t
 from kb.app import KnowledgeBase
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan
-from tests.conftest import EMULATOR_KEY
-from tests.crash_harness import KbProcess, kb_env, owner_of, start_kb, wait_until
+from tests.support.crash_harness import KbProcess, kb_env, owner_of, start_kb, wait_until
+from tests.support.settings import EMULATOR_KEY
 
 KEY = EMULATOR_KEY  # the key `kb_env` gives the workers
 MARKER = "POISONED"

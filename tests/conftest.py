@@ -1,5 +1,4 @@
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,18 +8,13 @@ from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
 from kb.settings import KbSettings
+from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS, new_postgres_database
 
 if TYPE_CHECKING:
     from google import genai
-    from sqlalchemy.engine import Engine
 
     from kb.testing.gemini_emulator import GeminiEmulator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# A small documentation corpus written for these tests (the docs of "Harbor", a fictional web framework),
-# and questions about it labelled with the pages that answer them.
-HANDBOOK = Path(__file__).resolve().parent / "data" / "handbook"
-HANDBOOK_QUERIES = Path(__file__).resolve().parent / "data" / "handbook-queries.json"
 
 _FOREIGN_VARIABLES = {"GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"}
 
@@ -55,36 +49,6 @@ def kb(settings: KbSettings) -> Iterator[KnowledgeBase]:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
-
-
-def take_over(engine: "Engine", job_id: int, owner: str, lease_s: float = 30.0) -> None:
-    """Another worker claims the job as the real claim query does once the holder's lease has run out."""
-    from kb.store import claims
-    from kb.store.engine import write_transaction
-
-    later = time.time() + 86_400  # the holder stalled past its lease, however long
-    with write_transaction(engine) as connection:
-        claim = claims.claim_next(connection, owner, later, lease_s, claims.JOBS.c.id == job_id, set())
-    assert claim is not None, f"job {job_id} could not be claimed"
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-EMULATOR_KEY = "test-key-0123456789"
-
-# Intervals in hundredths of seconds, so that worker tests never wait for real time.
-FAST_SETTINGS: dict[str, object] = {
-    "poll_initial_s": 0.01,
-    "poll_max_s": 0.05,
-    "worker_idle_s": 0.01,
-    "task_retry_base_s": 0.01,
-    "retry_base_delay_s": 0.01,
-    "batch_min_texts": 1,
-}
 
 
 @pytest.fixture
@@ -140,23 +104,6 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> "Iterator[str]"
     except Exception as error:  # no wheel for this platform, no permission, ...
         pytest.skip(f"PostgreSQL could not start here: {type(error).__name__}: {error}")
     yield str(server.get_uri())
-
-
-def new_postgres_database(server: str) -> str:
-    """A fresh, empty database on the test server; its URL."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    from kb.store.engine import create_engine
-
-    name = f"kb_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = sa.engine.make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
-    return url.set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The schema revision, and Alembic from code on kb's own connection (no alembic.ini) to migrate.
 
-Checking the revision is one plain query, with no Alembic import: every command checks it on open, and
-Alembic (with its templates and autogenerate machinery) costs more to import than the check itself.
-`REVISIONS` lists the migrations in order; tests/test_migrations.py checks it against Alembic's own view.
+Checking the revision is one plain query, with no Alembic import: every command checks it on open, and Alembic
+(with its templates and autogenerate machinery) costs more to import than the check itself. `REVISIONS` lists
+the migrations in order; tests/backends/test_migrations.py checks it against Alembic's own view.
 """
 
 from collections.abc import Callable

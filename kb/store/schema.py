@@ -1,5 +1,5 @@
 """SQLAlchemy 2 declarative tables. Alembic migrations in `migrations/` must agree with these
-(tests/test_migrations.py proves it).
+(tests/backends/test_migrations.py proves it).
 
 Timestamps are UNIX seconds (REAL): portable, cheap to compare, no time-zone guessing.
 Virtual tables (FTS5 `chunks_fts`, sqlite-vec `vec_space_<id>`) are raw DDL and live outside this metadata.
@@ -211,8 +211,8 @@ class QueryEmbedding(Base):
 metadata = Base.metadata
 
 # What the metadata cannot say, as it stands after the newest migration: a new database is created from the
-# metadata plus these (`kb.store.migrate.create`), without replaying every migration; tests/test_migrations.py
-# checks that both roads give the same schema.
+# metadata plus these (`kb.store.migrate.create`), without replaying every migration;
+# tests/backends/test_migrations.py checks that both roads give the same schema.
 SQLITE_DDL = (
     # Full text over chunk text and headings: FTS5, external content (the text is stored once, in chunks).
     # New chunks are indexed in bulk by the write that adds them (kb.store.fulltext); triggers keep deletes

@@ -1,0 +1,1 @@
+"""Files to vectors through a real database: ingest, the batch ledger, the worker, crashes, reindex."""
