@@ -30,18 +30,8 @@ from kb.errors import (
 from kb.providers import gemini
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator
-from tests.support.files import write
+from tests.support.corpora import write_sections
 from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS
-
-
-def _corpus(root: Path, count: int, per_file: int = 20) -> int:
-    for start in range(0, count, per_file):
-        parts = [
-            f"## Note {n}\n\nThe harbour pilot logs tide number {n} at dawn.\n"
-            for n in range(start, min(count, start + per_file))
-        ]
-        write(root / f"notes{start // per_file:02d}.md", "\n".join(parts))
-    return count
 
 
 @pytest.fixture
@@ -55,7 +45,7 @@ def fast(gemini_settings: KbSettings) -> KbSettings:
 def test_every_call_goes_to_the_documented_v1beta_by_default(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    _corpus(tmp_path / "corpus", 30)
+    write_sections(tmp_path / "corpus", 30, per_file=20, about="harbour pilot's tide")
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         assert kb.worker().run(once=True, timeout_s=300).reason == ExitReason.DRAINED
@@ -81,7 +71,7 @@ def test_a_route_one_version_does_not_serve_is_tried_once_on_the_other(
     """The other version answers, and is remembered for that route: the next call goes there at once."""
     other = "v1" if configured == "v1beta" else "v1beta"
     emulator.settings.route_versions = {"files.upload": (other,), "asyncBatchEmbedContent": (other,)}
-    total = _corpus(tmp_path / "corpus", 40)
+    total = write_sections(tmp_path / "corpus", 40, per_file=20, about="harbour pilot's tide")
     settings = fast.model_copy(update={"gemini_api_version": configured, "batch_max_texts": 10})
     with KnowledgeBase(settings=settings) as kb:
         kb.ingest([tmp_path / "corpus"])
@@ -396,7 +386,7 @@ def test_the_emulator_models_gemini_embedding_2_as_the_service_does(emulator: Ge
 def test_ingest_now_on_gemini_embedding_2_stores_and_bills_every_text_once(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    total = _corpus(tmp_path / "corpus", 150)
+    total = write_sections(tmp_path / "corpus", 150, per_file=20, about="harbour pilot's tide")
     settings = fast.model_copy(update={"embedding_model": "gemini-embedding-2"})
     with KnowledgeBase(settings=settings) as kb:
         queued = kb.ingest([tmp_path / "corpus"])
@@ -422,7 +412,7 @@ def test_ingest_now_on_gemini_embedding_2_stores_and_bills_every_text_once(
 def test_reindex_from_001_to_gemini_embedding_2_by_batch(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    total = _corpus(tmp_path / "corpus", 60)
+    total = write_sections(tmp_path / "corpus", 60, per_file=20, about="harbour pilot's tide")
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         assert kb.worker().run(once=True, timeout_s=300).reason == ExitReason.DRAINED

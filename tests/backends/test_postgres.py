@@ -19,6 +19,7 @@ from kb.settings import KbSettings
 from kb.store import migrate, schema
 from kb.store.engine import create_engine
 from kb.testing.gemini_emulator import GeminiEmulator
+from tests.support.corpora import write_corpus
 from tests.support.crash_harness import KbProcess
 from tests.support.files import HANDBOOK
 from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS, new_postgres_database
@@ -193,7 +194,7 @@ def test_three_workers_on_postgres_drain_30000_texts_with_one_killed(
     """Workers on several machines share one PostgreSQL database and work at once, each job under its own
     claim; a worker killed while it holds a job leaves a claim that expires, and another worker takes the
     job over. Nothing is submitted twice or left stuck, and the work is shared."""
-    from tests.support.crash_harness import kb_env, start_kb, wait_until, write_corpus
+    from tests.support.crash_harness import kb_env, start_kb, wait_until
 
     texts = write_corpus(tmp_path / "corpus", 300, 100)
     settings = KbSettings(

@@ -17,23 +17,10 @@ from kb.providers.factory import gemini_api
 from kb.providers.gemini import GeminiBatchBackend
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
-from tests.support.files import write
+from tests.support.corpora import write_sections
 from tests.support.settings import FAST_SETTINGS
 
 FAST = FAST_SETTINGS
-
-
-def _corpus(root: Path, documents: int, sections: int, marker_every: int = 0) -> int:
-    """Distinct one-chunk sections; every `marker_every`-th carries the word POISON."""
-    count = 0
-    for d in range(documents):
-        parts = []
-        for s in range(sections):
-            poison = " POISON" if marker_every and count % marker_every == 0 else ""
-            parts.append(f"## Section {d}-{s}\n\nParagraph number {count} of document {d}{poison}.\n")
-            count += 1
-        write(root / f"doc{d:04d}.md", "\n".join(parts))
-    return count
 
 
 @pytest.fixture
@@ -58,7 +45,7 @@ def _billed_once(emulator: GeminiEmulator) -> bool:
 def test_25000_texts_make_three_jobs_and_a_second_run_is_free(
     fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    texts = _corpus(tmp_path / "corpus", 250, 100)
+    texts = write_sections(tmp_path / "corpus", 25000, per_file=100)
     with KnowledgeBase(settings=fast_settings) as kb:
         report = kb.ingest([tmp_path / "corpus"])
         assert report.tasks_queued == texts == 25_000
@@ -78,7 +65,7 @@ def test_25000_texts_make_three_jobs_and_a_second_run_is_free(
 def test_faults_end_with_every_text_embedded_or_failed_with_its_reason(
     fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    total = _corpus(tmp_path / "corpus", 20, 50, marker_every=97)
+    total = write_sections(tmp_path / "corpus", 1000, per_file=50, poison=range(0, 1000, 97))
     marked = len(range(0, total, 97))
     poison = TextsContaining("POISON", 3, "Request contains an invalid argument.")
     emulator.job_plan = JobPlan(shuffle=True, item_errors=poison)
@@ -108,7 +95,7 @@ def test_a_job_created_remotely_but_not_recorded_is_adopted(
 ) -> None:
     """The crash window between `create` and recording its name: the next worker finds the job by its
     display name and adopts it instead of paying for it again."""
-    _corpus(tmp_path / "corpus", 2, 10)
+    write_sections(tmp_path / "corpus", 20, per_file=10)
     with KnowledgeBase(settings=fast_settings) as kb:
         kb.ingest([tmp_path / "corpus"])
         manager = kb.batch_manager()
@@ -134,7 +121,7 @@ def test_a_job_created_remotely_but_not_recorded_is_adopted(
 def test_stuck_job_is_cancelled_before_its_texts_are_resubmitted(
     fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    _corpus(tmp_path / "corpus", 1, 10)
+    write_sections(tmp_path / "corpus", 10, per_file=10)
     emulator.plan_next_jobs([JobPlan(outcome="STUCK")])
     settings = fast_settings.model_copy(update={"job_deadline_h": 0.3 / 3600})
     with KnowledgeBase(settings=settings) as kb:
@@ -153,7 +140,7 @@ def test_an_apply_cut_short_is_done_once_by_the_next_pass(
 ) -> None:
     """Interrupted right before the apply commits, nothing of it is written; right after, nothing is left
     to do. Either way the next pass ends with every text embedded once and paid once."""
-    texts = _corpus(tmp_path / "corpus", 1, 30)
+    texts = write_sections(tmp_path / "corpus", 30, per_file=30)
     with KnowledgeBase(settings=fast_settings) as kb:
         kb.ingest([tmp_path / "corpus"])
         with failpoints.armed(point, failpoints.interrupt), pytest.raises(KeyboardInterrupt):
@@ -173,7 +160,7 @@ def test_results_saved_on_another_machine_are_downloaded_again(
 ) -> None:
     """A worker saves a job's results and dies before applying them; the worker that takes the job over
     runs elsewhere (the saved file is not there): it downloads the results again, and pays nothing more."""
-    texts = _corpus(tmp_path / "corpus", 1, 30)
+    texts = write_sections(tmp_path / "corpus", 30, per_file=30)
     with KnowledgeBase(settings=fast_settings) as kb:
         kb.ingest([tmp_path / "corpus"])
         first = kb.batch_manager()
@@ -198,7 +185,7 @@ def test_results_saved_on_another_machine_are_downloaded_again(
 def test_batch_refusing_model_is_embedded_online_with_a_warning(
     fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _corpus(tmp_path / "corpus", 1, 5)
+    write_sections(tmp_path / "corpus", 5, per_file=5)
     settings = fast_settings.model_copy(update={"embedding_model": "text-embedding-004"})
     with KnowledgeBase(settings=settings) as kb, caplog.at_level(logging.WARNING, logger="kb"):
         kb.ingest([tmp_path / "corpus"])
@@ -212,7 +199,7 @@ def test_batch_refusing_model_is_embedded_online_with_a_warning(
 def test_jobs_errors_and_retry_commands(
     fast_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _corpus(tmp_path / "corpus", 1, 20, marker_every=10)
+    write_sections(tmp_path / "corpus", 20, per_file=20, poison=range(0, 20, 10))
     emulator.job_plan = JobPlan(
         item_errors=TextsContaining("POISON", 3, "Request contains an invalid argument.")
     )

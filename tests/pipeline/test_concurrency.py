@@ -13,6 +13,7 @@ from kb.app import KnowledgeBase
 from kb.records import FailedText
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan
+from tests.support.corpora import write_corpus, write_document
 from tests.support.crash_harness import (
     KbProcess,
     job_rows,
@@ -23,8 +24,6 @@ from tests.support.crash_harness import (
     start_kb,
     task_counts,
     wait_until,
-    write_corpus,
-    write_document,
 )
 from tests.support.settings import EMULATOR_KEY
 

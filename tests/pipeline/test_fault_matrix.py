@@ -23,7 +23,8 @@ from kb.app import KnowledgeBase
 from kb.embed.worker import ExitReason
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
-from tests.support.crash_harness import kb_env, owner_of, run_kb, write_corpus
+from tests.support.corpora import write_corpus
+from tests.support.crash_harness import kb_env, owner_of, run_kb
 from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS, new_postgres_database
 
 ACTIONS = ("interrupt", "crash", "kill")

@@ -24,22 +24,10 @@ from kb.store.dbapi import sqlite_driver
 from kb.store.engine import write_transaction
 from kb.store.reader import ConnectionReader
 from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsContaining
+from tests.support.corpora import write_sections
 from tests.support.crash_harness import kb_env, run_kb
 from tests.support.files import write
 from tests.support.settings import FAST_SETTINGS, take_over
-
-
-def _corpus(root: Path, count: int, marker_at: tuple[int, ...] = (), per_file: int = 50) -> int:
-    """`count` distinct one-chunk texts; those numbered in `marker_at` contain the word POISON."""
-    for start in range(0, count, per_file):
-        parts = []
-        for n in range(start, min(count, start + per_file)):
-            poison = " POISON" if n in marker_at else ""
-            parts.append(
-                f"## Section {n}\n\nParagraph {n} about lighthouse keeper {n * 7919 % 1000}{poison}.\n"
-            )
-        write(root / f"doc{start // per_file:03d}.md", "\n".join(parts))
-    return count
 
 
 @pytest.fixture
@@ -65,7 +53,7 @@ def test_one_refused_text_costs_the_others_nothing(
     """300 texts online, one of which the service refuses (its 100-text request fails with 400): the
     request is split until the bad text is alone; 299 are stored and billed once, the bad one fails with
     the service's message."""
-    total = _corpus(tmp_path / "corpus", 300, marker_at=(150,))
+    total = write_sections(tmp_path / "corpus", 300, poison=(150,))
     emulator.settings.rejected_texts_containing = "POISON"
     with KnowledgeBase(settings=fast) as kb:
         queued = kb.ingest([tmp_path / "corpus"])
@@ -86,7 +74,7 @@ def test_online_failures_back_off_then_dead_letter_and_status_says_why(
     """A model that cannot use the Batch API, and a service that keeps failing: each round counts an attempt
     and waits the configured back-off (status shows the texts held back and why); after the configured
     attempts the texts fail for good, and `kb worker --once` ends instead of re-sending them forever."""
-    _corpus(tmp_path / "corpus", 20)
+    write_sections(tmp_path / "corpus", 20)
     settings = fast.model_copy(
         update={
             "embedding_model": "text-embedding-004",
@@ -121,7 +109,7 @@ def test_online_failures_back_off_then_dead_letter_and_status_says_why(
 def test_a_reindex_whose_texts_all_failed_is_not_switched_to(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    total = _corpus(tmp_path / "corpus", 30)
+    total = write_sections(tmp_path / "corpus", 30)
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         assert kb.worker().run(once=True, timeout_s=300).reason == ExitReason.DRAINED
@@ -149,7 +137,7 @@ def test_an_interrupted_create_is_looked_up_before_anything_is_sent_again(
 ) -> None:
     """The remote job was created, then Ctrl-C (or any exception) stopped the process before its name was
     recorded. `kb flush` (no start-up reconciliation of its own) must adopt it, not create a second one."""
-    total = _corpus(tmp_path / "corpus", 20)
+    total = write_sections(tmp_path / "corpus", 20)
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         with failpoints.armed("create.after", action), pytest.raises((KeyboardInterrupt, RuntimeError)):
@@ -167,7 +155,7 @@ def test_an_interrupted_create_is_looked_up_before_anything_is_sent_again(
 def test_an_interrupted_upload_leaves_no_file_behind(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    _corpus(tmp_path / "corpus", 20)
+    write_sections(tmp_path / "corpus", 20)
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         with failpoints.armed("upload.after", failpoints.interrupt), pytest.raises(KeyboardInterrupt):
@@ -184,7 +172,7 @@ def test_an_interrupted_upload_leaves_no_file_behind(
 def test_a_job_whose_results_expired_is_handed_back_and_the_worker_ends(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    total = _corpus(tmp_path / "corpus", 20)
+    total = write_sections(tmp_path / "corpus", 20)
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         [job_id] = kb.flush()
@@ -206,7 +194,7 @@ def test_an_outage_is_waited_out_without_giving_the_job_up(
 ) -> None:
     """503s on download for longer than the give-up count: the job may have succeeded (it did), so it is
     retried with back-off until the service is back; nothing is paid twice."""
-    total = _corpus(tmp_path / "corpus", 20)
+    total = write_sections(tmp_path / "corpus", 20)
     emulator.faults.add(Fault(route="files.download", status=503, times=6 * 6))  # 6 steps of 6 tries
     with KnowledgeBase(settings=fast.model_copy(update={"max_retries": 6})) as kb:
         kb.ingest([tmp_path / "corpus"])
@@ -222,7 +210,7 @@ def test_an_outage_is_waited_out_without_giving_the_job_up(
 def test_a_worker_that_lost_its_claim_cannot_overwrite_the_takers_progress(
     settings: KbSettings, tmp_path: Path
 ) -> None:
-    _corpus(tmp_path / "corpus", 6)
+    write_sections(tmp_path / "corpus", 6)
     with KnowledgeBase(settings=settings) as kb:
         kb.ingest([tmp_path / "corpus"])
         [job_id] = kb.batch_manager(owner="host:a").flush(force=True)
@@ -344,7 +332,7 @@ def test_a_full_disk_is_a_one_line_error(tmp_path: Path) -> None:
 def test_the_daemon_waits_out_a_busy_database(
     settings: KbSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _corpus(tmp_path / "corpus", 10)
+    write_sections(tmp_path / "corpus", 10)
     settings = settings.model_copy(update={**FAST_SETTINGS, "busy_timeout_ms": 20})
     with KnowledgeBase(settings=settings) as kb:
         kb.ingest([tmp_path / "corpus"])
@@ -368,7 +356,7 @@ def test_the_daemon_waits_out_a_busy_database(
 
 def test_a_refused_key_stops_the_worker_with_exit_3(emulator: GeminiEmulator, tmp_path: Path) -> None:
     """`--once` and the daemon alike: a refused key is a configuration error, not an outage to wait out."""
-    _corpus(tmp_path / "corpus", 5)
+    write_sections(tmp_path / "corpus", 5)
     db = tmp_path / "kb.sqlite"
     env = kb_env(emulator, db)
     assert (
@@ -390,7 +378,7 @@ def test_a_refused_key_stops_the_worker_with_exit_3(emulator: GeminiEmulator, tm
 def test_a_refused_key_on_the_online_path_burns_no_attempt(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    _corpus(tmp_path / "corpus", 5)
+    write_sections(tmp_path / "corpus", 5)
     with KnowledgeBase(settings=fast.model_copy(update={"gemini_api_key": SecretStr("wrong")})) as kb:
         queued = kb.ingest([tmp_path / "corpus"])
         with pytest.raises(AuthenticationError):
@@ -404,7 +392,7 @@ def test_a_refused_key_on_the_online_path_burns_no_attempt(
 
 
 def test_a_local_job_flushed_by_one_process_is_applied_by_the_next(runner: CliRunner, tmp_path: Path) -> None:
-    _corpus(tmp_path / "corpus", 30)
+    write_sections(tmp_path / "corpus", 30)
     base = ["--db", str(tmp_path / "kb.sqlite"), "--provider", "local"]
     assert runner.invoke(app, [*base, "ingest", str(tmp_path / "corpus")]).exit_code == 0
     assert runner.invoke(app, [*base, "flush"]).exit_code == 0
@@ -422,7 +410,7 @@ def test_a_local_job_flushed_by_one_process_is_applied_by_the_next(runner: CliRu
 def test_leftover_files_no_live_job_owns_are_removed_on_start(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    _corpus(tmp_path / "corpus", 10)
+    write_sections(tmp_path / "corpus", 10)
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         [job_id] = kb.batch_manager().flush(force=True)
@@ -455,7 +443,7 @@ def test_leftover_files_no_live_job_owns_are_removed_on_start(
 def test_a_stop_request_ends_after_the_remote_call_in_flight(
     fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
-    _corpus(tmp_path / "corpus", 100, per_file=10)
+    write_sections(tmp_path / "corpus", 100, per_file=10)
     emulator.faults.add(Fault(route="asyncBatchEmbedContent", status=200, latency_s=0.5, times=None))
     with KnowledgeBase(settings=fast.model_copy(update={"batch_max_texts": 10})) as kb:
         kb.ingest([tmp_path / "corpus"])

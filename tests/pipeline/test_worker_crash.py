@@ -15,6 +15,7 @@ import pytest
 from kb.app import KnowledgeBase
 from kb.settings import KbSettings
 from kb.testing.gemini_emulator import Fault, GeminiEmulator
+from tests.support.corpora import write_corpus
 from tests.support.crash_harness import (
     AFTER_CREATE,
     BEFORE_CREATE,
@@ -28,7 +29,6 @@ from tests.support.crash_harness import (
     owner_of,
     start_kb,
     wait_until,
-    write_corpus,
 )
 from tests.support.settings import EMULATOR_KEY
 

@@ -1,11 +1,10 @@
-"""Helpers for the crash and concurrency tests: generated corpora, real `kb` subprocesses, ledger snapshots.
+"""Helpers for the crash and concurrency tests: real `kb` subprocesses, ledger snapshots.
 
 The worker runs as `python -m kb ...` in a child process that reaches the in-process emulator over HTTP,
 configured only through the environment, as a user would configure it.
 """
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -20,76 +19,6 @@ from typing import Any
 from kb.store.dbapi import sqlite_driver
 from kb.testing.gemini_emulator import GeminiEmulator
 from tests.support.settings import EMULATOR_KEY
-
-_WORDS = [
-    "alpha",
-    "bravo",
-    "charlie",
-    "delta",
-    "echo",
-    "foxtrot",
-    "golf",
-    "hotel",
-    "india",
-    "juliet",
-    "kilo",
-    "lima",
-    "mike",
-    "november",
-    "oscar",
-    "papa",
-    "quebec",
-    "romeo",
-    "sierra",
-    "tango",
-    "uniform",
-    "victor",
-    "whiskey",
-    "xray",
-    "yankee",
-    "zulu",
-    "amber",
-    "basalt",
-    "cobalt",
-    "dune",
-    "ember",
-    "fjord",
-    "garnet",
-    "harbor",
-    "iris",
-    "jade",
-    "kelp",
-    "lagoon",
-    "marble",
-    "nectar",
-    "onyx",
-    "pearl",
-    "quartz",
-    "reef",
-    "slate",
-    "tundra",
-    "umber",
-]
-
-
-def write_document(path: Path, number: int, sections: int, *, version: int = 0, seed: int = 0) -> int:
-    """A Markdown file of `sections` short sections: one chunk each, texts unique to (number, version)."""
-    rng = random.Random(f"{seed}-{version}-{number}")
-    parts = [f"# Document {number}\n"]
-    for section in range(sections):
-        words = " ".join(rng.choice(_WORDS) for _ in range(12))
-        parts.append(f"## Part {section}\n\nNote v{version} f{number} s{section}: {words}.\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return sections
-
-
-def write_corpus(root: Path, files: int, sections: int, *, version: int = 0, seed: int = 0) -> int:
-    """`files` documents (`write_document`) under `root`; returns the number of distinct texts."""
-    return sum(
-        write_document(root / f"doc{number:03d}.md", number, sections, version=version, seed=seed)
-        for number in range(files)
-    )
 
 
 def kb_env(emu: GeminiEmulator, db: Path, **overrides: object) -> dict[str, str]:
