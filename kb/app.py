@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+from kb.core.shares import percent
 from kb.errors import ConfigError, DatabaseError, InputError
 from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
-from kb.report.views import percent
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.settings import load as load_settings
 from kb.store import migrate, readmodel, spaces

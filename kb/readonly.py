@@ -70,8 +70,9 @@ def search(
     read-only media): then a new question is embedded and paid for without being cached or counted."""
     if not usable(settings):
         return None
+    from kb.core.questions import check_question
     from kb.providers.factory import build_embedder
-    from kb.search.hybrid import check_question, run_search, search_space, spaces_to_search, spec_of
+    from kb.search.hybrid import run_search, search_space, spaces_to_search, spec_of
     from kb.search.vectorindex import SpaceIndex
     from kb.store import querycache
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
+from kb.core.shares import percent
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
-from kb.report.views import display_path, pages_label, percent
+from kb.report.views import display_path, pages_label
 
 if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
     from rich.console import Console

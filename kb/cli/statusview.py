@@ -4,8 +4,8 @@ import time
 from typing import TYPE_CHECKING
 
 from kb.cli import terminal
+from kb.core.shares import percent
 from kb.records import StatusReport
-from kb.report.views import percent
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -7,8 +7,8 @@ driver, `KnowledgeBase.status()` through SQLAlchemy.
 import time
 from dataclasses import dataclass
 
+from kb.core.shares import percent
 from kb.records import JobInfo, SpaceSummary, SpendSummary, StatusReport, TaskStatus, WorkerHeartbeat
-from kb.report.views import percent
 from kb.store import readmodel
 from kb.store.reader import Reader
 

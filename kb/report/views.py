@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kb.core.questions import MAX_QUERY_CHARS
 from kb.records import SearchResult, StatusReport
 
 if TYPE_CHECKING:  # their module costs a command's start-up a little; only the servers need it at run time
@@ -13,23 +14,11 @@ if TYPE_CHECKING:  # their module costs a command's start-up a little; only the 
 
 # What a search's parameters mean, said once for `kb search`, `GET /search` and the MCP `search` tool.
 MAX_HITS = 1000
-# A question is one text for the embedding model: gemini-embedding-001 reads 2,048 tokens, about 8,000
-# characters of English, and would cut the rest. Longer is a mistake (a pasted file), refused, not searched.
-MAX_QUERY_CHARS = 8000
 QUERY_HELP = f"The question or words to look for (at most {MAX_QUERY_CHARS:,} characters)."
 K_HELP = f"How many chunks to return (1 to {MAX_HITS})."
 MODE_HELP = "hybrid (vectors + full text), vector, or text."
 PATH_HELP = "Only documents whose path matches this glob, e.g. 'tutorial/*'."
 SPACE_HELP = "Search this embedding space (id from `kb status`) instead of the active one."
-
-
-def percent(share: float, decimals: int = 0) -> str:
-    """A share (0 to 1) as a percentage that says 100% only when all is done and 0% only when nothing is:
-    plain rounding shows 7,160 of 7,161 texts as 100% though one still waits."""
-    shown, step = share * 100, 10.0**-decimals
-    if 0 < share < 1:
-        shown = min(max(shown, step), 100 - step)
-    return f"{shown:.{decimals}f}%"
 
 
 def display_path(path: str) -> str:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kb.core import globs
+from kb.core.questions import check_question
+from kb.core.shares import percent
 from kb.errors import ConfigError, InputError, KbError
 from kb.providers.base import Embedder, Matrix
 from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
-from kb.report.views import MAX_QUERY_CHARS, percent
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
 
@@ -103,14 +104,6 @@ def search_space(
         coverage=coverage,
         paid=paid,
     )
-
-
-def check_question(query: str) -> None:
-    """An InputError for a question kb cannot search: empty, or longer than `MAX_QUERY_CHARS`."""
-    if not query.strip():
-        raise InputError("nothing to search for: the question is empty")
-    if len(query) > MAX_QUERY_CHARS:
-        raise InputError(f"the question is too long: {len(query):,} characters (at most {MAX_QUERY_CHARS:,})")
 
 
 def normalize_glob(pattern: str | None) -> str | None:

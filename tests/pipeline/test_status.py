@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from kb.app import KnowledgeBase
 from kb.cli import statusview
 from kb.cli.commands import app
+from kb.core.shares import percent
 from kb.embed.worker import ExitReason
 from kb.records import SpaceSummary, SpendSummary, StatusReport
 from kb.report import views
@@ -203,7 +204,7 @@ def test_status_says_100_percent_only_when_all_is_done_and_0_only_when_nothing_i
     assert "building 1%" in barely and "by the service: 1%" in barely
     assert "active 100%" in screen(_space("active", 7161, 0), measured=7161)
     assert "building 0%" in screen(_space("building", 0, 7161), measured=0)
-    assert [views.percent(share, 1) for share in (0.0, 0.00001, 0.5, 0.99999, 1.0)] == [
+    assert [percent(share, 1) for share in (0.0, 0.00001, 0.5, 0.99999, 1.0)] == [
         "0.0%",
         "0.1%",
         "50.0%",
