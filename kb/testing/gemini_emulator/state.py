@@ -225,7 +225,7 @@ class EmulatorState:
             vectorizer = self._vectorizers[key] = Vectorizer(rule.name, rule.max_dims)
         vectors = vectorizer.embed(texts, dimensions, task_types)
         if rule.normalises:
-            vectors = [np.round(vector / (np.linalg.norm(vector) or 1.0), 9) for vector in vectors]
+            vectors = [np.round(vector / (float(np.linalg.norm(vector)) or 1.0), 9) for vector in vectors]
         return vectors
 
     # Batches ----------------------------------------------------------------------------------------------
