@@ -491,7 +491,9 @@ def test_gemini_embedding_2_normalises_truncated_vectors_and_tiny_sizes_are_serv
     assert len(embed(client, ["tiny"], dims=4, model="gemini-embedding-2")[0]) == 4
 
 
-def test_quirk_faults_answer_oddly_where_the_live_service_does(emu: GeminiEmulator, client: genai.Client) -> None:
+def test_quirk_faults_answer_oddly_where_the_live_service_does(
+    emu: GeminiEmulator, client: genai.Client
+) -> None:
     emu.faults.add(Fault(route="files.upload", status=200, quirk="upload_without_file"))
     with pytest.raises(KeyError, match="file"):
         client.files.upload(file=io.BytesIO(b"{}\n"), config={"mime_type": "application/jsonl"})
