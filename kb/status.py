@@ -103,7 +103,7 @@ def _refused(job: JobInfo, now: float, options: StatusOptions) -> str:
     ended = job.finished_at or now
     left = max(0.0, ended + options.results_kept_s - now)
     return (
-        f"results of job #{job.id} ({job.remote_name}) {what} for {_duration(now - ended)} since it ended "
+        f"results of job #{job.id} ({job.remote_name}) {what}, {_duration(now - ended)} after it ended "
         f"— check billing and the key's project; kept {_duration(left)} more, then its {job.texts:,} texts "
         f"are paid again. Last answer: {job.error}"
     )

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import threading
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -333,7 +334,8 @@ def _translated_errors(route: str, subject: str, secret: str) -> Iterator[None]:
             # Not an API or transport error: the SDK itself failed on an answer it could not read (an
             # upload finalized without `file`, a pager on an empty page). It may pass; the call may still
             # have done its work (the caller's committed intent looks first).
-            log.debug("the Gemini SDK failed on %s", route, exc_info=True)
+            trace = "".join(traceback.format_exception(error))
+            log.debug("the Gemini SDK failed on %s:\n%s", route, _scrub(trace, secret))
             translated = SdkFailureError(
                 _scrub(f"the Gemini SDK failed on {route}: {type(error).__name__}: {error}", secret)
             )
