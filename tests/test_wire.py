@@ -61,6 +61,7 @@ def test_an_upload_the_sdk_could_not_read_is_repaired_and_billed_once(
     orphan, the input is uploaded again, one job is created and every text billed once."""
     total = _corpus(tmp_path / "corpus", 12)
     emulator.faults.add(Fault(route="files.upload", status=200, quirk=quirk))
+    emulator.faults.add(Fault(route="files.list", status=200, quirk="empty_page", times=2))
     with KnowledgeBase(settings=fast) as kb:
         kb.ingest([tmp_path / "corpus"])
         _drain(kb, total)
@@ -69,6 +70,7 @@ def test_an_upload_the_sdk_could_not_read_is_repaired_and_billed_once(
     assert len(creates) == 1
     assert set(_billed(emulator).values()) == {1} and len(_billed(emulator)) == total
     assert [stored.source for stored in emulator.stored_files()] == ["GENERATED"]  # no orphan left
+    assert emulator.faults.pending() == []  # the orphan was found past two empty pages
 
 
 def test_listings_survive_empty_pages_that_carry_a_token(
