@@ -19,6 +19,7 @@
     │   ├── InvalidRequestError    the request was refused as invalid
     │   ├── RouteNotServedError    this API version does not serve the call (the other is tried)
     │   └── RemoteGoneError        a remote job or its result file no longer exists
+    │       └── InputFileGoneError     a job's uploaded input is gone (upload it again)
     ├── LeaseLostError, ClaimLostError   another worker took over (the step is left to it)
     └── StopRequested              SIGINT/SIGTERM: stop after the current remote call
 
@@ -127,6 +128,10 @@ class RouteNotServedError(ProviderError):
 
 class RemoteGoneError(ProviderError):
     """A remote batch job, or its result file, no longer exists (deleted, or expired after 48 h)."""
+
+
+class InputFileGoneError(RemoteGoneError):
+    """A batch job could not be created because its uploaded input file is gone: upload it again."""
 
 
 class LeaseLostError(KbError):

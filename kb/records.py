@@ -194,6 +194,8 @@ class RemoteStatus:
     state: JobState | None
     raw_state: str
     output_file: str | None
+    end_time: float | None = None  # when it ended, by the service's clock (batch `endTime`)
+    update_time: float | None = None  # its last change (`updateTime`)
 
 
 @dataclass(frozen=True, slots=True)

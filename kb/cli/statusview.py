@@ -106,6 +106,12 @@ def _spend(report: StatusReport, console: "Console") -> None:
         f"        last 24 h: ${spend.last_24h_usd:,.4f} · tokens counted by the service: {measured} "
         "(the rest estimated)"
     )
+    lost = spend.by_kind.get("lost")
+    if lost:
+        console.print(
+            f"        [yellow]re-paid:[/yellow] {lost.get('texts', 0):,.0f} texts (${lost['usd']:,.4f}) "
+            "whose paid results the service never handed over"
+        )
 
 
 def _worker(report: StatusReport, console: "Console") -> None:

@@ -51,7 +51,8 @@ def classify(code: int | None, message: str | None) -> ErrorKind:
 def parse_lines(lines: Iterable[bytes | str]) -> Iterator[ResultItem | BadLine]:
     """One item per non-empty line, streaming.
 
-    A line is `{"response": {...}, "key": k}` or `{"error": {...}, "key": k}`."""
+    A line is `{"response": {...}, "key": k}` or `{"error": {...}, "key": k}`; an error may also come as
+    `{"response": {"error": {...}}, "key": k}`."""
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -68,7 +69,10 @@ def parse_lines(lines: Iterable[bytes | str]) -> Iterator[ResultItem | BadLine]:
 
 def _item(line: dict[str, object]) -> ResultItem:
     key = str(line["key"])
+    response = line.get("response")
     error = line.get("error")
+    if not isinstance(error, dict) and isinstance(response, dict):
+        error = response.get("error")  # a per-key error can come inside the response too
     if isinstance(error, dict):
         code = error.get("code")
         return ResultItem(
@@ -77,7 +81,6 @@ def _item(line: dict[str, object]) -> ResultItem:
             error_code=int(code) if isinstance(code, int | float | str) and str(code).isdigit() else None,
             error_message=str(error.get("message") or "unknown error"),
         )
-    response = line.get("response")
     embedding = response.get("embedding") if isinstance(response, dict) else None
     values = embedding.get("values") if isinstance(embedding, dict) else None
     if not isinstance(values, list):

@@ -57,8 +57,10 @@ def call_with_retries(
     *,
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[RetryableProviderError, float], None] | None = None,
+    retries: Callable[[RetryableProviderError], bool] = lambda _error: True,
 ) -> T:
-    """Run `call`, retrying retryable provider errors as the policy says; re-raise the last one."""
+    """Run `call`, retrying retryable provider errors (those `retries` accepts) as the policy says;
+    re-raise the last one."""
     attempts = 0
     while True:
         try:
@@ -66,7 +68,7 @@ def call_with_retries(
         except RetryableProviderError as error:
             attempts += 1
             delay = policy.next_delay(attempts, error.retry_after)
-            if delay is None:
+            if delay is None or not retries(error):
                 raise
             if on_retry is not None:
                 on_retry(error, delay)

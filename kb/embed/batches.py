@@ -35,11 +35,13 @@ from kb.core.results import BadLine, ErrorKind, ResultItem, classify, parse_line
 from kb.core.retry import Backoff
 from kb.errors import (
     ClaimLostError,
+    InputFileGoneError,
     InvalidResponseError,
     NotConfiguredError,
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
+    RemoteGoneError,
     RetryableProviderError,
     StopRequested,
 )
@@ -70,6 +72,9 @@ class BatchPolicy:
     # A job whose results cannot be fetched for a reason other than a passing outage (its results file or
     # the job itself is gone, or the service's answer is unusable) is handed back after this many tries.
     max_step_failures: int = 4
+    # How long a succeeded job's results can be fetched after it ended (result files expire after 48 h).
+    # Until then a refused (403/404) or failing download is not proof they are gone: the job is kept.
+    results_kept_s: float = 48 * 3600.0
 
     @property
     def task_retry(self) -> Backoff:
@@ -250,7 +255,7 @@ class BatchManager:
                 ledger.clear_intent(connection, job.id, self.owner)
         return False
 
-    def _submit(self, job: BatchJob) -> bool:
+    def _submit(self, job: BatchJob, upload_again: bool = True) -> bool:
         space = self._space(job.space_id)
         backend = self._backend(space)
         input_file = job.input_file
@@ -277,6 +282,15 @@ class BatchManager:
             remote = self._call(
                 job.id, "create", lambda: backend.create(job.display_name, space.model, input_file)
             )
+        except InputFileGoneError as error:
+            if upload_again:  # expired or deleted since the upload: nothing was created, no attempt counted
+                log.warning("job %s: %s; uploading the input again", job.id, error.message)
+                with self._commit() as connection:
+                    ledger.forget_input(connection, job.id, self.owner)
+                return self._submit(ledger_job(self.engine, job.id), upload_again=False)
+            log.error("job %s refused: %s", job.id, error.message)
+            self._release(job, JobState.FAILED, f"batch job refused: {error.message}")
+            return False
         except RetryableProviderError as error:
             self._defer_submit(job, error.message)
             return False
@@ -356,7 +370,12 @@ class BatchManager:
         remote = self._call(job.id, "get", lambda: backend.get(name))
         expected = JobState(job.state)
         if remote.state == JobState.SUCCEEDED:
-            self._apply(self._download(job, remote, backend), report)
+            try:
+                downloaded = self._download(job, remote, backend)
+            except ProviderError:
+                self._note_results_ready(job, remote)
+                raise
+            self._apply(downloaded, report)
         elif remote.state in _ENDED:
             assert remote.state is not None
             self._release(job, remote.state, f"batch job {remote.state.value} ({remote.raw_state})")
@@ -377,15 +396,30 @@ class BatchManager:
                     connection, job.id, self.owner, expected, state, remote.raw_state, next_poll
                 )
 
+    def _note_results_ready(self, job: BatchJob, remote: RemoteStatus) -> None:
+        """The job succeeded remotely but its results could not be fetched: record when it ended (once)."""
+        if job.finished_at is not None:
+            return
+        now = self.clock()
+        ended = min(now, remote.end_time or remote.update_time or now)  # never later than now
+        with self._commit() as connection:
+            ledger.note_results_ready(connection, job.id, self.owner, JobState(job.state), remote, ended)
+
     def _step_failed(self, job_id: int, error: ProviderError, report: StepReport) -> None:
         """A poll, download or apply failed. Outages are retried with back-off for as long as they last
-        (the job may have succeeded: giving up would pay twice); any other failure (results gone, an
-        unusable answer) is retried a few times, then the job's texts are handed back."""
+        (the job may have succeeded: giving up would pay twice). A job that succeeded remotely keeps
+        its results for `results_kept_s` after it ended: until then a refused (403, 404) or failing
+        download is retried with growing back-off, however often (a 403 that passes is common: billing,
+        a project change). Any other failure (results gone, an unusable answer) is retried a few times,
+        then the job's texts are handed back; results paid for but never received are recorded as lost."""
         job = ledger_job(self.engine, job_id)
         state = JobState(job.state)
         if state not in LIVE_JOB_STATES:
             return
-        passing = isinstance(error, _PASSING)
+        paid = job.finished_at is not None  # the service finished the job: its results were paid for
+        waitable = isinstance(error, (RemoteGoneError, *_PASSING))
+        kept = paid and waitable and self.clock() < (job.finished_at or 0.0) + self.policy.results_kept_s
+        passing = isinstance(error, _PASSING) and not paid
         delay = self.policy.poll.delay(job.step_failures + 1)
         with self._commit() as connection:
             failures = ledger.record_step_failure(
@@ -394,9 +428,9 @@ class BatchManager:
         log.warning(
             "job %s: %s (failed %d time%s in a row)", job.id, error.message, failures, "s"[: failures != 1]
         )
-        if not passing and failures >= self.policy.max_step_failures:
+        if not (kept or passing) and failures >= self.policy.max_step_failures:
             reason = f"results unavailable after {failures} attempts: {error.message}"
-            self._release(ledger_job(self.engine, job.id), JobState.FAILED, reason)
+            self._release(ledger_job(self.engine, job.id), JobState.FAILED, reason, lost=paid)
             report.released.append(job.id)
 
     def _download(self, job: BatchJob, remote: RemoteStatus, backend: BatchBackend) -> BatchJob:
@@ -548,14 +582,33 @@ class BatchManager:
                 connection, job_id, task_ids, attempts=attempts, job_id=None, updated_at=now, **values
             )
 
-    def _release(self, job: BatchJob, state: JobState, reason: str) -> None:
-        """A job ended without results: its tasks go back to pending (attempt counted) or fail."""
+    def _release(self, job: BatchJob, state: JobState, reason: str, *, lost: bool = False) -> None:
+        """A job ended without results: its tasks go back to pending (attempt counted) or fail. If `lost`,
+        the service had finished it (its results were paid for): that spend is recorded as lost, and the
+        texts will be paid again."""
         now = self.clock()
         with self._commit() as connection:
             held = ledger.held_tasks(connection, job.id)
+            if lost:
+                reason = f"{reason}; its {len(held)} texts are paid again"
+                self._record_lost(connection, job, [task_id for task_id, _ in held], now)
             self._requeue(connection, job.id, held, reason, now)
             ledger.mark_ended(connection, job.id, self.owner, JobState(job.state), state, reason, now)
         log.warning("job %s %s: %d texts handed back (%s)", job.id, state.value, len(held), reason)
+
+    def _record_lost(self, connection: Connection, job: BatchJob, task_ids: list[int], now: float) -> None:
+        space = self._space(job.space_id)
+        usage.record(
+            connection,
+            self.prices,
+            kind=usage.LOST,
+            model=space.model,
+            texts=len(task_ids),
+            tokens=ledger.token_estimates(connection, task_ids),
+            space_id=space.id,
+            job_id=job.id,
+            now=now,
+        )
 
     # -- leftovers -----------------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ call in flight (the ledger makes stopping there safe) and says what is left.
 
 What stops it, and what does not:
 - a provider failing (outage, quota, a refused job): recorded on the job or its texts, retried later;
+- an unexpected exception in one phase of a step (a bug, a library's surprise): logged with its traceback,
+  and the next step goes on (KeyboardInterrupt and SystemExit still end the worker);
 - the database busy (locked by another process, its server restarting): the step is retried with back-off;
 - a configuration error (the API key refused) or a database that cannot be used (corrupt, full, read-only):
   the worker stops with the reason. Retrying cannot help, and burning attempts would fail every text.
@@ -180,6 +182,10 @@ class Worker:
             except KbError as error:  # recorded and retried on the next step; the loop never dies of it
                 result.errors.append(error.message)
                 log.error("%s", error.message)
+            except Exception as error:  # a bug, or a library's surprise: the same, with the traceback
+                message = f"unexpected {type(error).__name__} in the {phase.__name__.strip('_')}: {error}"
+                result.errors.append(message)
+                log.error("%s", message, exc_info=True)
 
     def _online_phase(self, result: WorkerResult, _force: bool) -> None:
         with self.engine.connect() as connection:

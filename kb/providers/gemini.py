@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import threading
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ import numpy as np
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from google.genai.pagers import Pager
 
 from kb.core import models
 from kb.core.chunking import estimate_tokens
@@ -40,6 +42,7 @@ from kb.core.retry import RetryPolicy, call_with_retries
 from kb.errors import (
     AuthenticationError,
     ConfigError,
+    InputFileGoneError,
     InvalidRequestError,
     KbError,
     ModelNotFoundError,
@@ -151,7 +154,14 @@ class GeminiApi:
 
         if not retried:
             return attempt()
-        return call_with_retries(attempt, self.retry, on_retry=self._on_retry, **self._sleep_kwargs)
+        return call_with_retries(
+            attempt,
+            self.retry,
+            on_retry=self._on_retry,
+            # An upload the SDK could not read may have stored the file: the caller's intent looks first.
+            retries=lambda error: route != FILE_UPLOAD or not isinstance(error, SdkFailureError),
+            **self._sleep_kwargs,
+        )
 
     def _on_version(self, route: str, subject: str, send: Callable[[genai.Client], T]) -> T:
         version = self.versions.get(route, self.api_version)
@@ -321,8 +331,20 @@ def _translated_errors(route: str, subject: str, secret: str) -> Iterator[None]:
     except Exception as error:
         translated = translate_error(error, route, subject, secret)
         if translated is None:
-            raise
+            # Not an API or transport error: the SDK itself failed on an answer it could not read (an
+            # upload finalized without `file`, a pager on an empty page). It may pass; the call may still
+            # have done its work (the caller's committed intent looks first).
+            trace = "".join(traceback.format_exception(error))
+            log.debug("the Gemini SDK failed on %s:\n%s", route, _scrub(trace, secret))
+            translated = SdkFailureError(
+                _scrub(f"the Gemini SDK failed on {route}: {type(error).__name__}: {error}", secret)
+            )
         raise translated from None
+
+
+class SdkFailureError(ProviderUnavailableError):
+    """The SDK failed on an answer it could not read (not an API or transport error): it may pass, and
+    the call may have done its work (an upload whose finalize answer lacked `file`)."""
 
 
 _MODEL_ROUTES = frozenset({EMBED, COUNT_TOKENS, MODEL_GET, BATCH_CREATE})
@@ -363,11 +385,19 @@ def classify(route: str, code: int, status: str, reasons: frozenset[str], messag
         return RemoteGoneError
     if route in _JOB_ROUTES and code == 404:
         return BatchJobNotFoundError
+    if route == BATCH_CREATE and code in (403, 404) and _names_input_file(text):
+        return InputFileGoneError
     if code == 404 and route in _MODEL_ROUTES:
         return ModelNotFoundError
     if code in (401, 403):
         return AuthenticationError
     return InvalidRequestError
+
+
+def _names_input_file(text: str) -> bool:
+    """A create refused for its input file ("Input file files/x was not found", "You do not have
+    permission to access the File x or it may not exist"), not for its model."""
+    return "file" in text and "models/" not in text
 
 
 def translate_error(
@@ -409,8 +439,10 @@ def _from_api_error(
         return ModelNotFoundError(f"model {subject!r} is not available: {summary}")
     if kind is AuthenticationError:
         return AuthenticationError(f"the Gemini API refused the key: {summary}")
+    if kind is InputFileGoneError:
+        return InputFileGoneError(f"the batch job's input file is gone: {summary}")
     if issubclass(kind, RemoteGoneError):
-        return kind(f"{subject} is gone: {summary}")
+        return kind(f"{subject} is gone or refused: {summary}")
     if kind is RouteNotServedError:
         return RouteNotServedError(summary)
     return InvalidRequestError(summary)
@@ -522,11 +554,11 @@ class GeminiBatchBackend:
         def scan(client: genai.Client) -> dict[str, RemoteStatus]:
             found: dict[str, RemoteStatus] = {}
             pager = client.batches.list(config=types.ListBatchJobsConfig(page_size=100))
-            for number, job in enumerate(pager):
-                if number >= max_pages * 100 or len(found) == len(display_names):
-                    break
+            for job in _listed(pager, max_pages):
                 if job.display_name in display_names:
                     found[str(job.display_name)] = _remote(job)
+                    if len(found) == len(display_names):
+                        break
             return found
 
         return self._api.call(BATCH_LIST, "batch jobs", scan)
@@ -544,9 +576,7 @@ class GeminiBatchBackend:
         def scan(client: genai.Client) -> list[str]:
             pager = client.files.list(config=types.ListFilesConfig(page_size=100))
             return [
-                str(f.name)
-                for number, f in enumerate(pager)
-                if number < max_pages * 100 and f.display_name == display_name and f.name
+                str(f.name) for f in _listed(pager, max_pages) if f.display_name == display_name and f.name
             ]
 
         try:
@@ -582,6 +612,17 @@ class GeminiBatchBackend:
         self._api.close()
 
 
+def _listed(pager: Pager[T], max_pages: int) -> Iterator[T]:
+    """The items of a listing, page by page, at most `max_pages` pages. The live API sends empty pages
+    that still carry a nextPageToken, on which the SDK's own iterator raises IndexError: they are read
+    past (within the page limit)."""
+    for number in range(max_pages):
+        yield from pager.page
+        if number + 1 == max_pages or not pager.config.get("page_token"):
+            return
+        pager.next_page()
+
+
 def _remote(job: types.BatchJob) -> RemoteStatus:
     raw = job.state.value if job.state is not None else "STATE_UNSPECIFIED"
     output = job.dest.file_name if job.dest is not None else None
@@ -591,4 +632,6 @@ def _remote(job: types.BatchJob) -> RemoteStatus:
         state=map_state(str(raw)),
         raw_state=str(raw),
         output_file=output,
+        end_time=job.end_time.timestamp() if job.end_time is not None else None,
+        update_time=job.update_time.timestamp() if job.update_time is not None else None,
     )

@@ -4,6 +4,7 @@ Built from `kb.store.readmodel` on any `Reader`: the cold command line reads a S
 driver, `KnowledgeBase.status()` through SQLAlchemy.
 """
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from kb.store.reader import Reader
 @dataclass(frozen=True, slots=True)
 class StatusOptions:
     stuck_after_s: float = 24 * 3600.0
+    results_kept_s: float = 48 * 3600.0  # as BatchPolicy.results_kept_s: how long results can be fetched
     min_coverage: float = 0.995  # a rebuilt space below this stays building (KB_REINDEX_MIN_COVERAGE)
 
 
@@ -79,7 +81,7 @@ def _space_summary(reader: Reader, space: readmodel.Space, now: float) -> SpaceS
 
 
 def _warnings(live: list[JobInfo], block: str | None, now: float, options: StatusOptions) -> list[str]:
-    found = []
+    found = [_refused(job, now, options) for job in live if job.finished_at is not None and job.error]
     for job in live:
         age = now - (job.submitted_at or job.created_at)
         if job.state in ("created", "pending", "running") and age > options.stuck_after_s:
@@ -90,6 +92,26 @@ def _warnings(live: list[JobInfo], block: str | None, now: float, options: Statu
     if block:
         found.append(f"submissions stopped: {block}")
     return found
+
+
+_HTTP_CODE = re.compile(r"\bGemini API (\d{3})\b")
+
+
+def _refused(job: JobInfo, now: float, options: StatusOptions) -> str:
+    """A job that succeeded remotely whose results kb could not fetch yet (they are paid for)."""
+    code = _HTTP_CODE.search(job.error or "")
+    what = f"refused ({code.group(1)})" if code else "not downloaded"
+    ended = job.finished_at or now
+    left = max(0.0, ended + options.results_kept_s - now)
+    return (
+        f"results of job #{job.id} ({job.remote_name}) {what}, {_duration(now - ended)} after it ended "
+        f"— check billing and the key's project; kept {_duration(left)} more, then its {job.texts:,} texts "
+        f"are paid again. Last answer: {job.error}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _space_warnings(summaries: list[SpaceSummary], now: float, options: StatusOptions) -> list[str]:

@@ -258,6 +258,11 @@ def clear_intent(connection: Connection, job_id: int, owner: str) -> None:
     _transition(connection, job_id, owner, _SUBMITTABLE, "clear intent", intent=None)
 
 
+def forget_input(connection: Connection, job_id: int, owner: str) -> None:
+    """The create was refused because the uploaded input is gone: nothing was created, upload it again."""
+    _transition(connection, job_id, owner, _SUBMITTABLE, "forget input", input_file=None, intent=None)
+
+
 def mark_submitted(
     connection: Connection,
     job_id: int,
@@ -355,6 +360,30 @@ def mark_cancelling(
         remote_state=raw_state,
         poll_count=JOBS.c.poll_count + 1,
         next_poll_at=next_poll_at,
+    )
+
+
+def note_results_ready(
+    connection: Connection,
+    job_id: int,
+    owner: str,
+    expected: JobState,
+    remote: RemoteStatus,
+    ended_at: float,
+) -> None:
+    """The remote job succeeded (its results are paid for) but they could not be fetched yet: record when
+    it ended (`finished_at`), which bounds how long its results can still be fetched."""
+    if expected not in _DOWNLOADABLE:
+        raise ClaimLostError(f"job {job_id}: cannot wait for results of a job that is {expected}")
+    _transition(
+        connection,
+        job_id,
+        owner,
+        expected,
+        "note results ready",
+        remote_state=remote.raw_state,
+        output_file=remote.output_file,
+        finished_at=ended_at,
     )
 
 

@@ -174,18 +174,24 @@ def all_jobs(reader: Reader, limit: int = 1000) -> list[JobInfo]:
 
 
 def spend(reader: Reader, since: float | None = None) -> Spend:
-    """Tokens and dollars recorded (since a moment, or ever), by kind: batch, online, query."""
+    """Tokens, dollars and texts recorded (since a moment, or ever), by kind: batch, online, query, and
+    lost (results paid for that the service never handed over: their texts were paid again)."""
     where = "WHERE created_at >= :since" if since is not None else ""
     rows = reader.rows(
         "SELECT kind, coalesce(sum(tokens), 0), coalesce(sum(usd), 0.0), "
         "coalesce(sum(usd_online_equivalent), 0.0), "
-        "coalesce(sum(CASE WHEN tokens_reported THEN tokens ELSE 0 END), 0) "
+        "coalesce(sum(CASE WHEN tokens_reported THEN tokens ELSE 0 END), 0), coalesce(sum(texts), 0) "
         f"FROM usage_records {where} GROUP BY kind",
         {"since": since} if since is not None else None,
     )
     by_kind = {
-        str(kind): {"tokens": int(tokens), "usd": float(usd), "usd_online_equivalent": float(online)}
-        for kind, tokens, usd, online, _ in rows
+        str(kind): {
+            "tokens": int(tokens),
+            "usd": float(usd),
+            "usd_online_equivalent": float(online),
+            "texts": int(texts),
+        }
+        for kind, tokens, usd, online, _, texts in rows
     }
     return Spend(
         tokens=sum(int(v["tokens"]) for v in by_kind.values()),

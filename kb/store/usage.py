@@ -18,6 +18,9 @@ from kb.store.readmodel import DAY_S as DAY_S
 from kb.store.readmodel import Spend
 from kb.store.schema import BatchJob, Meta, UsageRecord, table_of
 
+# Kinds of usage rows. LOST: a batch job's results, paid for, that the service never handed over (refused
+# until they expired); its texts are paid again by a later job.
+BATCH, LOST = "batch", "lost"
 USAGE = table_of(UsageRecord)
 JOBS = table_of(BatchJob)
 # kb's token estimates run below the service's counts (by about 7% on English prose): a cap is checked
@@ -72,7 +75,9 @@ def record(
     job_id: int | None = None,
     now: float | None = None,
 ) -> None:
-    usd, online = prices.cost(model, tokens, batch=kind == "batch")
+    usd, online = prices.cost(model, tokens, batch=kind in (BATCH, LOST))
+    if kind == LOST:
+        online = 0.0  # nothing was embedded for it: it takes from what the Batch API saved
     connection.execute(
         insert(USAGE).values(
             kind=kind,

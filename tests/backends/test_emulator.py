@@ -157,7 +157,7 @@ def test_payload_over_4_mib_is_rejected(client: genai.Client) -> None:
 def test_dimensions_task_types_and_token_limit_are_validated(
     emu: GeminiEmulator, client: genai.Client
 ) -> None:
-    with pytest.raises(errors.ClientError, match="between 128 and 3072"):
+    with pytest.raises(errors.ClientError, match="between 1 and 3072"):
         embed(client, ["x"], dims=4000)
     with pytest.raises(errors.ClientError, match="TaskType"):
         embed(client, ["x"], task="NOT_A_TASK")
@@ -231,7 +231,7 @@ def test_added_models_follow_their_rules(emu: GeminiEmulator, client: genai.Clie
     emu.models.add("my-embedder", batch=False, default_dims=256)
     vector = embed(client, ["custom model"], model="my-embedder")[0]
     assert len(vector) == 256 and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-6)
-    with pytest.raises(errors.ClientError, match="between 128 and 256"):
+    with pytest.raises(errors.ClientError, match="between 1 and 256"):
         embed(client, ["too wide"], dims=512, model="my-embedder")
 
 
@@ -473,3 +473,45 @@ def test_standalone_entry_point_serves_until_interrupted() -> None:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=10)
     assert process.returncode == 0
+
+
+# Issue 20: what the live service does that the emulator did not -------------------------------------------
+
+
+def test_gemini_embedding_2_normalises_truncated_vectors_and_tiny_sizes_are_served(
+    client: genai.Client,
+) -> None:
+    """Google's embeddings page: gemini-embedding-2 vectors are normalised at every size, -001's only at
+    3072; the live batch run in the cookbook accepted output_dimensionality 3 and 4."""
+    [two] = embed(client, ["The cat sat on the mat"], dims=768, model="gemini-embedding-2")
+    assert len(two) == 768 and np.linalg.norm(two) == pytest.approx(1.0, abs=1e-6)
+    [one] = embed(client, ["The cat sat on the mat"], dims=768)
+    assert abs(np.linalg.norm(one) - 1) > 0.1
+    assert len(embed(client, ["tiny"], dims=3)[0]) == 3
+    assert len(embed(client, ["tiny"], dims=4, model="gemini-embedding-2")[0]) == 4
+
+
+def test_quirk_faults_answer_oddly_where_the_live_service_does(
+    emu: GeminiEmulator, client: genai.Client
+) -> None:
+    emu.faults.add(Fault(route="files.upload", status=200, quirk="upload_without_file"))
+    with pytest.raises(KeyError, match="file"):
+        client.files.upload(file=io.BytesIO(b"{}\n"), config={"mime_type": "application/jsonl"})
+    emu.faults.add(Fault(route="files.upload", status=200, quirk="upload_not_final"))
+    with pytest.raises(ValueError, match="not finalized"):
+        client.files.upload(file=io.BytesIO(b"{}\n"), config={"mime_type": "application/jsonl"})
+    assert len(emu.stored_files()) == 2  # both were stored: the answers only hid it
+    emu.faults.add(Fault(route="files.list", status=200, quirk="empty_page", times=2))
+    with pytest.raises(IndexError):  # the SDK's pager, on two empty pages that carry a token
+        list(client.files.list(config={"page_size": 1}))
+    assert len(list(client.files.list(config={"page_size": 1}))) == 2  # spent: normal pages again
+
+
+def test_a_fault_can_last_a_span_of_emulated_time(emu: GeminiEmulator, client: genai.Client) -> None:
+    fault = emu.faults.add(Fault(route="models.get", status=403, times=None, for_s=60.0))
+    for _ in range(3):
+        with pytest.raises(errors.ClientError):
+            client.models.get(model=MODEL)
+    emu.clock.advance(61)
+    assert client.models.get(model=MODEL).name == f"models/{MODEL}"
+    assert fault.fired == 3

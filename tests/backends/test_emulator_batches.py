@@ -225,7 +225,7 @@ def test_unreadable_lines_and_bad_requests_fail_their_line_only(
     job = client.batches.create_embeddings(model=MODEL, src=types.EmbeddingsBatchJobSource(file_name=name))
     lines = output_lines(client, job)
     assert "response" in lines[0] and lines[1]["error"]["code"] == 3 and "key" not in lines[1]
-    assert lines[2]["key"] == "wide" and "between 128 and 3072" in lines[2]["error"]["message"]
+    assert lines[2]["key"] == "wide" and "between 1 and 3072" in lines[2]["error"]["message"]
 
 
 def test_all_errors_land_in_inlined_responses_as_with_the_real_sdk(

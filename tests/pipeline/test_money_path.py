@@ -27,7 +27,7 @@ from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan, TextsCont
 from tests.support.corpora import write_sections
 from tests.support.crash_harness import kb_env, run_kb
 from tests.support.files import write
-from tests.support.settings import FAST_SETTINGS, take_over
+from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS, take_over
 
 
 @pytest.fixture
@@ -189,19 +189,20 @@ def test_a_job_whose_results_expired_is_handed_back_and_the_worker_ends(
 
 
 @pytest.mark.slow
-def test_an_outage_is_waited_out_without_giving_the_job_up(
-    fast: KbSettings, emulator: GeminiEmulator, tmp_path: Path
-) -> None:
-    """503s on download for longer than the give-up count: the job may have succeeded (it did), so it is
-    retried with back-off until the service is back; nothing is paid twice."""
+def test_an_outage_is_waited_out_without_giving_the_job_up(fast: KbSettings, tmp_path: Path) -> None:
+    """503s on download for longer than the give-up count: the job succeeded (its results are paid for and
+    kept 48 h after it ended), so it is retried with back-off until the service is back; nothing is paid
+    twice. The emulator's clock runs at kb's: the job ended just now, not months ago."""
     total = write_sections(tmp_path / "corpus", 20)
-    emulator.faults.add(Fault(route="files.download", status=503, times=6 * 6))  # 6 steps of 6 tries
-    with KnowledgeBase(settings=fast.model_copy(update={"max_retries": 6})) as kb:
-        kb.ingest([tmp_path / "corpus"])
-        assert kb.worker().run(once=True, timeout_s=600).reason == ExitReason.DRAINED
-        assert [job.state for job in kb.jobs()] == ["applied"]
-        assert kb.status().tasks["embedded"] == total
-    assert set(_billed(emulator).values()) == {1}
+    with GeminiEmulator(api_key=EMULATOR_KEY, start_time=time.time()) as emulator:
+        emulator.faults.add(Fault(route="files.download", status=503, times=6 * 6))  # 6 steps of 6 tries
+        settings = fast.model_copy(update={"max_retries": 6, "gemini_base_url": emulator.base_url})
+        with KnowledgeBase(settings=settings) as kb:
+            kb.ingest([tmp_path / "corpus"])
+            assert kb.worker().run(once=True, timeout_s=600).reason == ExitReason.DRAINED
+            assert [job.state for job in kb.jobs()] == ["applied"]
+            assert kb.status().tasks["embedded"] == total
+        assert set(_billed(emulator).values()) == {1}
 
 
 # -- 5. every job transition is guarded by the state it expects and the claim holder -----------------------

@@ -13,7 +13,7 @@ from .faults import Fault
 from .jobs import BatchJob
 from .messages import HttpRequest, HttpResponse, error_response, json_response
 from .models import bare_model_name
-from .paging import paginate
+from .paging import first_page_token, paginate
 from .parsing import (
     EmbedItem,
     UploadMeta,
@@ -81,7 +81,7 @@ class _Call:
         self.state.refresh()
         if not self._is_upload_chunk():
             self.state.check_api_key(self._api_key())
-        fault = self.state.faults.take(route, self._logged_model())
+        fault = self.state.faults.take(route, self._logged_model(), self.arrival)
         if fault is not None and not fault.passes_through:
             return self._fault_response(fault)
         response = _ENDPOINTS[route](self)
@@ -124,6 +124,11 @@ class _Call:
 
     def _is_upload_chunk(self) -> bool:
         return self.target.route == "files.upload" and "upload_id" in self.target.query
+
+    def quirk(self, name: str) -> bool:
+        """Whether a scripted quirk fault answers this call oddly (see `Fault.quirk`)."""
+        route = self.target.route or ""
+        return self.state.faults.take(route, self._logged_model(), self.arrival, quirk=name) is not None
 
     def _api_key(self) -> str | None:
         return self.request.headers.get("x-goog-api-key") or self.target.query.get("key")
@@ -250,6 +255,8 @@ def _get_batch(call: _Call) -> HttpResponse:
 
 
 def _list_batches(call: _Call) -> HttpResponse:
+    if call.quirk("empty_page"):
+        return _empty_page(call, "operations")
     jobs: list[BatchJob] = call.state.batch_listing()
     page, token = paginate(jobs, *call.page_args(), default=50, maximum=1000)
     return _listing("operations", [wire.operation(job, with_output=False) for job in page], token)
@@ -304,6 +311,10 @@ def _upload_chunk(call: _Call, upload_id: str) -> HttpResponse:
     if stored is None:
         return HttpResponse(200, b"", headers={"X-Goog-Upload-Status": "active"})
     payload = {"file": wire.file_resource(stored, call.base_url)}
+    if call.quirk("upload_not_final"):  # stored, but the answer says the upload goes on
+        return json_response(payload, headers={"X-Goog-Upload-Status": "active"})
+    if call.quirk("upload_without_file"):  # stored, but the answer does not say what
+        return json_response({}, headers={"X-Goog-Upload-Status": "final"})
     return json_response(payload, headers={"X-Goog-Upload-Status": "final"})
 
 
@@ -313,6 +324,8 @@ def _get_file(call: _Call) -> HttpResponse:
 
 
 def _list_files(call: _Call) -> HttpResponse:
+    if call.quirk("empty_page"):
+        return _empty_page(call, "files")
     page, token = paginate(call.state.files.listing(), *call.page_args(), default=10, maximum=100)
     return _listing("files", [wire.file_resource(stored, call.base_url) for stored in page], token)
 
@@ -328,6 +341,12 @@ def _download_file(call: _Call) -> HttpResponse:
         raise invalid_argument("Downloads need the query parameter alt=media.", "alt")
     stored = call.state.downloadable(call.target.params["file"])
     return HttpResponse(200, stored.data, stored.mime_type)
+
+
+def _empty_page(call: _Call, key: str) -> HttpResponse:
+    """An empty page whose token asks for the page that was asked for (the live API sends such pages)."""
+    _, token = call.page_args()
+    return _listing(key, [], token or first_page_token())
 
 
 def _listing(key: str, resources: list[dict[str, Any]], next_token: str | None) -> HttpResponse:

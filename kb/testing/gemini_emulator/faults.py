@@ -9,6 +9,7 @@ from .models import bare_model_name
 from .routing import ROUTE_NAMES
 
 _DURATION = re.compile(r"^\d+(\.\d+)?s$")
+QUIRKS = ("upload_without_file", "upload_not_final", "empty_page")
 
 
 @dataclass
@@ -22,7 +23,14 @@ class Fault:
     answers with a non-JSON body, as a Google front end does for 502s. `disconnect` closes the connection
     without an answer. `retry_delay` ("2s") adds google.rpc.RetryInfo and a Retry-After header.
     A fault on an upload chunk answers without X-Goog-Upload-Status, like a front end would: the SDK then
-    re-posts the chunk after 1, 2 and 4 s of real sleep.
+    re-posts the chunk after 1, 2 and 4 s of real sleep. `for_s` keeps the fault firing for that many
+    emulated seconds after it first fired (then it is spent), e.g. a 403 on result files that passes.
+
+    A `quirk` is an odd 200 answer instead of an error, taken only where it applies (`QUIRKS`):
+    "upload_without_file" stores the upload but answers the finalize without `file` (the SDK raises
+    KeyError('file'), python-genai #1248), "upload_not_final" answers the finalize with upload status
+    `active` (ValueError "Upload status is not finalized"), "empty_page" answers a list with an empty page
+    that carries a nextPageToken (the SDK pager raises IndexError).
     """
 
     route: str = "*"
@@ -37,8 +45,11 @@ class Fault:
     disconnect: bool = False
     probability: float = 1.0
     seed: int = 0
+    for_s: float | None = None
+    quirk: str | None = None
     seen: int = field(default=0, init=False)  # matching calls so far
     fired: int = field(default=0, init=False)  # calls that got this fault
+    first_fired_at: float | None = field(default=None, init=False)  # emulated time
 
     def __post_init__(self) -> None:
         if self.route != "*" and self.route not in ROUTE_NAMES:
@@ -51,6 +62,10 @@ class Fault:
             raise ValueError("times, after and latency_s must not be negative")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must be between 0 and 1")
+        if self.for_s is not None and self.for_s < 0:
+            raise ValueError("for_s must not be negative")
+        if self.quirk is not None and self.quirk not in QUIRKS:
+            raise ValueError(f"unknown quirk {self.quirk!r}; expected one of {', '.join(QUIRKS)}")
         self._rng = random.Random(self.seed)
         if self.model is not None:
             self.model = bare_model_name(self.model)
@@ -58,6 +73,15 @@ class Fault:
     @property
     def exhausted(self) -> bool:
         return self.times is not None and self.fired >= self.times
+
+    def over(self, now: float) -> bool:
+        """Spent: fired `times` times, or its `for_s` window has passed."""
+        window_passed = (
+            self.for_s is not None
+            and self.first_fired_at is not None
+            and now >= self.first_fired_at + self.for_s
+        )
+        return self.exhausted or window_passed
 
     @property
     def passes_through(self) -> bool:
@@ -105,14 +129,18 @@ class FaultBook:
         with self._lock:
             return [fault for fault in self._faults if not fault.exhausted]
 
-    def take(self, route: str, model: str | None) -> Fault | None:
+    def take(self, route: str, model: str | None, now: float = 0.0, quirk: str | None = None) -> Fault | None:
+        """The fault this call gets, if any. Quirk faults are taken only by the code where their quirk
+        applies (it passes `quirk`), plain faults only where none is asked for."""
         chosen: Fault | None = None
         with self._lock:
             for fault in self._faults:
-                if fault.exhausted or not fault.matches(route, model):
+                if fault.quirk != quirk or fault.over(now) or not fault.matches(route, model):
                     continue
                 fault.seen += 1
                 if chosen is None and fault.seen > fault.after and fault.draw():
                     fault.fired += 1
+                    if fault.first_fired_at is None:
+                        fault.first_fired_at = now
                     chosen = fault
         return chosen

@@ -10,13 +10,16 @@ def bare_model_name(name: str) -> str:
 
 @dataclass
 class ModelRule:
-    """How one model behaves. `max_dims` is its native size: only vectors of that size are unit length."""
+    """How one model behaves. `max_dims` is its native size: only vectors of that size are unit length,
+    unless `normalises` (gemini-embedding-2 normalises every size; -001 only its 3072). The live service
+    accepted output_dimensionality 3 and 4 (gemini-wire.md §9), so the smallest size is 1, not the
+    documented 128."""
 
     name: str
     batch: bool = True
     shutdown: bool = False
     default_dims: int = 3072
-    min_dims: int = 128
+    min_dims: int = 1
     max_dims: int = 3072
     max_input_tokens: int = 2048
     display_name: str = ""
@@ -24,6 +27,7 @@ class ModelRule:
     task_types: bool = True
     # Online answers carry usageMetadata.promptTokenCount, and batch result lines carry it too (emb-2).
     reports_usage: bool = False
+    normalises: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_dims <= self.default_dims <= self.max_dims:
@@ -39,6 +43,7 @@ def default_rules() -> list[ModelRule]:
             display_name="Gemini Embedding 2",
             task_types=False,
             reports_usage=True,
+            normalises=True,
         ),
         # Shut down live on 2026-01-14, but served here until `shut_down`, so tests can migrate away from it.
         ModelRule(
@@ -70,14 +75,14 @@ class ModelRegistry:
         min_dims: int | None = None,
         max_input_tokens: int = 2048,
     ) -> ModelRule:
-        """Adds or replaces a model. `max_dims` defaults to `default_dims`; `min_dims` to min(128, max)."""
+        """Adds or replaces a model. `max_dims` defaults to `default_dims`; `min_dims` to 1."""
         native = default_dims if max_dims is None else max_dims
         rule = ModelRule(
             name=bare_model_name(name),
             batch=batch,
             shutdown=shutdown,
             default_dims=default_dims,
-            min_dims=min(128, native) if min_dims is None else min_dims,
+            min_dims=1 if min_dims is None else min_dims,
             max_dims=native,
             max_input_tokens=max_input_tokens,
         )

@@ -20,6 +20,11 @@ def paginate(
     return list(items[start:stop]), next_token
 
 
+def first_page_token() -> str:
+    """A token for the first page (what `paginate` reads as no token)."""
+    return _token(0)
+
+
 def _token(offset: int) -> str:
     return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode().rstrip("=")
 

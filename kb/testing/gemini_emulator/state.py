@@ -223,7 +223,10 @@ class EmulatorState:
         vectorizer = self._vectorizers.get(key)
         if vectorizer is None:
             vectorizer = self._vectorizers[key] = Vectorizer(rule.name, rule.max_dims)
-        return vectorizer.embed(texts, dimensions, task_types)
+        vectors = vectorizer.embed(texts, dimensions, task_types)
+        if rule.normalises:
+            vectors = [np.round(vector / (float(np.linalg.norm(vector)) or 1.0), 9) for vector in vectors]
+        return vectors
 
     # Batches ----------------------------------------------------------------------------------------------
 
