@@ -8,38 +8,13 @@ worker goes on polling them, so nothing paid for is lost.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from kb.errors import InputError
-from kb.store import fulltext, migrate, spaces, vectors
+from kb.store import copy, fulltext, migrate, spaces, vectors
 from kb.store.engine import write_transaction
 from kb.store.reader import ConnectionReader
-from kb.store.schema import (
-    BatchJob,
-    BatchJobItem,
-    Chunk,
-    Document,
-    EmbeddingSpace,
-    EmbeddingTask,
-    Meta,
-    QueryEmbedding,
-    UsageRecord,
-    table_of,
-)
 
-# Parents before children, so that foreign keys hold at every insert.
-TABLES = [
-    Meta,
-    Document,
-    EmbeddingSpace,
-    Chunk,
-    BatchJob,
-    EmbeddingTask,
-    BatchJobItem,
-    UsageRecord,
-    QueryEmbedding,
-]
 _BATCH = 5_000
 # For building each HNSW index once, after its vectors are in: this transaction only.
 _INDEX_BUILD_MEMORY = "512MB"
@@ -56,23 +31,20 @@ def copy_database(
 ) -> TransferReport:
     """Copy everything from `source` into the empty, migrated `target`."""
     migrate.ensure_current(target)
-    documents = table_of(Document)
     with target.connect() as connection:
-        if connection.execute(select(func.count()).select_from(documents)).scalar_one():
+        if copy.holds_documents(connection):
             raise InputError("the target database already holds documents: copy into an empty one")
     report = TransferReport()
-    for model in TABLES:
-        table = table_of(model)
+    for name in copy.TABLE_NAMES:
         copied = 0
         with source.connect() as reading:
-            result = reading.execute(select(table)).mappings()
-            while batch := result.fetchmany(_BATCH):
+            for rows in copy.read_rows(reading, name, _BATCH):
                 with write_transaction(target) as writing:
-                    writing.execute(table.insert(), [dict(row) for row in batch])
-                copied += len(batch)
-        report.rows[table.name] = copied
+                    copy.insert_rows(writing, name, rows)
+                copied += len(rows)
+        report.rows[name] = copied
         if on_progress is not None:
-            on_progress(table.name, copied)
+            on_progress(name, copied)
     with write_transaction(target) as writing:
         fulltext.rebuild(writing)  # the copied chunks (SQLite's index is kept by kb's writes, not triggers)
     with source.connect() as connection:
@@ -87,22 +59,5 @@ def copy_database(
                 copied += len(ids)
             vectors.create_index(writing, space.id, space.dimensions, work_mem=_INDEX_BUILD_MEMORY)
         report.vectors[space.id] = copied
-    _restart_sequences(target)
+    copy.restart_sequences(target)
     return report
-
-
-def _restart_sequences(engine: Engine) -> None:
-    """PostgreSQL's id sequences must continue after the copied ids (SQLite needs nothing)."""
-    if engine.dialect.name != "postgresql":
-        return
-    with write_transaction(engine) as connection:
-        for model in TABLES:
-            table = table_of(model)
-            if "id" not in table.c:
-                continue
-            connection.execute(
-                text(
-                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                    f"GREATEST((SELECT max(id) FROM {table.name}), 1))"
-                )
-            )
