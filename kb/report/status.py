@@ -8,7 +8,15 @@ import time
 from dataclasses import dataclass
 
 from kb.core.shares import percent
-from kb.records import JobInfo, SpaceSummary, SpendSummary, StatusReport, TaskStatus, WorkerHeartbeat
+from kb.records import (
+    JobInfo,
+    SpaceState,
+    SpaceSummary,
+    SpendSummary,
+    StatusReport,
+    TaskStatus,
+    WorkerHeartbeat,
+)
 from kb.store import readmodel
 from kb.store.reader import Reader
 
@@ -22,7 +30,7 @@ class StatusOptions:
 def collect(reader: Reader, database: object, options: StatusOptions) -> StatusReport:
     now = time.time()
     summaries = [_space_summary(reader, space, now) for space in readmodel.spaces(reader)]
-    active = next((s for s in summaries if s.state == "active"), None)
+    active = next((s for s in summaries if s.state == SpaceState.ACTIVE), None)
     live = readmodel.live_jobs(reader)
     total = readmodel.spend(reader)
     today = readmodel.spend(reader, since=now - readmodel.DAY_S)
@@ -103,7 +111,7 @@ def _space_warnings(summaries: list[SpaceSummary], now: float, options: StatusOp
                 f"attempts, next try in {wait / 60:.0f} min: {space.held_back_reason}"
             )
         unfinished = space.tasks.get("pending", 0) + space.tasks.get("submitted", 0)
-        if space.state == "building" and not unfinished and space.coverage < options.min_coverage:
+        if space.state == SpaceState.BUILDING and not unfinished and space.coverage < options.min_coverage:
             found.append(
                 f"{name} is not switched to: only {percent(space.coverage, 1)} of its texts are embedded "
                 f"({space.tasks.get('failed', 0):,} failed; at least {options.min_coverage:.1%} needed). "

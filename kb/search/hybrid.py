@@ -16,7 +16,7 @@ from kb.core.questions import check_question
 from kb.core.shares import percent
 from kb.errors import ConfigError, InputError, KbError
 from kb.providers.base import Embedder, Matrix
-from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
+from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec, SpaceState
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
 
@@ -57,8 +57,8 @@ def spaces_to_search(
         if chosen is None:
             raise InputError(f"no embedding space #{space_id}: see `kb status`")
         return chosen, []
-    active = next((space for space in known if space.state == "active"), None)
-    return active, [space for space in reversed(known) if space.state == "building"]
+    active = next((space for space in known if space.state == SpaceState.ACTIVE), None)
+    return active, [space for space in reversed(known) if space.state == SpaceState.BUILDING]
 
 
 def spec_of(space: readmodel.Space) -> SpaceSpec:
@@ -90,7 +90,7 @@ def search_space(
         return vector
 
     coverage = ""
-    if space.state == "building":
+    if space.state == SpaceState.BUILDING:
         counts = readmodel.task_counts(reader, space.id)
         total = sum(counts.values())
         coverage = percent(counts["embedded"] / total) if total else "0%"

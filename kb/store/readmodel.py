@@ -8,7 +8,7 @@ PostgreSQL both speak; lists of ids are inlined as integers.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, TaskStatus
+from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, SpaceState, TaskStatus
 from kb.store.reader import Reader, scalar
 
 DAY_S = 86_400.0
@@ -102,7 +102,7 @@ def _space(row: Sequence[object]) -> Space:
 
 
 def active_space(reader: Reader) -> Space | None:
-    return next((space for space in spaces(reader) if space.state == "active"), None)
+    return next((space for space in spaces(reader) if space.state == SpaceState.ACTIVE), None)
 
 
 def task_counts(reader: Reader, space_id: int) -> dict[str, int]:
