@@ -526,9 +526,6 @@ class KnowledgeBase:
         from kb.report.status import StatusOptions
         from kb.report.status import collect as collect_status
 
-        options = StatusOptions(
-            stuck_after_s=self.settings.stuck_after_h * 3600,
-            min_coverage=self.settings.reindex_min_coverage,
-        )
+        options = StatusOptions.from_settings(self.settings)
         with self.engine.connect() as connection:
             return collect_status(ConnectionReader(connection), self.location, options)

@@ -38,9 +38,8 @@ def usable(settings: KbSettings) -> bool:
 def status(settings: KbSettings) -> StatusReport | None:
     if not usable(settings):
         return None
-    options = StatusOptions(settings.stuck_after_h * 3600, settings.reindex_min_coverage)
     with _reader(settings) as reader:
-        return collect(reader, settings.db, options)
+        return collect(reader, settings.db, StatusOptions.from_settings(settings))
 
 
 def active_model(settings: KbSettings) -> str | None:

@@ -17,6 +17,7 @@ from kb.records import (
     TaskStatus,
     WorkerHeartbeat,
 )
+from kb.settings import KbSettings
 from kb.store import readmodel
 from kb.store.reader import Reader
 
@@ -25,6 +26,10 @@ from kb.store.reader import Reader
 class StatusOptions:
     stuck_after_s: float = 24 * 3600.0
     min_coverage: float = 0.995  # a rebuilt space below this stays building (KB_REINDEX_MIN_COVERAGE)
+
+    @classmethod
+    def from_settings(cls, settings: KbSettings) -> "StatusOptions":
+        return cls(stuck_after_s=settings.stuck_after_h * 3600, min_coverage=settings.reindex_min_coverage)
 
 
 def collect(reader: Reader, database: object, options: StatusOptions) -> StatusReport:
