@@ -12,7 +12,17 @@ from sqlalchemy.engine import Engine
 
 from kb.core.shares import percent
 from kb.errors import ConfigError, DatabaseError, InputError
-from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
+from kb.records import (
+    FailedText,
+    IngestReport,
+    JobInfo,
+    SearchMode,
+    SearchResult,
+    Space,
+    SpaceSpec,
+    StatusReport,
+    spec_of,
+)
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.settings import load as load_settings
 from kb.store import migrate, readmodel, spaces
@@ -107,7 +117,7 @@ class KnowledgeBase:
             return OnlineReport()
         from kb.embed import online
 
-        embedder = self.embedder(spaces.spec_of(active))
+        embedder = self.embedder(spec_of(active))
         return online.embed_pending(
             self.engine,
             embedder,
@@ -403,7 +413,7 @@ class KnowledgeBase:
             if self._local_batches is None:
                 from kb.providers.local import LocalBatchBackend, LocalEmbedder
 
-                embedder = self.embedder(spaces.spec_of(space))
+                embedder = self.embedder(spec_of(space))
                 assert isinstance(embedder, LocalEmbedder)
                 self._local_batches = LocalBatchBackend(embedder, self.results_dir)
             return self._local_batches
@@ -420,15 +430,15 @@ class KnowledgeBase:
     def _online_embedder_for(self, space: "EmbeddingSpace") -> "Embedder | None":
         """The embedder for spaces whose texts go online instead of through batch jobs."""
         if space.provider == "gemini" and space.model in self.settings.batch_incompatible_models:
-            return self.embedder(spaces.spec_of(space))
+            return self.embedder(spec_of(space))
         return None
 
-    def _search_space(self, space: readmodel.Space, reader: Reader) -> "SearchSpace":
+    def _search_space(self, space: Space, reader: Reader) -> "SearchSpace":
         from kb.core.chunking import estimate_tokens
-        from kb.search.hybrid import search_space, spec_of
+        from kb.search.hybrid import search_space
         from kb.store import usage
 
-        def record(paid: readmodel.Space, question: str) -> None:
+        def record(paid: Space, question: str) -> None:
             with write_transaction(self.engine) as connection:
                 usage.record(
                     connection,
@@ -449,7 +459,7 @@ class KnowledgeBase:
             index=self._index(space),
         )
 
-    def _index(self, space: readmodel.Space) -> "SpaceIndex":
+    def _index(self, space: Space) -> "SpaceIndex":
         from kb.search.vectorindex import SpaceIndex
 
         with self._lock:

@@ -71,7 +71,8 @@ def search(
         return None
     from kb.core.questions import check_question
     from kb.providers.factory import build_embedder
-    from kb.search.hybrid import run_search, search_space, spaces_to_search, spec_of
+    from kb.records import spec_of
+    from kb.search.hybrid import run_search, search_space, spaces_to_search
     from kb.search.vectorindex import SpaceIndex
     from kb.store import querycache
 

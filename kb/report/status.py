@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from kb.core.shares import percent
 from kb.records import (
     JobInfo,
+    Space,
     SpaceState,
     SpaceSummary,
     SpendSummary,
@@ -71,7 +72,7 @@ def collect(reader: Reader, database: object, options: StatusOptions) -> StatusR
     )
 
 
-def _space_summary(reader: Reader, space: readmodel.Space, now: float) -> SpaceSummary:
+def _space_summary(reader: Reader, space: Space, now: float) -> SpaceSummary:
     counts = readmodel.task_counts(reader, space.id)
     oldest = readmodel.oldest_pending(reader, space.id)
     total = sum(counts.values())

@@ -16,7 +16,7 @@ from kb.core.questions import check_question
 from kb.core.shares import percent
 from kb.errors import ConfigError, InputError, KbError
 from kb.providers.base import Embedder, Matrix
-from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec, SpaceState
+from kb.records import SearchHit, SearchMode, SearchResult, Space, SpaceState
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
 
@@ -46,9 +46,7 @@ class SearchSpace:
     paid: bool = True  # its questions cost money: cached (a local model's are free, and not kept)
 
 
-def spaces_to_search(
-    reader: Reader, space_id: int | None
-) -> tuple[readmodel.Space | None, list[readmodel.Space]]:
+def spaces_to_search(reader: Reader, space_id: int | None) -> tuple[Space | None, list[Space]]:
     """The space to search (the one asked for, else the active one) and, when none was asked for, the
     spaces being built, newest first: their embedded part answers if the chosen space's vectors cannot."""
     known = readmodel.spaces(reader)
@@ -61,17 +59,13 @@ def spaces_to_search(
     return active, [space for space in reversed(known) if space.state == SpaceState.BUILDING]
 
 
-def spec_of(space: readmodel.Space) -> SpaceSpec:
-    return SpaceSpec(space.provider, space.model, space.dimensions, space.task_type, space.normalized)
-
-
 def search_space(
-    space: readmodel.Space,
+    space: Space,
     reader: Reader,
     embedder: Callable[[], Embedder],
     *,
     vector_weight: float | None = None,
-    on_paid_query: Callable[[readmodel.Space, str], None] | None = None,
+    on_paid_query: Callable[[Space, str], None] | None = None,
     index: "SpaceIndex | None" = None,
 ) -> SearchSpace:
     """How to search `space`: its embedder (or why there is none), its weight in hybrid fusion (the local
