@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # services are imported by the methods that use them: each co
     from kb.ingest import IngestOptions
     from kb.lifecycle import reindex
     from kb.providers.base import BatchBackend, Embedder, Matrix
-    from kb.search.hybrid import SearchSpace
     from kb.search.vectorindex import SpaceIndex
     from kb.store import usage
     from kb.store.schema import EmbeddingSpace
@@ -181,21 +180,19 @@ class KnowledgeBase:
         Vectors come from the active space (or `space`). If its question cannot be embedded (its model shut
         down, say) the part of a space being built that is already embedded is used instead, and the result's
         notes say so."""
-        from kb.search.hybrid import run_search, spaces_to_search
+        from kb.search import plan
 
-        with self.engine.connect() as connection:
-            reader = ConnectionReader(connection)
-            chosen, building = spaces_to_search(reader, space)
-            targets = [self._search_space(each, reader) for each in ([chosen] if chosen else []) + building]
-        return run_search(
-            self.open_reader,
-            query,
-            k=k,
-            mode=SearchMode(mode),
-            path_glob=path,
-            space=targets[0] if chosen else None,
-            fallbacks=targets[1:] if chosen else targets,
-            remember=self._remember_query,
+        with self.open_reader() as reader:
+            searched = plan.plan(
+                reader,
+                plan.candidates(reader, space),
+                self.settings,
+                embedder_for=self.embedder,
+                index_for=self._index,
+                on_paid_query=self._record_query,
+            )
+        return searched.run(
+            self.open_reader, query, k=k, mode=SearchMode(mode), path=path, remember=self._remember_query
         )
 
     @contextmanager
@@ -433,31 +430,21 @@ class KnowledgeBase:
             return self.embedder(spec_of(space))
         return None
 
-    def _search_space(self, space: Space, reader: Reader) -> "SearchSpace":
+    def _record_query(self, space: Space, question: str) -> None:
+        """Count the cost of a question just embedded at a price."""
         from kb.core.chunking import estimate_tokens
-        from kb.search.hybrid import search_space
         from kb.store import usage
 
-        def record(paid: Space, question: str) -> None:
-            with write_transaction(self.engine) as connection:
-                usage.record(
-                    connection,
-                    self.prices,
-                    kind="query",
-                    model=paid.model,
-                    texts=1,
-                    tokens=estimate_tokens(question),
-                    space_id=paid.id,
-                )
-
-        return search_space(
-            space,
-            reader,
-            lambda: self.embedder(spec_of(space)),
-            vector_weight=self.settings.hybrid_vector_weight,
-            on_paid_query=record,
-            index=self._index(space),
-        )
+        with write_transaction(self.engine) as connection:
+            usage.record(
+                connection,
+                self.prices,
+                kind="query",
+                model=space.model,
+                texts=1,
+                tokens=estimate_tokens(question),
+                space_id=space.id,
+            )
 
     def _index(self, space: Space) -> "SpaceIndex":
         from kb.search.vectorindex import SpaceIndex
