@@ -35,10 +35,9 @@ if TYPE_CHECKING:  # services are imported by the methods that use them: each co
     from kb.embed.worker import Worker
     from kb.ingest import IngestOptions
     from kb.lifecycle import reindex
-    from kb.providers.base import BatchBackend, Embedder, Matrix
+    from kb.providers.base import Embedder, Matrix
     from kb.search.vectorindex import SpaceIndex
     from kb.store import usage
-    from kb.store.schema import EmbeddingSpace
 
 
 class KnowledgeBase:
@@ -63,13 +62,12 @@ class KnowledgeBase:
         except Exception as error:  # a file that is not SQLite, a read-only folder, a newer schema ...
             self.engine.dispose()
             raise DatabaseError(f"cannot open database {self.location}: {error}") from error
-        self._embedders: dict[SpaceSpec, Embedder] = {}
+        from kb.providers.factory import Providers
+
+        self.providers = Providers(self.settings, self.results_dir)  # embedders and batch backends
         self._indexes: dict[int, SpaceIndex] = {}  # kept between searches: the quantized index lives here
-        # Guards the two caches above: a server searches from many threads, and two first questions at once
-        # must not build two embedders (one never closed) or load an index twice.
+        # A server searches from many threads: two first questions at once must not load an index twice.
         self._lock = threading.Lock()
-        self._gemini_batches: BatchBackend | None = None
-        self._local_batches: BatchBackend | None = None
 
     def __enter__(self) -> "KnowledgeBase":
         return self
@@ -83,22 +81,12 @@ class KnowledgeBase:
         self.close()
 
     def close(self) -> None:
-        for embedder in self._embedders.values():
-            embedder.close()
-        self._embedders.clear()
-        for backend in (self._gemini_batches, self._local_batches):
-            if backend is not None:
-                backend.close()
+        self.providers.close()
         self.engine.dispose()
 
     def embedder(self, spec: SpaceSpec) -> "Embedder":
         """The embedder for a space, built on first use (raises ConfigError if it cannot be used)."""
-        from kb.providers.factory import build_embedder
-
-        with self._lock:
-            if spec not in self._embedders:
-                self._embedders[spec] = build_embedder(self.settings, spec)
-            return self._embedders[spec]
+        return self.providers.embedder(spec)
 
     def embed_now(
         self,
@@ -144,27 +132,21 @@ class KnowledgeBase:
         with self.engine.connect() as connection:
             active = spaces.active(connection)
         model = active.model if active else self.space_spec.model
-        from kb.store.usage import Quote
+        from kb.store import usage
 
-        prices = self.prices.prices(model)
-        return Quote(
-            model=model,
-            usd_batch=None if prices.batch is None else prices.batch * tokens / 1e6,
-            usd_online=None if prices.online is None else prices.online * tokens / 1e6,
-            jobs=-(-texts // self.settings.batch_max_texts),
-        )
+        return usage.quote(self.prices, model, tokens, texts, self.settings.batch_max_texts)
 
     @property
     def prices(self) -> "usage.PriceBook":
         from kb.store.usage import PriceBook
 
-        return PriceBook(self.settings.model_prices)
+        return PriceBook.from_settings(self.settings)
 
     @property
     def budget(self) -> "usage.Budget":
         from kb.store.usage import Budget
 
-        return Budget(self.settings.max_spend_usd, self.settings.max_spend_usd_per_day)
+        return Budget.from_settings(self.settings)
 
     def search(
         self,
@@ -246,7 +228,7 @@ class KnowledgeBase:
         )
         return BatchManager(
             self.engine,
-            self._batch_backend,
+            self.providers.batch_backend,
             self.results_dir,
             policy,
             prices=self.prices,
@@ -278,7 +260,7 @@ class KnowledgeBase:
         return Worker(
             self.engine,
             manager,
-            self._online_embedder_for,
+            self.providers.online_embedder,
             keeper=keeper,
             online_policy=self.online_policy,
             idle_s=self.settings.worker_idle_s,
@@ -323,16 +305,14 @@ class KnowledgeBase:
     def reindex_estimate(self, spec: SpaceSpec) -> "reindex.Estimate":
         """Texts, tokens, dollars (batch and online) and jobs that building `spec` would take now."""
         from kb.lifecycle import reindex
-        from kb.store.usage import Prices
 
-        online, batch = self.settings.model_prices.get(spec.model, (None, None))
         counter = None
         if spec.provider == "gemini":
             try:
                 counter = self.embedder(spec).count_tokens
             except ConfigError:  # no key: the estimate counts tokens itself
                 counter = None
-        prices = Prices(online=online, batch=batch)
+        prices = self.prices.prices(spec.model)
         return reindex.estimate(self.engine, spec, prices, self.settings.batch_max_texts, counter)
 
     def reindex_start(self, spec: SpaceSpec) -> int:
@@ -404,31 +384,6 @@ class KnowledgeBase:
                     named = ", ".join(map(str, unknown))
                     raise InputError(f"no task {named} (`kb errors` lists failed texts); nothing requeued")
             return tasks.requeue_failed(connection, task_ids)
-
-    def _batch_backend(self, space: "EmbeddingSpace") -> "BatchBackend | None":
-        if space.provider == "local":
-            if self._local_batches is None:
-                from kb.providers.local import LocalBatchBackend, LocalEmbedder
-
-                embedder = self.embedder(spec_of(space))
-                assert isinstance(embedder, LocalEmbedder)
-                self._local_batches = LocalBatchBackend(embedder, self.results_dir)
-            return self._local_batches
-        if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
-            return None
-        if self._gemini_batches is None:
-            from kb.providers.factory import gemini_api
-            from kb.providers.gemini import GeminiBatchBackend
-
-            # Uploads and downloads of 10,000-text files take longer than one online request.
-            self._gemini_batches = GeminiBatchBackend(gemini_api(self.settings, timeout_s=300.0))
-        return self._gemini_batches
-
-    def _online_embedder_for(self, space: "EmbeddingSpace") -> "Embedder | None":
-        """The embedder for spaces whose texts go online instead of through batch jobs."""
-        if space.provider == "gemini" and space.model in self.settings.batch_incompatible_models:
-            return self.embedder(spec_of(space))
-        return None
 
     def _record_query(self, space: Space, question: str) -> None:
         """Count the cost of a question just embedded at a price."""
