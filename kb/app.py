@@ -430,20 +430,9 @@ class KnowledgeBase:
         return spaces.configured_spec(self.settings)
 
     def ingest_options(self, **overrides: object) -> "IngestOptions":
-        from kb.core.chunking import ChunkingOptions
         from kb.ingest import IngestOptions
 
-        chunking = ChunkingOptions(
-            target_tokens=self.settings.chunk_target_tokens,
-            max_tokens=self.settings.chunk_max_tokens,
-            overlap_tokens=self.settings.chunk_overlap_tokens,
-        )
-        values: dict[str, object] = {
-            "chunking": chunking,
-            "max_file_bytes": self.settings.max_file_bytes,
-        }
-        values.update(overrides)
-        return IngestOptions(**values)  # type: ignore[arg-type]
+        return IngestOptions.from_settings(self.settings, **overrides)
 
     def ingest(
         self,
