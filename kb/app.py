@@ -12,7 +12,17 @@ from sqlalchemy.engine import Engine
 
 from kb.core.shares import percent
 from kb.errors import ConfigError, DatabaseError, InputError
-from kb.records import FailedText, IngestReport, JobInfo, SearchMode, SearchResult, SpaceSpec, StatusReport
+from kb.records import (
+    FailedText,
+    IngestReport,
+    JobInfo,
+    SearchMode,
+    SearchResult,
+    Space,
+    SpaceSpec,
+    StatusReport,
+    spec_of,
+)
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.settings import load as load_settings
 from kb.store import migrate, readmodel, spaces
@@ -25,11 +35,9 @@ if TYPE_CHECKING:  # services are imported by the methods that use them: each co
     from kb.embed.worker import Worker
     from kb.ingest import IngestOptions
     from kb.lifecycle import reindex
-    from kb.providers.base import BatchBackend, Embedder, Matrix
-    from kb.search.hybrid import SearchSpace
+    from kb.providers.base import Embedder, Matrix
     from kb.search.vectorindex import SpaceIndex
     from kb.store import usage
-    from kb.store.schema import EmbeddingSpace
 
 
 class KnowledgeBase:
@@ -54,13 +62,12 @@ class KnowledgeBase:
         except Exception as error:  # a file that is not SQLite, a read-only folder, a newer schema ...
             self.engine.dispose()
             raise DatabaseError(f"cannot open database {self.location}: {error}") from error
-        self._embedders: dict[SpaceSpec, Embedder] = {}
+        from kb.providers.factory import Providers
+
+        self.providers = Providers(self.settings, self.results_dir)  # embedders and batch backends
         self._indexes: dict[int, SpaceIndex] = {}  # kept between searches: the quantized index lives here
-        # Guards the two caches above: a server searches from many threads, and two first questions at once
-        # must not build two embedders (one never closed) or load an index twice.
+        # A server searches from many threads: two first questions at once must not load an index twice.
         self._lock = threading.Lock()
-        self._gemini_batches: BatchBackend | None = None
-        self._local_batches: BatchBackend | None = None
 
     def __enter__(self) -> "KnowledgeBase":
         return self
@@ -74,22 +81,12 @@ class KnowledgeBase:
         self.close()
 
     def close(self) -> None:
-        for embedder in self._embedders.values():
-            embedder.close()
-        self._embedders.clear()
-        for backend in (self._gemini_batches, self._local_batches):
-            if backend is not None:
-                backend.close()
+        self.providers.close()
         self.engine.dispose()
 
     def embedder(self, spec: SpaceSpec) -> "Embedder":
         """The embedder for a space, built on first use (raises ConfigError if it cannot be used)."""
-        from kb.providers.factory import build_embedder
-
-        with self._lock:
-            if spec not in self._embedders:
-                self._embedders[spec] = build_embedder(self.settings, spec)
-            return self._embedders[spec]
+        return self.providers.embedder(spec)
 
     def embed_now(
         self,
@@ -107,7 +104,7 @@ class KnowledgeBase:
             return OnlineReport()
         from kb.embed import online
 
-        embedder = self.embedder(spaces.spec_of(active))
+        embedder = self.embedder(spec_of(active))
         return online.embed_pending(
             self.engine,
             embedder,
@@ -135,27 +132,21 @@ class KnowledgeBase:
         with self.engine.connect() as connection:
             active = spaces.active(connection)
         model = active.model if active else self.space_spec.model
-        from kb.store.usage import Quote
+        from kb.store import usage
 
-        prices = self.prices.prices(model)
-        return Quote(
-            model=model,
-            usd_batch=None if prices.batch is None else prices.batch * tokens / 1e6,
-            usd_online=None if prices.online is None else prices.online * tokens / 1e6,
-            jobs=-(-texts // self.settings.batch_max_texts),
-        )
+        return usage.quote(self.prices, model, tokens, texts, self.settings.batch_max_texts)
 
     @property
     def prices(self) -> "usage.PriceBook":
         from kb.store.usage import PriceBook
 
-        return PriceBook(self.settings.model_prices)
+        return PriceBook.from_settings(self.settings)
 
     @property
     def budget(self) -> "usage.Budget":
         from kb.store.usage import Budget
 
-        return Budget(self.settings.max_spend_usd, self.settings.max_spend_usd_per_day)
+        return Budget.from_settings(self.settings)
 
     def search(
         self,
@@ -171,21 +162,19 @@ class KnowledgeBase:
         Vectors come from the active space (or `space`). If its question cannot be embedded (its model shut
         down, say) the part of a space being built that is already embedded is used instead, and the result's
         notes say so."""
-        from kb.search.hybrid import run_search, spaces_to_search
+        from kb.search import plan
 
-        with self.engine.connect() as connection:
-            reader = ConnectionReader(connection)
-            chosen, building = spaces_to_search(reader, space)
-            targets = [self._search_space(each, reader) for each in ([chosen] if chosen else []) + building]
-        return run_search(
-            self.open_reader,
-            query,
-            k=k,
-            mode=SearchMode(mode),
-            path_glob=path,
-            space=targets[0] if chosen else None,
-            fallbacks=targets[1:] if chosen else targets,
-            remember=self._remember_query,
+        with self.open_reader() as reader:
+            searched = plan.plan(
+                reader,
+                plan.candidates(reader, space),
+                self.settings,
+                embedder_for=self.embedder,
+                index_for=self._index,
+                on_paid_query=self._record_query,
+            )
+        return searched.run(
+            self.open_reader, query, k=k, mode=SearchMode(mode), path=path, remember=self._remember_query
         )
 
     @contextmanager
@@ -239,7 +228,7 @@ class KnowledgeBase:
         )
         return BatchManager(
             self.engine,
-            self._batch_backend,
+            self.providers.batch_backend,
             self.results_dir,
             policy,
             prices=self.prices,
@@ -271,7 +260,7 @@ class KnowledgeBase:
         return Worker(
             self.engine,
             manager,
-            self._online_embedder_for,
+            self.providers.online_embedder,
             keeper=keeper,
             online_policy=self.online_policy,
             idle_s=self.settings.worker_idle_s,
@@ -316,16 +305,14 @@ class KnowledgeBase:
     def reindex_estimate(self, spec: SpaceSpec) -> "reindex.Estimate":
         """Texts, tokens, dollars (batch and online) and jobs that building `spec` would take now."""
         from kb.lifecycle import reindex
-        from kb.store.usage import Prices
 
-        online, batch = self.settings.model_prices.get(spec.model, (None, None))
         counter = None
         if spec.provider == "gemini":
             try:
                 counter = self.embedder(spec).count_tokens
             except ConfigError:  # no key: the estimate counts tokens itself
                 counter = None
-        prices = Prices(online=online, batch=batch)
+        prices = self.prices.prices(spec.model)
         return reindex.estimate(self.engine, spec, prices, self.settings.batch_max_texts, counter)
 
     def reindex_start(self, spec: SpaceSpec) -> int:
@@ -398,58 +385,23 @@ class KnowledgeBase:
                     raise InputError(f"no task {named} (`kb errors` lists failed texts); nothing requeued")
             return tasks.requeue_failed(connection, task_ids)
 
-    def _batch_backend(self, space: "EmbeddingSpace") -> "BatchBackend | None":
-        if space.provider == "local":
-            if self._local_batches is None:
-                from kb.providers.local import LocalBatchBackend, LocalEmbedder
-
-                embedder = self.embedder(spaces.spec_of(space))
-                assert isinstance(embedder, LocalEmbedder)
-                self._local_batches = LocalBatchBackend(embedder, self.results_dir)
-            return self._local_batches
-        if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
-            return None
-        if self._gemini_batches is None:
-            from kb.providers.factory import gemini_api
-            from kb.providers.gemini import GeminiBatchBackend
-
-            # Uploads and downloads of 10,000-text files take longer than one online request.
-            self._gemini_batches = GeminiBatchBackend(gemini_api(self.settings, timeout_s=300.0))
-        return self._gemini_batches
-
-    def _online_embedder_for(self, space: "EmbeddingSpace") -> "Embedder | None":
-        """The embedder for spaces whose texts go online instead of through batch jobs."""
-        if space.provider == "gemini" and space.model in self.settings.batch_incompatible_models:
-            return self.embedder(spaces.spec_of(space))
-        return None
-
-    def _search_space(self, space: readmodel.Space, reader: Reader) -> "SearchSpace":
+    def _record_query(self, space: Space, question: str) -> None:
+        """Count the cost of a question just embedded at a price."""
         from kb.core.chunking import estimate_tokens
-        from kb.search.hybrid import search_space, spec_of
         from kb.store import usage
 
-        def record(paid: readmodel.Space, question: str) -> None:
-            with write_transaction(self.engine) as connection:
-                usage.record(
-                    connection,
-                    self.prices,
-                    kind="query",
-                    model=paid.model,
-                    texts=1,
-                    tokens=estimate_tokens(question),
-                    space_id=paid.id,
-                )
+        with write_transaction(self.engine) as connection:
+            usage.record(
+                connection,
+                self.prices,
+                kind="query",
+                model=space.model,
+                texts=1,
+                tokens=estimate_tokens(question),
+                space_id=space.id,
+            )
 
-        return search_space(
-            space,
-            reader,
-            lambda: self.embedder(spec_of(space)),
-            vector_weight=self.settings.hybrid_vector_weight,
-            on_paid_query=record,
-            index=self._index(space),
-        )
-
-    def _index(self, space: readmodel.Space) -> "SpaceIndex":
+    def _index(self, space: Space) -> "SpaceIndex":
         from kb.search.vectorindex import SpaceIndex
 
         with self._lock:
@@ -478,20 +430,9 @@ class KnowledgeBase:
         return spaces.configured_spec(self.settings)
 
     def ingest_options(self, **overrides: object) -> "IngestOptions":
-        from kb.core.chunking import ChunkingOptions
         from kb.ingest import IngestOptions
 
-        chunking = ChunkingOptions(
-            target_tokens=self.settings.chunk_target_tokens,
-            max_tokens=self.settings.chunk_max_tokens,
-            overlap_tokens=self.settings.chunk_overlap_tokens,
-        )
-        values: dict[str, object] = {
-            "chunking": chunking,
-            "max_file_bytes": self.settings.max_file_bytes,
-        }
-        values.update(overrides)
-        return IngestOptions(**values)  # type: ignore[arg-type]
+        return IngestOptions.from_settings(self.settings, **overrides)
 
     def ingest(
         self,
@@ -526,9 +467,6 @@ class KnowledgeBase:
         from kb.report.status import StatusOptions
         from kb.report.status import collect as collect_status
 
-        options = StatusOptions(
-            stuck_after_s=self.settings.stuck_after_h * 3600,
-            min_coverage=self.settings.reindex_min_coverage,
-        )
+        options = StatusOptions.from_settings(self.settings)
         with self.engine.connect() as connection:
             return collect_status(ConnectionReader(connection), self.location, options)

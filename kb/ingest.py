@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from kb.core import sources
 from kb.core.chunking import ChunkingOptions, TextChunk, chunk_document, with_pages
 from kb.records import IngestReport, SkippedFile, SpaceSpec
+from kb.settings import KbSettings
 from kb.store import documents as store
 from kb.store import spaces, tasks
 from kb.store.engine import write_transaction
@@ -42,6 +43,17 @@ class IngestOptions:
     dry_run: bool = False
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: KbSettings, **overrides: object) -> "IngestOptions":
+        """The settings' chunk sizes and file limit; `overrides` set the other fields (include, prune ...)."""
+        chunking = ChunkingOptions(
+            target_tokens=settings.chunk_target_tokens,
+            max_tokens=settings.chunk_max_tokens,
+            overlap_tokens=settings.chunk_overlap_tokens,
+        )
+        values: dict[str, object] = {"chunking": chunking, "max_file_bytes": settings.max_file_bytes}
+        return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

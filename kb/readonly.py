@@ -38,9 +38,8 @@ def usable(settings: KbSettings) -> bool:
 def status(settings: KbSettings) -> StatusReport | None:
     if not usable(settings):
         return None
-    options = StatusOptions(settings.stuck_after_h * 3600, settings.reindex_min_coverage)
     with _reader(settings) as reader:
-        return collect(reader, settings.db, options)
+        return collect(reader, settings.db, StatusOptions.from_settings(settings))
 
 
 def active_model(settings: KbSettings) -> str | None:
@@ -63,48 +62,25 @@ def search(
     mode: SearchMode,
     path: str | None,
     space: int | None,
-    pay_unrecorded: bool = False,
+    pay_unrecorded: bool | None = None,
 ) -> SearchResult | None:
     """The search, if it needs nothing written: spaces of the local model (whose questions are free), or
-    a question already paid for and cached. None otherwise, unless `pay_unrecorded` (a database on
-    read-only media): then a new question is embedded and paid for without being cached or counted."""
+    a question already paid for and cached. None otherwise, unless `pay_unrecorded` (default: the database
+    is on read-only media, so `KnowledgeBase` could not record it either): then a new question is embedded
+    and paid for without being cached or counted."""
     if not usable(settings):
         return None
     from kb.core.questions import check_question
-    from kb.providers.factory import build_embedder
-    from kb.search.hybrid import run_search, search_space, spaces_to_search, spec_of
-    from kb.search.vectorindex import SpaceIndex
-    from kb.store import querycache
+    from kb.search import plan
 
     check_question(query)  # before the question is looked up in the cache
     with _reader(settings) as reader:
-        chosen, building = spaces_to_search(reader, space)
-        spaces = ([chosen] if chosen else []) + building
-        wants_vectors = mode != SearchMode.TEXT
-        unpaid = wants_vectors and any(
-            each.provider != "local" and querycache.get(reader, each.id, query) is None for each in spaces
-        )
-        if unpaid and not pay_unrecorded:
+        found = plan.candidates(reader, space)
+        unpaid = plan.must_pay(reader, found, query, mode)
+        if unpaid and not (pay_unrecorded if pay_unrecorded is not None else not writable(settings)):
             return None  # a paid question: the full path pays for it once and remembers it
-        targets = [
-            search_space(
-                each,
-                reader,
-                lambda each=each: build_embedder(settings, spec_of(each)),  # type: ignore[misc]
-                vector_weight=settings.hybrid_vector_weight,
-                index=SpaceIndex(each.id, each.dimensions, settings.search_index),
-            )
-            for each in spaces
-        ]
-    result = run_search(
-        lambda: _reader(settings),
-        query,
-        k=k,
-        mode=mode,
-        path_glob=path,
-        space=targets[0] if chosen else None,
-        fallbacks=targets[1:] if chosen else targets,
-    )
+        searched = plan.plan(reader, found, settings)
+    result = searched.run(lambda: _reader(settings), query, k=k, mode=mode, path=path)
     if unpaid and result.vector_index is not None:
         result.notes.append("the database is read-only: this question's vector and cost were not recorded")
     return result

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 
 class TaskStatus(StrEnum):
@@ -31,6 +32,42 @@ class SpaceSpec:
     dimensions: int
     task_type: str = "RETRIEVAL_DOCUMENT"
     normalized: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """An embedding space as stored (the row of `embedding_spaces`, as a plain value)."""
+
+    id: int
+    provider: str
+    model: str
+    dimensions: int
+    task_type: str
+    normalized: bool
+    state: str
+    created_at: float
+    activated_at: float | None
+    retired_at: float | None
+
+
+class SpecFields(Protocol):
+    """Anything that names a space's spec: a `SpaceSpec`, a stored `Space`, the ORM row."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def dimensions(self) -> int: ...
+    @property
+    def task_type(self) -> str: ...
+    @property
+    def normalized(self) -> bool: ...
+
+
+def spec_of(space: SpecFields) -> SpaceSpec:
+    """The spec of a stored space: what its vectors are comparable by."""
+    return SpaceSpec(space.provider, space.model, space.dimensions, space.task_type, space.normalized)
 
 
 @dataclass(frozen=True, slots=True)

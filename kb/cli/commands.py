@@ -259,11 +259,9 @@ def search_command(
 
     settings: KbSettings = ctx.obj
     _require_existing(settings)
-    # Read-only and without the database layer when nothing must be written (scripts/bench_cli.py).
+    # Read-only and without the database layer when nothing must be written (scripts/bench_cli.py), or
+    # when nothing can be (read-only media: a new question is paid for, but cannot be remembered).
     result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space)
-    if result is None and not settings.database_url and not readonly.writable(settings):
-        # Read-only media: the question is paid for, but cannot be remembered.
-        result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space, pay_unrecorded=True)
     if result is not None:
         ui.announce_provider(settings)
         _hint(settings.legacy_hint(readonly.active_model(settings)))

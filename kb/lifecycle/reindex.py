@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from kb.core.chunking import estimate_tokens
 from kb.errors import InputError
-from kb.records import SpaceSpec, SpaceState
+from kb.records import SpaceSpec, SpaceState, spec_of
 from kb.store import documents as store
 from kb.store import ledger, spaces, tasks, vectors
 from kb.store.engine import serialize, write_transaction
@@ -107,7 +107,7 @@ def start(engine: Engine, spec: SpaceSpec) -> int:
     now = time.time()
     with write_transaction(engine) as connection:
         active = spaces.active(connection)
-        if active is not None and spaces.spec_of(active) == spec:
+        if active is not None and spec_of(active) == spec:
             raise InputError(f"the active space already is {spec.model} at {spec.dimensions} dimensions")
         target = spaces.find(connection, spec)
         if target is None:

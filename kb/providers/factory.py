@@ -1,12 +1,15 @@
-"""Builds the Embedder for an embedding space from the settings (the only place providers are chosen)."""
+"""Builds the Embedder and BatchBackend for an embedding space from the settings (the only place providers
+are chosen)."""
 
+import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kb.core.ratelimit import RateLimiter
 from kb.core.retry import RetryPolicy
 from kb.errors import NotConfiguredError
-from kb.providers.base import Embedder
-from kb.records import SpaceSpec
+from kb.providers.base import BatchBackend, Embedder
+from kb.records import SpaceSpec, SpecFields, spec_of
 from kb.settings import LOCAL_MODEL, KbSettings
 
 if TYPE_CHECKING:
@@ -50,3 +53,58 @@ def gemini_api(settings: KbSettings, timeout_s: float | None = None) -> "GeminiA
             max_delay=settings.retry_max_delay_s,
         ),
     )
+
+
+class Providers:
+    """The providers of one open knowledge base, each built on first use and all closed together: one
+    embedder per space, one batch backend per provider."""
+
+    def __init__(self, settings: KbSettings, results_dir: Path) -> None:
+        self.settings = settings
+        self.results_dir = results_dir  # where the local batch backend writes its results
+        self._embedders: dict[SpaceSpec, Embedder] = {}
+        # A server searches from many threads: two first questions at once must not build two embedders
+        # (one never closed).
+        self._lock = threading.Lock()
+        self._gemini_batches: BatchBackend | None = None
+        self._local_batches: BatchBackend | None = None
+
+    def embedder(self, spec: SpaceSpec) -> Embedder:
+        """The embedder for a space, built on first use (raises ConfigError if it cannot be used)."""
+        with self._lock:
+            if spec not in self._embedders:
+                self._embedders[spec] = build_embedder(self.settings, spec)
+            return self._embedders[spec]
+
+    def batch_backend(self, space: SpecFields) -> BatchBackend | None:
+        """Where a space's texts are batched; None for spaces whose texts go online instead."""
+        if space.provider == "local":
+            if self._local_batches is None:
+                from kb.providers.local import LocalBatchBackend, LocalEmbedder
+
+                embedder = self.embedder(spec_of(space))
+                assert isinstance(embedder, LocalEmbedder)
+                self._local_batches = LocalBatchBackend(embedder, self.results_dir)
+            return self._local_batches
+        if space.provider != "gemini" or space.model in self.settings.batch_incompatible_models:
+            return None
+        if self._gemini_batches is None:
+            from kb.providers.gemini import GeminiBatchBackend
+
+            # Uploads and downloads of 10,000-text files take longer than one online request.
+            self._gemini_batches = GeminiBatchBackend(gemini_api(self.settings, timeout_s=300.0))
+        return self._gemini_batches
+
+    def online_embedder(self, space: SpecFields) -> Embedder | None:
+        """The embedder for spaces whose texts go online instead of through batch jobs."""
+        if space.provider == "gemini" and space.model in self.settings.batch_incompatible_models:
+            return self.embedder(spec_of(space))
+        return None
+
+    def close(self) -> None:
+        for embedder in self._embedders.values():
+            embedder.close()
+        self._embedders.clear()
+        for backend in (self._gemini_batches, self._local_batches):
+            if backend is not None:
+                backend.close()

@@ -9,7 +9,17 @@ import time
 from dataclasses import dataclass
 
 from kb.core.shares import percent
-from kb.records import JobInfo, SpaceSummary, SpendSummary, StatusReport, TaskStatus, WorkerHeartbeat
+from kb.records import (
+    JobInfo,
+    Space,
+    SpaceState,
+    SpaceSummary,
+    SpendSummary,
+    StatusReport,
+    TaskStatus,
+    WorkerHeartbeat,
+)
+from kb.settings import KbSettings
 from kb.store import readmodel
 from kb.store.reader import Reader
 
@@ -20,11 +30,15 @@ class StatusOptions:
     results_kept_s: float = 48 * 3600.0  # as BatchPolicy.results_kept_s: how long results can be fetched
     min_coverage: float = 0.995  # a rebuilt space below this stays building (KB_REINDEX_MIN_COVERAGE)
 
+    @classmethod
+    def from_settings(cls, settings: KbSettings) -> "StatusOptions":
+        return cls(stuck_after_s=settings.stuck_after_h * 3600, min_coverage=settings.reindex_min_coverage)
+
 
 def collect(reader: Reader, database: object, options: StatusOptions) -> StatusReport:
     now = time.time()
     summaries = [_space_summary(reader, space, now) for space in readmodel.spaces(reader)]
-    active = next((s for s in summaries if s.state == "active"), None)
+    active = next((s for s in summaries if s.state == SpaceState.ACTIVE), None)
     live = readmodel.live_jobs(reader)
     total = readmodel.spend(reader)
     today = readmodel.spend(reader, since=now - readmodel.DAY_S)
@@ -60,7 +74,7 @@ def collect(reader: Reader, database: object, options: StatusOptions) -> StatusR
     )
 
 
-def _space_summary(reader: Reader, space: readmodel.Space, now: float) -> SpaceSummary:
+def _space_summary(reader: Reader, space: Space, now: float) -> SpaceSummary:
     counts = readmodel.task_counts(reader, space.id)
     oldest = readmodel.oldest_pending(reader, space.id)
     total = sum(counts.values())
@@ -125,7 +139,7 @@ def _space_warnings(summaries: list[SpaceSummary], now: float, options: StatusOp
                 f"attempts, next try in {wait / 60:.0f} min: {space.held_back_reason}"
             )
         unfinished = space.tasks.get("pending", 0) + space.tasks.get("submitted", 0)
-        if space.state == "building" and not unfinished and space.coverage < options.min_coverage:
+        if space.state == SpaceState.BUILDING and not unfinished and space.coverage < options.min_coverage:
             found.append(
                 f"{name} is not switched to: only {percent(space.coverage, 1)} of its texts are embedded "
                 f"({space.tasks.get('failed', 0):,} failed; at least {options.min_coverage:.1%} needed). "

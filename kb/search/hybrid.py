@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 
 from kb.core import globs
 from kb.core.questions import check_question
-from kb.core.shares import percent
-from kb.errors import ConfigError, InputError, KbError
-from kb.providers.base import Embedder, Matrix
-from kb.records import SearchHit, SearchMode, SearchResult, SpaceSpec
+from kb.errors import KbError
+from kb.providers.base import Matrix
+from kb.records import SearchHit, SearchMode, SearchResult
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
 
@@ -44,66 +43,6 @@ class SearchSpace:
     vector_weight: float = 1.0  # in hybrid fusion, relative to full text's 1.0
     coverage: str = ""  # e.g. "41% embedded", for notes about a space still being built
     paid: bool = True  # its questions cost money: cached (a local model's are free, and not kept)
-
-
-def spaces_to_search(
-    reader: Reader, space_id: int | None
-) -> tuple[readmodel.Space | None, list[readmodel.Space]]:
-    """The space to search (the one asked for, else the active one) and, when none was asked for, the
-    spaces being built, newest first: their embedded part answers if the chosen space's vectors cannot."""
-    known = readmodel.spaces(reader)
-    if space_id is not None:
-        chosen = next((space for space in known if space.id == space_id), None)
-        if chosen is None:
-            raise InputError(f"no embedding space #{space_id}: see `kb status`")
-        return chosen, []
-    active = next((space for space in known if space.state == "active"), None)
-    return active, [space for space in reversed(known) if space.state == "building"]
-
-
-def spec_of(space: readmodel.Space) -> SpaceSpec:
-    return SpaceSpec(space.provider, space.model, space.dimensions, space.task_type, space.normalized)
-
-
-def search_space(
-    space: readmodel.Space,
-    reader: Reader,
-    embedder: Callable[[], Embedder],
-    *,
-    vector_weight: float | None = None,
-    on_paid_query: Callable[[readmodel.Space, str], None] | None = None,
-    index: "SpaceIndex | None" = None,
-) -> SearchSpace:
-    """How to search `space`: its embedder (or why there is none), its weight in hybrid fusion (the local
-    model's vectors count half by default: they are weaker than full text), and its coverage if building."""
-    label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d)"
-    paid = space.provider != "local"
-    try:
-        model = embedder()
-    except ConfigError as error:
-        return SearchSpace(space.id, label, None, error.message, index=index, paid=paid)
-
-    def embed_query(question: str) -> Matrix:
-        vector = model.embed_query(question)
-        if on_paid_query is not None and paid:
-            on_paid_query(space, question)
-        return vector
-
-    coverage = ""
-    if space.state == "building":
-        counts = readmodel.task_counts(reader, space.id)
-        total = sum(counts.values())
-        coverage = percent(counts["embedded"] / total) if total else "0%"
-    weight = vector_weight if vector_weight is not None else (1.0 if paid else 0.5)
-    return SearchSpace(
-        space.id,
-        label,
-        embed_query,
-        index=index,
-        vector_weight=weight,
-        coverage=coverage,
-        paid=paid,
-    )
 
 
 def normalize_glob(pattern: str | None) -> str | None:

@@ -9,7 +9,6 @@ under its own claim (`kb.store.claims`). Either way every worker keeps a `worker
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
@@ -23,13 +22,6 @@ from kb.store.schema import WorkerLease, table_of
 
 LEASES = table_of(WorkerLease)
 BATCH_LEASE = "batch"
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseHolder:
-    owner: str
-    expires_at: float
-    heartbeat_at: float
 
 
 def acquire(engine: Engine, owner: str, now: float, lease_s: float, name: str = BATCH_LEASE) -> bool:
@@ -65,10 +57,10 @@ def release(engine: Engine, owner: str, name: str = BATCH_LEASE) -> None:
         connection.execute(delete(LEASES).where(LEASES.c.name == name, LEASES.c.owner == owner))
 
 
-def holder(engine: Engine, name: str = BATCH_LEASE) -> LeaseHolder | None:
+def holder(engine: Engine, name: str = BATCH_LEASE) -> readmodel.Heartbeat | None:
     with engine.connect() as connection:
         row = connection.execute(select(LEASES).where(LEASES.c.name == name)).one_or_none()
-    return None if row is None else LeaseHolder(row.owner, row.expires_at, row.heartbeat_at)
+    return None if row is None else readmodel.Heartbeat(row.owner, row.expires_at, row.heartbeat_at)
 
 
 def heartbeat_name(owner: str) -> str:

@@ -8,29 +8,13 @@ PostgreSQL both speak; lists of ids are inlined as integers.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, TaskStatus
+from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, Space, SpaceState, TaskStatus
 from kb.store.reader import Reader, scalar
 
 DAY_S = 86_400.0
 # Keys of rows other store modules write: why submissions stopped (kb_meta), a worker's heartbeat lease.
 BUDGET_BLOCK_KEY = "budget_block"
 HEARTBEAT_PREFIX = "worker:"
-
-
-@dataclass(frozen=True, slots=True)
-class Space:
-    """An embedding space as stored."""
-
-    id: int
-    provider: str
-    model: str
-    dimensions: int
-    task_type: str
-    normalized: bool
-    state: str
-    created_at: float
-    activated_at: float | None
-    retired_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +86,7 @@ def _space(row: Sequence[object]) -> Space:
 
 
 def active_space(reader: Reader) -> Space | None:
-    return next((space for space in spaces(reader) if space.state == "active"), None)
+    return next((space for space in spaces(reader) if space.state == SpaceState.ACTIVE), None)
 
 
 def task_counts(reader: Reader, space_id: int) -> dict[str, int]:

@@ -113,16 +113,6 @@ def set_state(connection: Connection, space_id: int, state: SpaceState, now: flo
     connection.execute(SPACES.update().where(SPACES.c.id == space_id).values(**values))
 
 
-def spec_of(space: EmbeddingSpace) -> SpaceSpec:
-    return SpaceSpec(
-        provider=space.provider,
-        model=space.model,
-        dimensions=space.dimensions,
-        task_type=space.task_type,
-        normalized=space.normalized,
-    )
-
-
 def label(space: EmbeddingSpace) -> str:
     return f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d, {space.state})"
 

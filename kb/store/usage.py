@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection
 
+from kb.settings import KbSettings
 from kb.store import readmodel
 from kb.store.reader import ConnectionReader
 from kb.store.readmodel import DAY_S as DAY_S
@@ -40,6 +41,10 @@ class Prices:
 class PriceBook:
     by_model: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
+    @classmethod
+    def from_settings(cls, settings: KbSettings) -> "PriceBook":
+        return cls(settings.model_prices)
+
     def prices(self, model: str) -> Prices:
         found = self.by_model.get(model)
         return Prices(None, None) if found is None else Prices(online=found[0], batch=found[1])
@@ -60,6 +65,17 @@ class Quote:
     usd_batch: float | None
     usd_online: float | None
     jobs: int
+
+
+def quote(prices: PriceBook, model: str, tokens: int, texts: int, texts_per_job: int) -> Quote:
+    """What embedding `texts` texts of `tokens` tokens in `model` would cost, and in how many batch jobs."""
+    found = prices.prices(model)
+    return Quote(
+        model=model,
+        usd_batch=None if found.batch is None else found.batch * tokens / 1e6,
+        usd_online=None if found.online is None else found.online * tokens / 1e6,
+        jobs=-(-texts // texts_per_job),
+    )
 
 
 def record(
@@ -104,6 +120,10 @@ class Budget:
 
     total_usd: float | None = None
     per_day_usd: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: KbSettings) -> "Budget":
+        return cls(settings.max_spend_usd, settings.max_spend_usd_per_day)
 
     @property
     def capped(self) -> bool:
