@@ -24,7 +24,7 @@ def _outside_the_store() -> list[Path]:
     return [
         path
         for path in sorted(PACKAGE.rglob("*.py"))
-        if not path.relative_to(PACKAGE).parts[0] in {"store", "testing"}
+        if path.relative_to(PACKAGE).parts[0] not in {"store", "testing"}
     ]
 
 
