@@ -46,8 +46,8 @@ from kb.errors import (
     StopRequested,
 )
 from kb.providers.base import BatchBackend
-from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
-from kb.store import claims, ledger, spaces, usage, vectors
+from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus
+from kb.store import claims, ledger, spaces, tasks, usage, vectors
 from kb.store.engine import serialize, write_transaction
 from kb.store.schema import BatchJob, EmbeddingSpace, table_of
 
@@ -467,18 +467,11 @@ class BatchManager:
             vectors.write(
                 connection, space.id, embedded, outcome.matrix if unchanged else outcome.matrix[kept]
             )
-            ledger.settle_tasks(
-                connection,
-                job.id,
-                embedded,
-                status=TaskStatus.EMBEDDED,
-                last_error=None,
-                updated_at=now,
-            )
+            tasks.embed_held(connection, job.id, embedded, now)
             answered = set(embedded)
             failed = self._settle_errors(connection, job.id, outcome.errors, held, answered, now)
             missing = [t for t in held if t not in answered and t not in outcome.errors]
-            self._requeue(
+            self._hand_back(
                 connection, job.id, [(t, held[t]) for t in missing], "no result returned for this text", now
             )
             reported = outcome.tokens > 0
@@ -534,53 +527,32 @@ class BatchManager:
         answered: set[int],
         now: float,
     ) -> int:
-        """Per-text errors: transient ones are retried (attempt counted), the others fail with the reason."""
+        """Per-text errors: transient ones are handed back (attempt counted), the others fail with the
+        reason. Returns how many failed for good."""
         retry: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        failures: dict[tuple[str, int], list[int]] = defaultdict(list)
+        failures: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for task_id, (kind, message) in errors.items():
             if task_id not in held or task_id in answered:
                 continue
-            if kind == ErrorKind.TRANSIENT and held[task_id] + 1 < self.policy.max_attempts:
+            if kind == ErrorKind.TRANSIENT:
                 retry[message].append((task_id, held[task_id]))
             else:
-                failures[(f"{kind.value}: {message}", held[task_id])].append(task_id)
-        for (reason, attempts), task_ids in failures.items():
-            ledger.settle_tasks(
-                connection,
-                job_id,
-                task_ids,
-                status=TaskStatus.FAILED,
-                attempts=attempts + 1,
-                last_error=reason,
-                job_id=None,
-                updated_at=now,
-            )
-        for message, tasks in retry.items():
-            self._requeue(connection, job_id, tasks, message, now)
-        return sum(len(task_ids) for task_ids in failures.values())
+                failures[f"{kind.value}: {message}"].append((task_id, held[task_id]))
+        for reason, failing in failures.items():
+            tasks.fail_held(connection, job_id, failing, reason, now)
+        gave_up = 0
+        for message, retried in retry.items():
+            gave_up += sum(1 for _, attempts in retried if attempts + 1 >= self.policy.max_attempts)
+            self._hand_back(connection, job_id, retried, message, now)
+        return sum(len(failing) for failing in failures.values()) + gave_up
 
-    def _requeue(
-        self, connection: Connection, job_id: int, tasks: list[tuple[int, int]], reason: str, now: float
+    def _hand_back(
+        self, connection: Connection, job_id: int, held: list[tuple[int, int]], reason: str, now: float
     ) -> None:
         """Tasks back to pending with an attempt counted and a back-off; failed once attempts run out."""
-        by_attempts: dict[int, list[int]] = defaultdict(list)
-        for task_id, attempts in tasks:
-            by_attempts[attempts + 1].append(task_id)
-        for attempts, task_ids in by_attempts.items():
-            if attempts >= self.policy.max_attempts:
-                values: dict[str, object] = {
-                    "status": TaskStatus.FAILED,
-                    "last_error": f"gave up after {attempts} attempts: {reason}",
-                }
-            else:
-                values = {
-                    "status": TaskStatus.PENDING,
-                    "next_attempt_at": now + self.policy.task_retry.delay(attempts),
-                    "last_error": reason,
-                }
-            ledger.settle_tasks(
-                connection, job_id, task_ids, attempts=attempts, job_id=None, updated_at=now, **values
-            )
+        tasks.hand_back_held(
+            connection, job_id, held, reason, now, self.policy.max_attempts, self.policy.task_retry
+        )
 
     def _release(self, job: BatchJob, state: JobState, reason: str, *, lost: bool = False) -> None:
         """A job ended without results: its tasks go back to pending (attempt counted) or fail. If `lost`,
@@ -592,7 +564,7 @@ class BatchManager:
             if lost:
                 reason = f"{reason}; its {len(held)} texts are paid again"
                 self._record_lost(connection, job, [task_id for task_id, _ in held], now)
-            self._requeue(connection, job.id, held, reason, now)
+            self._hand_back(connection, job.id, held, reason, now)
             ledger.mark_ended(connection, job.id, self.owner, JobState(job.state), state, reason, now)
         log.warning("job %s %s: %d texts handed back (%s)", job.id, state.value, len(held), reason)
 

@@ -224,16 +224,11 @@ def _fail(run: _Run, item: tasks.PendingText, error: ProviderError) -> None:
 def _count_attempt(run: _Run, items: Sequence[tasks.PendingText], error: ProviderError) -> None:
     """A request failed (after its own retries): an attempt counted on each text, then a back-off."""
     now = time.time()
-    by_attempts: dict[int, list[int]] = {}
-    for item in items:
-        by_attempts.setdefault(item.attempts + 1, []).append(item.task_id)
-    failed = 0
+    counted = [(item.task_id, item.attempts) for item in items]
     with write_transaction(run.engine) as connection:
-        for attempts, task_ids in by_attempts.items():
-            retry_at = now + run.policy.retry.delay(attempts)
-            failed += tasks.record_attempt_failure(
-                connection, task_ids, error.message, retry_at, now, run.policy.max_attempts
-            )
+        failed = tasks.record_attempt_failure(
+            connection, counted, error.message, now, run.policy.max_attempts, run.policy.retry
+        )
     run.report.failed += failed
     run.report.errors.append(error.message)
     log.warning("%d texts not embedded this time (%s); %d failed for good", len(items), error.message, failed)

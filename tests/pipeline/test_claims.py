@@ -3,11 +3,14 @@
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from kb import failpoints
 from kb.app import KnowledgeBase
+from kb.core.retry import Backoff
 from kb.embed.batches import JOBS
+from kb.errors import ClaimLostError
 from kb.records import TaskStatus
 from kb.settings import KbSettings
 from kb.store import claims, ledger, spaces, tasks
@@ -145,3 +148,23 @@ def test_an_apply_after_the_claim_was_taken_over_writes_nothing(backend: KbSetti
         taker = kb.batch_manager(owner="host:b")
         assert taker.poll(only_due=False).embedded == 6
         assert kb.status().tasks["embedded"] == 6
+
+
+def test_a_text_gives_up_alike_online_and_in_a_job(backend: KbSettings, tmp_path: Path) -> None:
+    """One give-up rule for task state: the last allowed attempt fails a text with the same reason whether
+    a batch job handed it back or an online request failed; a job hands back only the texts it holds."""
+    with KnowledgeBase(settings=backend) as kb:
+        _queue(kb, tmp_path, sections=2)
+        [job_id] = _record_jobs(kb, 1)
+        space_id, now, retry = _active_space(kb), time.time(), Backoff(60.0, 3600.0)
+        with write_transaction(kb.engine) as connection:
+            held = ledger.held_tasks(connection, job_id)
+            tasks.hand_back_held(connection, job_id, held[:1], "outage", now, 1, retry)
+            tasks.hand_back_held(connection, job_id, held[1:], "outage", now, 2, retry)
+            [online] = tasks.claim_due(connection, space_id, now + 61, 600, limit=1)
+            assert tasks.record_attempt_failure(connection, [(online.task_id, 1)], "outage", now, 2, retry)
+        with pytest.raises(ClaimLostError), write_transaction(kb.engine) as connection:
+            tasks.embed_held(connection, job_id, [task_id for task_id, _ in held], now)
+        errors = {text.error for text in kb.failed_texts()}
+        assert errors == {"gave up after 1 attempts: outage", "gave up after 2 attempts: outage"}
+        assert kb.status().tasks["failed"] == 2
