@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.engine import Connection, Engine
 
 from kb import failpoints
@@ -49,10 +48,10 @@ from kb.providers.base import BatchBackend
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus
 from kb.store import claims, ledger, spaces, tasks, usage, vectors
 from kb.store.engine import serialize, write_transaction
-from kb.store.schema import BatchJob, EmbeddingSpace, table_of
+from kb.store.ledger import BatchJob
+from kb.store.spaces import EmbeddingSpace
 
 log = logging.getLogger("kb.embed.batches")
-JOBS = table_of(BatchJob)
 T = TypeVar("T")
 
 
@@ -155,7 +154,7 @@ class BatchManager:
         """Record new jobs for due pending tasks (all of them if `force`, else as the flush policy says)."""
         created: list[int] = []
         with self.engine.connect() as connection:
-            space_list = [s for s in spaces.all_spaces(connection) if s.state in ("active", "building")]
+            space_list = spaces.being_filled(connection)
         for space in space_list:
             if self.backend_for(space) is None:
                 continue
@@ -212,10 +211,7 @@ class BatchManager:
         """Submit recorded jobs that have no remote job yet, each under this worker's claim. Jobs that may
         already exist remotely (a create was interrupted or failed ambiguously, another worker died
         mid-submit, or `reconcile_all` after a restart) are looked up by display name first and adopted."""
-        due = and_(
-            JOBS.c.state == JobState.CREATED,
-            or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= self.clock()),
-        )
+        due = claims.to_submit(self.clock())
         submitted: list[int] = []
         seen: set[int] = set()
         while True:
@@ -342,12 +338,11 @@ class BatchManager:
     def poll(self, only_due: bool = True) -> StepReport:
         """Poll live remote jobs whose time has come; download, apply or release as their state says."""
         report = StepReport()
-        live = JOBS.c.state.in_([JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED])
-        due = or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= self.clock())
+        to_poll = claims.to_poll(self.clock(), only_due)
         seen: set[int] = set()
         while True:
             self._check_stop()
-            claim = self._claim_next(and_(live, due) if only_due else live, seen)
+            claim = self._claim_next(to_poll, seen)
             if claim is None:
                 return report
             job = claim.job
@@ -633,7 +628,7 @@ class BatchManager:
         if step is not None:
             failpoints.hit(f"{step}.commit.after")
 
-    def _claim_next(self, where: ColumnElement[bool], seen: set[int]) -> claims.Claim | None:
+    def _claim_next(self, where: claims.JobFilter, seen: set[int]) -> claims.Claim | None:
         """The next job matching `where` that no other live worker holds, not in `seen` (which it joins):
         each job comes at most once per pass."""
         with write_transaction(self.engine) as connection:

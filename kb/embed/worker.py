@@ -30,7 +30,7 @@ from kb.providers.base import Embedder
 from kb.records import JobState
 from kb.store import lease, ledger, spaces, tasks
 from kb.store.lease import LeaseKeeper
-from kb.store.schema import EmbeddingSpace
+from kb.store.spaces import EmbeddingSpace
 
 log = logging.getLogger("kb.embed.worker")
 
@@ -189,7 +189,7 @@ class Worker:
 
     def _online_phase(self, result: WorkerResult, _force: bool) -> None:
         with self.engine.connect() as connection:
-            filling = [s for s in spaces.all_spaces(connection) if s.state in ("active", "building")]
+            filling = spaces.being_filled(connection)
         for space in filling:
             embedder = self.online_embedder_for(space)
             if embedder is None:

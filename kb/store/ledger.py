@@ -20,7 +20,8 @@ from kb.errors import ClaimLostError
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
 from kb.store.documents import in_batches
 from kb.store.engine import insert_ignoring_conflicts
-from kb.store.schema import BatchJob, BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
+from kb.store.schema import BatchJob as BatchJob  # the row type callers outside the store use
+from kb.store.schema import BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
 
 JOBS = table_of(BatchJob)
 ITEMS = table_of(BatchJobItem)

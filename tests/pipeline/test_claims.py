@@ -9,9 +9,8 @@ from sqlalchemy import select
 from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.core.retry import Backoff
-from kb.embed.batches import JOBS
 from kb.errors import ClaimLostError
-from kb.records import TaskStatus
+from kb.records import JobState, TaskStatus
 from kb.settings import KbSettings
 from kb.store import claims, ledger, spaces, tasks
 from kb.store.engine import write_transaction
@@ -19,7 +18,7 @@ from tests.support.files import write
 from tests.support.settings import take_over
 
 LEASE_S = 30.0
-CREATED = JOBS.c.state == "created"
+CREATED = claims.JOBS.c.state == JobState.CREATED
 
 
 def _queue(kb: KnowledgeBase, tmp_path: Path, sections: int = 6) -> None:
