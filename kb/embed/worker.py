@@ -208,6 +208,7 @@ class Worker:
                 budget=self.manager.budget,
                 policy=self.online_policy,
                 stop=self.stop,
+                clock=self.clock,
             )
             result.embedded_online += report.embedded
             result.failed += report.failed

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.core.retry import Backoff
+from kb.embed import online
 from kb.errors import ClaimLostError
 from kb.records import JobState, TaskStatus
 from kb.settings import KbSettings
@@ -167,3 +168,16 @@ def test_a_text_gives_up_alike_online_and_in_a_job(backend: KbSettings, tmp_path
         errors = {text.error for text in kb.failed_texts()}
         assert errors == {"gave up after 1 attempts: outage", "gave up after 2 attempts: outage"}
         assert kb.status().tasks["failed"] == 2
+
+
+def test_online_embedding_tells_the_time_by_its_clock(settings: KbSettings, tmp_path: Path) -> None:
+    """Texts queued now are not yet due by a clock an hour behind; by the real clock they are embedded."""
+    with KnowledgeBase(settings=settings) as kb:
+        _queue(kb, tmp_path, sections=3)
+        with kb.engine.connect() as connection:
+            active = spaces.active(connection)
+        assert active is not None
+        embedder = kb.embedder(spaces.spec_of(active))
+        early = online.embed_pending(kb.engine, embedder, active.id, clock=lambda: time.time() - 3600)
+        assert (early.embedded, kb.status().tasks["pending"]) == (0, 3)
+        assert online.embed_pending(kb.engine, embedder, active.id).embedded == 3
