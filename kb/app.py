@@ -22,6 +22,7 @@ from kb.store.reader import ConnectionReader, Reader
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
     from kb.embed import online
     from kb.embed.batches import BatchManager
+    from kb.embed.policy import OnlinePolicy
     from kb.embed.worker import Worker
     from kb.ingest import IngestOptions
     from kb.lifecycle import reindex
@@ -121,14 +122,10 @@ class KnowledgeBase:
         )
 
     @property
-    def online_policy(self) -> "online.OnlinePolicy":
-        from kb.core.retry import Backoff
-        from kb.embed import online
+    def online_policy(self) -> "OnlinePolicy":
+        from kb.embed.policy import OnlinePolicy
 
-        s = self.settings
-        return online.OnlinePolicy(
-            s.task_max_attempts, Backoff(s.task_retry_base_s, s.task_retry_max_s), s.worker_lease_s
-        )
+        return OnlinePolicy.from_settings(self.settings)
 
     def quote(self, tokens: int, texts: int) -> "usage.Quote":
         """What embedding `texts` texts of `tokens` tokens would cost in the active (or configured) space."""
@@ -220,28 +217,15 @@ class KnowledgeBase:
     ) -> "BatchManager":
         """The batch pipeline's manager; `owner` names this process in job claims (default: host:pid),
         `guard` runs before every remote step, `stop` ends the work before the next remote call."""
-        from kb.embed.batches import BatchManager, BatchPolicy
+        from kb.embed.batches import BatchManager
+        from kb.embed.policy import BatchPolicy
 
         s = self.settings
-        policy = BatchPolicy(
-            max_items=s.batch_max_texts,
-            max_tokens=s.batch_max_tokens,
-            min_batch=s.batch_min_texts,
-            max_wait_s=s.batch_max_wait_s,
-            poll_initial_s=s.poll_initial_s,
-            poll_max_s=s.poll_max_s,
-            deadline_s=s.job_deadline_h * 3600,
-            max_attempts=s.task_max_attempts,
-            retry_base_s=s.task_retry_base_s,
-            retry_max_s=s.task_retry_max_s,
-            submit_retry_s=s.poll_initial_s,
-            max_step_failures=s.job_max_step_failures,
-        )
         return BatchManager(
             self.engine,
             self._batch_backend,
             self.results_dir,
-            policy,
+            BatchPolicy.from_settings(s),
             prices=self.prices,
             budget=self.budget,
             owner=owner,

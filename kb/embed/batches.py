@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from kb import failpoints
 from kb.core.results import BadLine, ErrorKind, ResultItem, classify, parse_lines, saved_name
-from kb.core.retry import Backoff
+from kb.embed.policy import BatchPolicy
 from kb.errors import (
     ClaimLostError,
     InputFileGoneError,
@@ -53,45 +53,6 @@ from kb.store.spaces import EmbeddingSpace
 
 log = logging.getLogger("kb.embed.batches")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPolicy:
-    max_items: int = 10_000
-    max_tokens: int = 0  # per job; 0: no limit beyond max_items
-    min_batch: int = 100
-    max_wait_s: float = 600.0
-    poll_initial_s: float = 15.0
-    poll_max_s: float = 600.0
-    deadline_s: float = 36 * 3600.0
-    max_attempts: int = 5
-    retry_base_s: float = 60.0
-    retry_max_s: float = 6 * 3600.0
-    submit_retry_s: float = 15.0  # a refused or failed create is tried again after this, doubling
-    # A job whose results cannot be fetched for a reason other than a passing outage (its results file or
-    # the job itself is gone, or the service's answer is unusable) is handed back after this many tries.
-    max_step_failures: int = 4
-    # How long a succeeded job's results can be fetched after it ended (result files expire after 48 h).
-    # Until then a refused (403/404) or failing download is not proof they are gone: the job is kept.
-    results_kept_s: float = 48 * 3600.0
-
-    @property
-    def task_retry(self) -> Backoff:
-        return Backoff(self.retry_base_s, self.retry_max_s)
-
-    @property
-    def poll(self) -> Backoff:
-        return Backoff(self.poll_initial_s, self.poll_max_s)
-
-    @property
-    def submit_retry(self) -> Backoff:
-        return Backoff(self.submit_retry_s, self.poll_max_s)
-
-    def task_retry_delay(self, attempts: int) -> float:
-        return self.task_retry.delay(attempts)
-
-    def poll_delay(self, polls: int) -> float:
-        return self.poll.delay(polls + 1)
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from kb import failpoints
-from kb.core.retry import Backoff
+from kb.embed.policy import OnlinePolicy
 from kb.errors import InvalidRequestError, ProviderError
 from kb.providers.base import Embedder, Matrix
 from kb.store import tasks, usage, vectors
@@ -32,17 +32,6 @@ from kb.store.engine import write_transaction
 log = logging.getLogger("kb.embed.online")
 
 GROUP_SIZE = 500
-
-
-@dataclass(frozen=True, slots=True)
-class OnlinePolicy:
-    """Retries of a text across requests (each request also retries outages itself, `RetryPolicy`), and
-    how long a claimed group stays out of everyone else's reach without renewal: the claim is renewed
-    before each request, so a process that dies gives its texts back after `hold_s` (KB_WORKER_LEASE_S)."""
-
-    max_attempts: int = 5
-    retry: Backoff = field(default_factory=lambda: Backoff(60.0, 6 * 3600.0))
-    hold_s: float = 120.0
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from kb.core.retry import Backoff
 from kb.embed import online
 from kb.embed.batches import BatchManager
+from kb.embed.policy import OnlinePolicy
 from kb.errors import ConfigError, DatabaseError, KbError, StopRequested
 from kb.providers.base import Embedder
 from kb.records import JobState
@@ -81,7 +82,7 @@ class Worker:
         online_embedder_for: OnlineEmbedderFor,
         *,
         keeper: LeaseKeeper | None = None,
-        online_policy: online.OnlinePolicy | None = None,
+        online_policy: OnlinePolicy | None = None,
         idle_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         stop: threading.Event | None = None,
@@ -91,7 +92,7 @@ class Worker:
         self.manager = manager
         self.online_embedder_for = online_embedder_for
         self.keeper = keeper or LeaseKeeper(engine, manager.owner, manager.claim_s, clock)
-        self.online_policy = online_policy or online.OnlinePolicy()
+        self.online_policy = online_policy or OnlinePolicy()
         self.idle_s = idle_s
         self.clock = clock
         self.stop = stop or threading.Event()
