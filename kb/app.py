@@ -237,8 +237,8 @@ class KnowledgeBase:
     def worker(
         self, stop: threading.Event | None = None, after_step: Callable[[], None] | None = None
     ) -> "Worker":
-        """The `kb worker` loop; `after_step` runs after each step (the CLI's progress bar), after the
-        reindex cut-over check."""
+        """The `kb worker` loop; each step ends with the reindex cut-over check, then `after_step` (the
+        CLI's progress bar)."""
         from kb.embed.worker import Worker
         from kb.store import claims
         from kb.store.lease import LeaseKeeper
@@ -246,11 +246,6 @@ class KnowledgeBase:
         stop = stop or threading.Event()
         keeper = LeaseKeeper(self.engine, claims.default_owner(), self.settings.worker_lease_s)
         manager = self.batch_manager(owner=keeper.owner, guard=keeper.renew, stop=stop)
-
-        def step_done() -> None:
-            self._cut_over()
-            if after_step is not None:
-                after_step()
 
         return Worker(
             self.engine,
@@ -260,7 +255,8 @@ class KnowledgeBase:
             online_policy=self.online_policy,
             idle_s=self.settings.worker_idle_s,
             stop=stop,
-            after_step=step_done,
+            cut_over=self._cut_over,
+            after_step=after_step,
         )
 
     def embedding_progress(self) -> tuple[int, int]:

@@ -86,8 +86,11 @@ class Worker:
         idle_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         stop: threading.Event | None = None,
+        cut_over: Callable[[], None] | None = None,
         after_step: Callable[[], None] | None = None,
     ) -> None:
+        """`cut_over` runs each step after the batch phase (the reindex cut-over: a rebuilt space that is
+        complete becomes active); `after_step` runs last (the CLI's progress)."""
         self.engine = engine
         self.manager = manager
         self.online_embedder_for = online_embedder_for
@@ -96,6 +99,7 @@ class Worker:
         self.idle_s = idle_s
         self.clock = clock
         self.stop = stop or threading.Event()
+        self.cut_over = cut_over
         self.after_step = after_step
         self._warned_online: set[int] = set()
 
@@ -173,7 +177,7 @@ class Worker:
         self.stop.wait(delay)
 
     def _step(self, result: WorkerResult, force: bool) -> None:
-        for phase in (self._online_phase, self._batch_phase, self._after_phase):
+        for phase in (self._online_phase, self._batch_phase, self._cut_over_phase, self._after_phase):
             if self.stop.is_set():
                 return
             try:
@@ -223,6 +227,10 @@ class Worker:
         result.embedded += report.embedded
         result.failed += report.failed
         result.errors.extend(report.errors)
+
+    def _cut_over_phase(self, _result: WorkerResult, _force: bool) -> None:
+        if self.cut_over is not None:
+            self.cut_over()
 
     def _after_phase(self, _result: WorkerResult, _force: bool) -> None:
         if self.after_step is not None:

@@ -10,6 +10,7 @@ from kb import failpoints
 from kb.app import KnowledgeBase
 from kb.core.retry import Backoff
 from kb.embed import online
+from kb.embed.worker import ExitReason, Worker
 from kb.errors import ClaimLostError
 from kb.records import JobState, TaskStatus
 from kb.settings import KbSettings
@@ -181,3 +182,19 @@ def test_online_embedding_tells_the_time_by_its_clock(settings: KbSettings, tmp_
         early = online.embed_pending(kb.engine, embedder, active.id, clock=lambda: time.time() - 3600)
         assert (early.embedded, kb.status().tasks["pending"]) == (0, 3)
         assert online.embed_pending(kb.engine, embedder, active.id).embedded == 3
+
+
+def test_a_worker_built_directly_runs_its_cut_over_phase_each_step(settings: KbSettings) -> None:
+    """The reindex cut-over is a phase of the worker, not of a progress callback: a Worker built without
+    the app runs it, and a cut-over that fails is logged like any phase while the worker goes on."""
+    calls: list[int] = []
+
+    def cut_over() -> None:
+        calls.append(len(calls))
+        raise RuntimeError("cut-over failed")
+
+    with KnowledgeBase(settings=settings) as kb:
+        worker = Worker(kb.engine, kb.batch_manager(), lambda _space: None, idle_s=0.0, cut_over=cut_over)
+        result = worker.run(once=True, timeout_s=30)
+    assert result.reason == ExitReason.DRAINED and calls == [0]
+    assert any("cut_over_phase: cut-over failed" in error for error in result.errors)
