@@ -32,6 +32,7 @@ from kb.store.reader import ConnectionReader, Reader
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
     from kb.embed import online
     from kb.embed.batches import BatchManager
+    from kb.embed.policy import OnlinePolicy
     from kb.embed.worker import Worker
     from kb.ingest import IngestOptions
     from kb.lifecycle import reindex
@@ -118,14 +119,10 @@ class KnowledgeBase:
         )
 
     @property
-    def online_policy(self) -> "online.OnlinePolicy":
-        from kb.core.retry import Backoff
-        from kb.embed import online
+    def online_policy(self) -> "OnlinePolicy":
+        from kb.embed.policy import OnlinePolicy
 
-        s = self.settings
-        return online.OnlinePolicy(
-            s.task_max_attempts, Backoff(s.task_retry_base_s, s.task_retry_max_s), s.worker_lease_s
-        )
+        return OnlinePolicy.from_settings(self.settings)
 
     def quote(self, tokens: int, texts: int) -> "usage.Quote":
         """What embedding `texts` texts of `tokens` tokens would cost in the active (or configured) space."""
@@ -209,28 +206,15 @@ class KnowledgeBase:
     ) -> "BatchManager":
         """The batch pipeline's manager; `owner` names this process in job claims (default: host:pid),
         `guard` runs before every remote step, `stop` ends the work before the next remote call."""
-        from kb.embed.batches import BatchManager, BatchPolicy
+        from kb.embed.batches import BatchManager
+        from kb.embed.policy import BatchPolicy
 
         s = self.settings
-        policy = BatchPolicy(
-            max_items=s.batch_max_texts,
-            max_tokens=s.batch_max_tokens,
-            min_batch=s.batch_min_texts,
-            max_wait_s=s.batch_max_wait_s,
-            poll_initial_s=s.poll_initial_s,
-            poll_max_s=s.poll_max_s,
-            deadline_s=s.job_deadline_h * 3600,
-            max_attempts=s.task_max_attempts,
-            retry_base_s=s.task_retry_base_s,
-            retry_max_s=s.task_retry_max_s,
-            submit_retry_s=s.poll_initial_s,
-            max_step_failures=s.job_max_step_failures,
-        )
         return BatchManager(
             self.engine,
             self.providers.batch_backend,
             self.results_dir,
-            policy,
+            BatchPolicy.from_settings(s),
             prices=self.prices,
             budget=self.budget,
             owner=owner,
@@ -242,8 +226,8 @@ class KnowledgeBase:
     def worker(
         self, stop: threading.Event | None = None, after_step: Callable[[], None] | None = None
     ) -> "Worker":
-        """The `kb worker` loop; `after_step` runs after each step (the CLI's progress bar), after the
-        reindex cut-over check."""
+        """The `kb worker` loop; each step ends with the reindex cut-over check, then `after_step` (the
+        CLI's progress bar)."""
         from kb.embed.worker import Worker
         from kb.store import claims
         from kb.store.lease import LeaseKeeper
@@ -251,11 +235,6 @@ class KnowledgeBase:
         stop = stop or threading.Event()
         keeper = LeaseKeeper(self.engine, claims.default_owner(), self.settings.worker_lease_s)
         manager = self.batch_manager(owner=keeper.owner, guard=keeper.renew, stop=stop)
-
-        def step_done() -> None:
-            self._cut_over()
-            if after_step is not None:
-                after_step()
 
         return Worker(
             self.engine,
@@ -265,7 +244,8 @@ class KnowledgeBase:
             online_policy=self.online_policy,
             idle_s=self.settings.worker_idle_s,
             stop=stop,
-            after_step=step_done,
+            cut_over=self._cut_over,
+            after_step=after_step,
         )
 
     def embedding_progress(self) -> tuple[int, int]:

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.engine import Connection, Engine
 
 from kb import failpoints
 from kb.core.results import BadLine, ErrorKind, ResultItem, classify, parse_lines, saved_name
-from kb.core.retry import Backoff
+from kb.embed.policy import BatchPolicy
 from kb.errors import (
     ClaimLostError,
     InputFileGoneError,
@@ -46,53 +45,14 @@ from kb.errors import (
     StopRequested,
 )
 from kb.providers.base import BatchBackend
-from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
-from kb.store import claims, ledger, spaces, usage, vectors
+from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus
+from kb.store import claims, ledger, spaces, tasks, usage, vectors
 from kb.store.engine import serialize, write_transaction
-from kb.store.schema import BatchJob, EmbeddingSpace, table_of
+from kb.store.ledger import BatchJob
+from kb.store.spaces import EmbeddingSpace
 
 log = logging.getLogger("kb.embed.batches")
-JOBS = table_of(BatchJob)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPolicy:
-    max_items: int = 10_000
-    max_tokens: int = 0  # per job; 0: no limit beyond max_items
-    min_batch: int = 100
-    max_wait_s: float = 600.0
-    poll_initial_s: float = 15.0
-    poll_max_s: float = 600.0
-    deadline_s: float = 36 * 3600.0
-    max_attempts: int = 5
-    retry_base_s: float = 60.0
-    retry_max_s: float = 6 * 3600.0
-    submit_retry_s: float = 15.0  # a refused or failed create is tried again after this, doubling
-    # A job whose results cannot be fetched for a reason other than a passing outage (its results file or
-    # the job itself is gone, or the service's answer is unusable) is handed back after this many tries.
-    max_step_failures: int = 4
-    # How long a succeeded job's results can be fetched after it ended (result files expire after 48 h).
-    # Until then a refused (403/404) or failing download is not proof they are gone: the job is kept.
-    results_kept_s: float = 48 * 3600.0
-
-    @property
-    def task_retry(self) -> Backoff:
-        return Backoff(self.retry_base_s, self.retry_max_s)
-
-    @property
-    def poll(self) -> Backoff:
-        return Backoff(self.poll_initial_s, self.poll_max_s)
-
-    @property
-    def submit_retry(self) -> Backoff:
-        return Backoff(self.submit_retry_s, self.poll_max_s)
-
-    def task_retry_delay(self, attempts: int) -> float:
-        return self.task_retry.delay(attempts)
-
-    def poll_delay(self, polls: int) -> float:
-        return self.poll.delay(polls + 1)
 
 
 @dataclass(slots=True)
@@ -155,7 +115,7 @@ class BatchManager:
         """Record new jobs for due pending tasks (all of them if `force`, else as the flush policy says)."""
         created: list[int] = []
         with self.engine.connect() as connection:
-            space_list = [s for s in spaces.all_spaces(connection) if s.state in ("active", "building")]
+            space_list = spaces.being_filled(connection)
         for space in space_list:
             if self.backend_for(space) is None:
                 continue
@@ -212,10 +172,7 @@ class BatchManager:
         """Submit recorded jobs that have no remote job yet, each under this worker's claim. Jobs that may
         already exist remotely (a create was interrupted or failed ambiguously, another worker died
         mid-submit, or `reconcile_all` after a restart) are looked up by display name first and adopted."""
-        due = and_(
-            JOBS.c.state == JobState.CREATED,
-            or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= self.clock()),
-        )
+        due = claims.to_submit(self.clock())
         submitted: list[int] = []
         seen: set[int] = set()
         while True:
@@ -342,12 +299,11 @@ class BatchManager:
     def poll(self, only_due: bool = True) -> StepReport:
         """Poll live remote jobs whose time has come; download, apply or release as their state says."""
         report = StepReport()
-        live = JOBS.c.state.in_([JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED])
-        due = or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= self.clock())
+        to_poll = claims.to_poll(self.clock(), only_due)
         seen: set[int] = set()
         while True:
             self._check_stop()
-            claim = self._claim_next(and_(live, due) if only_due else live, seen)
+            claim = self._claim_next(to_poll, seen)
             if claim is None:
                 return report
             job = claim.job
@@ -467,18 +423,11 @@ class BatchManager:
             vectors.write(
                 connection, space.id, embedded, outcome.matrix if unchanged else outcome.matrix[kept]
             )
-            ledger.settle_tasks(
-                connection,
-                job.id,
-                embedded,
-                status=TaskStatus.EMBEDDED,
-                last_error=None,
-                updated_at=now,
-            )
+            tasks.embed_held(connection, job.id, embedded, now)
             answered = set(embedded)
             failed = self._settle_errors(connection, job.id, outcome.errors, held, answered, now)
             missing = [t for t in held if t not in answered and t not in outcome.errors]
-            self._requeue(
+            self._hand_back(
                 connection, job.id, [(t, held[t]) for t in missing], "no result returned for this text", now
             )
             reported = outcome.tokens > 0
@@ -534,53 +483,32 @@ class BatchManager:
         answered: set[int],
         now: float,
     ) -> int:
-        """Per-text errors: transient ones are retried (attempt counted), the others fail with the reason."""
+        """Per-text errors: transient ones are handed back (attempt counted), the others fail with the
+        reason. Returns how many failed for good."""
         retry: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        failures: dict[tuple[str, int], list[int]] = defaultdict(list)
+        failures: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for task_id, (kind, message) in errors.items():
             if task_id not in held or task_id in answered:
                 continue
-            if kind == ErrorKind.TRANSIENT and held[task_id] + 1 < self.policy.max_attempts:
+            if kind == ErrorKind.TRANSIENT:
                 retry[message].append((task_id, held[task_id]))
             else:
-                failures[(f"{kind.value}: {message}", held[task_id])].append(task_id)
-        for (reason, attempts), task_ids in failures.items():
-            ledger.settle_tasks(
-                connection,
-                job_id,
-                task_ids,
-                status=TaskStatus.FAILED,
-                attempts=attempts + 1,
-                last_error=reason,
-                job_id=None,
-                updated_at=now,
-            )
-        for message, tasks in retry.items():
-            self._requeue(connection, job_id, tasks, message, now)
-        return sum(len(task_ids) for task_ids in failures.values())
+                failures[f"{kind.value}: {message}"].append((task_id, held[task_id]))
+        for reason, failing in failures.items():
+            tasks.fail_held(connection, job_id, failing, reason, now)
+        gave_up = 0
+        for message, retried in retry.items():
+            gave_up += sum(1 for _, attempts in retried if attempts + 1 >= self.policy.max_attempts)
+            self._hand_back(connection, job_id, retried, message, now)
+        return sum(len(failing) for failing in failures.values()) + gave_up
 
-    def _requeue(
-        self, connection: Connection, job_id: int, tasks: list[tuple[int, int]], reason: str, now: float
+    def _hand_back(
+        self, connection: Connection, job_id: int, held: list[tuple[int, int]], reason: str, now: float
     ) -> None:
         """Tasks back to pending with an attempt counted and a back-off; failed once attempts run out."""
-        by_attempts: dict[int, list[int]] = defaultdict(list)
-        for task_id, attempts in tasks:
-            by_attempts[attempts + 1].append(task_id)
-        for attempts, task_ids in by_attempts.items():
-            if attempts >= self.policy.max_attempts:
-                values: dict[str, object] = {
-                    "status": TaskStatus.FAILED,
-                    "last_error": f"gave up after {attempts} attempts: {reason}",
-                }
-            else:
-                values = {
-                    "status": TaskStatus.PENDING,
-                    "next_attempt_at": now + self.policy.task_retry.delay(attempts),
-                    "last_error": reason,
-                }
-            ledger.settle_tasks(
-                connection, job_id, task_ids, attempts=attempts, job_id=None, updated_at=now, **values
-            )
+        tasks.hand_back_held(
+            connection, job_id, held, reason, now, self.policy.max_attempts, self.policy.task_retry
+        )
 
     def _release(self, job: BatchJob, state: JobState, reason: str, *, lost: bool = False) -> None:
         """A job ended without results: its tasks go back to pending (attempt counted) or fail. If `lost`,
@@ -592,7 +520,7 @@ class BatchManager:
             if lost:
                 reason = f"{reason}; its {len(held)} texts are paid again"
                 self._record_lost(connection, job, [task_id for task_id, _ in held], now)
-            self._requeue(connection, job.id, held, reason, now)
+            self._hand_back(connection, job.id, held, reason, now)
             ledger.mark_ended(connection, job.id, self.owner, JobState(job.state), state, reason, now)
         log.warning("job %s %s: %d texts handed back (%s)", job.id, state.value, len(held), reason)
 
@@ -661,7 +589,7 @@ class BatchManager:
         if step is not None:
             failpoints.hit(f"{step}.commit.after")
 
-    def _claim_next(self, where: ColumnElement[bool], seen: set[int]) -> claims.Claim | None:
+    def _claim_next(self, where: claims.JobFilter, seen: set[int]) -> claims.Claim | None:
         """The next job matching `where` that no other live worker holds, not in `seen` (which it joins):
         each job comes at most once per pass."""
         with write_transaction(self.engine) as connection:

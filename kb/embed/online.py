@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from kb import failpoints
-from kb.core.retry import Backoff
+from kb.embed.policy import OnlinePolicy
 from kb.errors import InvalidRequestError, ProviderError
 from kb.providers.base import Embedder, Matrix
 from kb.store import tasks, usage, vectors
@@ -32,17 +32,6 @@ from kb.store.engine import write_transaction
 log = logging.getLogger("kb.embed.online")
 
 GROUP_SIZE = 500
-
-
-@dataclass(frozen=True, slots=True)
-class OnlinePolicy:
-    """Retries of a text across requests (each request also retries outages itself, `RetryPolicy`), and
-    how long a claimed group stays out of everyone else's reach without renewal: the claim is renewed
-    before each request, so a process that dies gives its texts back after `hold_s` (KB_WORKER_LEASE_S)."""
-
-    max_attempts: int = 5
-    retry: Backoff = field(default_factory=lambda: Backoff(60.0, 6 * 3600.0))
-    hold_s: float = 120.0
 
 
 @dataclass(slots=True)
@@ -64,6 +53,7 @@ class _Run:
     policy: OnlinePolicy
     stop: threading.Event
     report: OnlineReport
+    clock: Callable[[], float]
 
 
 def embed_pending(
@@ -76,6 +66,7 @@ def embed_pending(
     budget: usage.Budget | None = None,
     policy: OnlinePolicy | None = None,
     stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> OnlineReport:
     """Embed the space's due pending tasks (or only those for `hashes`) online, request by request, within
     budget, until done or `stop` is set (the request in flight is finished and stored first)."""
@@ -89,12 +80,13 @@ def embed_pending(
         policy or OnlinePolicy(),
         stop or threading.Event(),
         report,
+        clock,
     )
     hash_groups: list[Sequence[str] | None] = (
         [None] if hashes is None else list(in_batches(hashes, GROUP_SIZE))
     )
     with engine.connect() as connection:
-        total = sum(tasks.due_count(connection, space_id, time.time(), group) for group in hash_groups)
+        total = sum(tasks.due_count(connection, space_id, clock(), group) for group in hash_groups)
     settled = 0
     for group in _claimed_groups(run, hash_groups):
         go_on = _embed_group(run, group)
@@ -115,7 +107,7 @@ def _claimed_groups(
         while not run.stop.is_set():
             with write_transaction(run.engine) as connection:
                 group = tasks.claim_due(
-                    connection, run.space_id, time.time(), run.policy.hold_s, GROUP_SIZE, hashes
+                    connection, run.space_id, run.clock(), run.policy.hold_s, GROUP_SIZE, hashes
                 )
             if not group:
                 break
@@ -135,7 +127,7 @@ def _embed_group(run: _Run, group: list[tasks.PendingText]) -> bool:
                 return False
             items = [group[i] for i in requests.popleft()]
             with write_transaction(run.engine) as connection:  # renew the claim on what is left
-                tasks.hold(connection, sorted(unsettled), time.time() + run.policy.hold_s)
+                tasks.hold(connection, sorted(unsettled), run.clock() + run.policy.hold_s)
             refusal = _over_budget(run, items)
             if refusal:
                 run.report.errors.append(refusal)
@@ -159,7 +151,7 @@ def _embed_group(run: _Run, group: list[tasks.PendingText]) -> bool:
     finally:
         if unsettled:
             with write_transaction(run.engine) as connection:
-                tasks.make_due(connection, sorted(unsettled), time.time())
+                tasks.make_due(connection, sorted(unsettled), run.clock())
 
 
 def _indexes(group: list[tasks.PendingText], items: list[tasks.PendingText]) -> list[int]:
@@ -172,7 +164,7 @@ def _over_budget(run: _Run, items: Sequence[tasks.PendingText]) -> str | None:
         return None
     cost, _ = run.prices.cost(run.embedder.spec.model, sum(i.token_estimate for i in items), batch=False)
     with run.engine.connect() as connection:
-        return run.budget.refusal(connection, cost)
+        return run.budget.refusal(connection, cost, run.clock())
 
 
 def _send(run: _Run, items: Sequence[tasks.PendingText]) -> tuple[Matrix, int | None]:
@@ -185,7 +177,7 @@ def _send(run: _Run, items: Sequence[tasks.PendingText]) -> tuple[Matrix, int | 
 def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix, counted: int | None) -> None:
     """Commit one request's paid vectors, their tasks and their cost, at once. The cost is the service's
     token count where it gives one (what it bills), kb's estimate where it does not."""
-    now = time.time()
+    now = run.clock()
     with write_transaction(run.engine) as connection:
         written = set(tasks.mark_embedded(connection, run.space_id, [i.task_id for i in items], now))
         kept = [n for n, item in enumerate(items) if item.task_id in written]
@@ -215,7 +207,7 @@ def _store(run: _Run, items: Sequence[tasks.PendingText], matrix: Matrix, counte
 def _fail(run: _Run, item: tasks.PendingText, error: ProviderError) -> None:
     """The service refused this one text: a dead letter with its message."""
     with write_transaction(run.engine) as connection:
-        failed = tasks.mark_failed(connection, [item.task_id], f"refused: {error.message}", time.time())
+        failed = tasks.mark_failed(connection, [item.task_id], f"refused: {error.message}", run.clock())
     run.report.failed += failed
     run.report.errors.append(error.message)
     log.warning("text %s refused for good: %s", item.task_id, error.message)
@@ -223,17 +215,12 @@ def _fail(run: _Run, item: tasks.PendingText, error: ProviderError) -> None:
 
 def _count_attempt(run: _Run, items: Sequence[tasks.PendingText], error: ProviderError) -> None:
     """A request failed (after its own retries): an attempt counted on each text, then a back-off."""
-    now = time.time()
-    by_attempts: dict[int, list[int]] = {}
-    for item in items:
-        by_attempts.setdefault(item.attempts + 1, []).append(item.task_id)
-    failed = 0
+    now = run.clock()
+    counted = [(item.task_id, item.attempts) for item in items]
     with write_transaction(run.engine) as connection:
-        for attempts, task_ids in by_attempts.items():
-            retry_at = now + run.policy.retry.delay(attempts)
-            failed += tasks.record_attempt_failure(
-                connection, task_ids, error.message, retry_at, now, run.policy.max_attempts
-            )
+        failed = tasks.record_attempt_failure(
+            connection, counted, error.message, now, run.policy.max_attempts, run.policy.retry
+        )
     run.report.failed += failed
     run.report.errors.append(error.message)
     log.warning("%d texts not embedded this time (%s); %d failed for good", len(items), error.message, failed)

@@ -25,12 +25,13 @@ from sqlalchemy.engine import Engine
 from kb.core.retry import Backoff
 from kb.embed import online
 from kb.embed.batches import BatchManager
+from kb.embed.policy import OnlinePolicy
 from kb.errors import ConfigError, DatabaseError, KbError, StopRequested
 from kb.providers.base import Embedder
 from kb.records import JobState
 from kb.store import lease, ledger, spaces, tasks
 from kb.store.lease import LeaseKeeper
-from kb.store.schema import EmbeddingSpace
+from kb.store.spaces import EmbeddingSpace
 
 log = logging.getLogger("kb.embed.worker")
 
@@ -81,20 +82,24 @@ class Worker:
         online_embedder_for: OnlineEmbedderFor,
         *,
         keeper: LeaseKeeper | None = None,
-        online_policy: online.OnlinePolicy | None = None,
+        online_policy: OnlinePolicy | None = None,
         idle_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         stop: threading.Event | None = None,
+        cut_over: Callable[[], None] | None = None,
         after_step: Callable[[], None] | None = None,
     ) -> None:
+        """`cut_over` runs each step after the batch phase (the reindex cut-over: a rebuilt space that is
+        complete becomes active); `after_step` runs last (the CLI's progress)."""
         self.engine = engine
         self.manager = manager
         self.online_embedder_for = online_embedder_for
         self.keeper = keeper or LeaseKeeper(engine, manager.owner, manager.claim_s, clock)
-        self.online_policy = online_policy or online.OnlinePolicy()
+        self.online_policy = online_policy or OnlinePolicy()
         self.idle_s = idle_s
         self.clock = clock
         self.stop = stop or threading.Event()
+        self.cut_over = cut_over
         self.after_step = after_step
         self._warned_online: set[int] = set()
 
@@ -172,7 +177,7 @@ class Worker:
         self.stop.wait(delay)
 
     def _step(self, result: WorkerResult, force: bool) -> None:
-        for phase in (self._online_phase, self._batch_phase, self._after_phase):
+        for phase in (self._online_phase, self._batch_phase, self._cut_over_phase, self._after_phase):
             if self.stop.is_set():
                 return
             try:
@@ -189,7 +194,7 @@ class Worker:
 
     def _online_phase(self, result: WorkerResult, _force: bool) -> None:
         with self.engine.connect() as connection:
-            filling = [s for s in spaces.all_spaces(connection) if s.state in ("active", "building")]
+            filling = spaces.being_filled(connection)
         for space in filling:
             embedder = self.online_embedder_for(space)
             if embedder is None:
@@ -208,6 +213,7 @@ class Worker:
                 budget=self.manager.budget,
                 policy=self.online_policy,
                 stop=self.stop,
+                clock=self.clock,
             )
             result.embedded_online += report.embedded
             result.failed += report.failed
@@ -221,6 +227,10 @@ class Worker:
         result.embedded += report.embedded
         result.failed += report.failed
         result.errors.extend(report.errors)
+
+    def _cut_over_phase(self, _result: WorkerResult, _force: bool) -> None:
+        if self.cut_over is not None:
+            self.cut_over()
 
     def _after_phase(self, _result: WorkerResult, _force: bool) -> None:
         if self.after_step is not None:

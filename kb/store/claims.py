@@ -17,11 +17,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from kb.errors import DatabaseError
+from kb.records import JobState
 from kb.store.engine import write_transaction
 from kb.store.schema import BatchJob, table_of
 
@@ -42,12 +43,31 @@ class Claim:
     taken_over: bool
 
 
+JobFilter = ColumnElement[bool]  # which jobs a worker looks for: built here, by the functions below
+
+
+def to_submit(now: float) -> JobFilter:
+    """Recorded jobs with no remote job yet whose (re)submission is due."""
+    return and_(
+        JOBS.c.state == JobState.CREATED,
+        or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= now),
+    )
+
+
+def to_poll(now: float, only_due: bool = True) -> JobFilter:
+    """Remote jobs not yet applied (all of them, or those whose next poll is due)."""
+    live = JOBS.c.state.in_([JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED])
+    if not only_due:
+        return live
+    return and_(live, or_(JOBS.c.next_poll_at.is_(None), JOBS.c.next_poll_at <= now))
+
+
 def claim_next(
     connection: Connection,
     owner: str,
     now: float,
     lease_s: float,
-    where: ColumnElement[bool],
+    where: JobFilter,
     exclude: set[int],
 ) -> Claim | None:
     """Claim the lowest-numbered job matching `where` that no other worker holds, skipping `exclude`."""

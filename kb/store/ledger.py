@@ -20,7 +20,8 @@ from kb.errors import ClaimLostError
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
 from kb.store.documents import in_batches
 from kb.store.engine import insert_ignoring_conflicts
-from kb.store.schema import BatchJob, BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
+from kb.store.schema import BatchJob as BatchJob  # the row type callers outside the store use
+from kb.store.schema import BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
 
 JOBS = table_of(BatchJob)
 ITEMS = table_of(BatchJobItem)
@@ -475,7 +476,7 @@ def record_step_failure(
     return int(connection.execute(select(JOBS.c.step_failures).where(JOBS.c.id == job_id)).scalar_one())
 
 
-# -- tasks a job holds: handed back or answered, guarded by the job that holds them --------------------
+# -- tasks a job holds (their transitions are kb.store.tasks's) ------------------------------------------
 
 
 def held_tasks(connection: Connection, job_id: int) -> list[tuple[int, int]]:
@@ -486,22 +487,6 @@ def held_tasks(connection: Connection, job_id: int) -> list[tuple[int, int]]:
         .with_for_update()  # PostgreSQL: no concurrent edit of these tasks until the caller commits
     )
     return [(int(a), int(b)) for a, b in rows]
-
-
-def settle_tasks(connection: Connection, held_by: int, task_ids: Sequence[int], **values: object) -> None:
-    """Change tasks this job holds (submitted, with its job_id): embedded, failed or back to pending.
-    Raises `ClaimLostError` (rolling back) if any of them is no longer the job's to settle."""
-    changed = 0
-    for batch in in_batches(task_ids, 500):
-        changed += connection.execute(
-            update(TASKS)
-            .where(TASKS.c.id.in_(batch), TASKS.c.job_id == held_by, TASKS.c.status == TaskStatus.SUBMITTED)
-            .values(**values)
-        ).rowcount
-    if changed != len(task_ids):
-        raise ClaimLostError(
-            f"job {held_by}: {len(task_ids) - changed} of its {len(task_ids)} texts were settled elsewhere"
-        )
 
 
 def token_estimates(connection: Connection, task_ids: Sequence[int]) -> int:

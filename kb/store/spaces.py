@@ -7,7 +7,8 @@ from sqlalchemy.engine import Connection
 
 from kb.records import SpaceSpec, SpaceState
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
-from kb.store.schema import EmbeddingSpace, table_of
+from kb.store.schema import EmbeddingSpace as EmbeddingSpace  # the row type callers outside the store use
+from kb.store.schema import table_of
 
 SPACES = table_of(EmbeddingSpace)
 
@@ -40,14 +41,18 @@ def active(connection: Connection) -> EmbeddingSpace | None:
     return None if row is None else EmbeddingSpace(**row._mapping)
 
 
+_FILLING = (SpaceState.ACTIVE, SpaceState.BUILDING)
+
+
 def filling(connection: Connection) -> list[int]:
     """Ids of the spaces new texts are queued for: the active one and any being built."""
-    rows = connection.execute(
-        select(SPACES.c.id)
-        .where(SPACES.c.state.in_([SpaceState.ACTIVE, SpaceState.BUILDING]))
-        .order_by(SPACES.c.id)
-    )
-    return [int(row[0]) for row in rows]
+    return [space.id for space in being_filled(connection)]
+
+
+def being_filled(connection: Connection) -> list[EmbeddingSpace]:
+    """The spaces new texts are queued for (and embedded in): the active one and any being built."""
+    rows = connection.execute(select(SPACES).where(SPACES.c.state.in_(_FILLING)).order_by(SPACES.c.id))
+    return [EmbeddingSpace(**row._mapping) for row in rows]
 
 
 def create(connection: Connection, spec: SpaceSpec, state: SpaceState) -> int:

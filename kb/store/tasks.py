@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from kb.core.retry import Backoff
+from kb.errors import ClaimLostError
 from kb.records import TaskStatus
 from kb.store import readmodel
 from kb.store.documents import in_batches
@@ -228,34 +230,24 @@ def make_due(connection: Connection, task_ids: Sequence[int], now: float) -> Non
 
 def record_attempt_failure(
     connection: Connection,
-    task_ids: Sequence[int],
-    message: str,
-    retry_at: float,
+    tasks: Sequence[tuple[int, int]],
+    reason: str,
     now: float,
     max_attempts: int,
+    retry: Backoff,
 ) -> int:
-    """pending -> pending until `retry_at`, or -> failed once `max_attempts` are used up (online): a failed
-    attempt counted, with its reason. Returns how many failed for good."""
+    """pending -> pending after a back-off, or -> failed once attempts run out (online): a failed attempt
+    counted on each (task id, attempts so far), with its reason. Returns how many failed for good."""
     failed = 0
-    gave_up = TASKS.c.attempts + 1 >= max_attempts
-    for batch in in_batches(task_ids, 500):
-        failed += connection.execute(
-            update(TASKS)
-            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING, gave_up)
-            .values(
-                status=TaskStatus.FAILED,
-                attempts=TASKS.c.attempts + 1,
-                last_error=f"gave up after {max_attempts} attempts: {message}",
-                updated_at=now,
-            )
-        ).rowcount
-        connection.execute(
-            update(TASKS)
-            .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING, ~gave_up)
-            .values(
-                attempts=TASKS.c.attempts + 1, last_error=message, next_attempt_at=retry_at, updated_at=now
-            )
-        )
+    for attempts, task_ids in _by_attempts(tasks).items():
+        status, values = _attempt_counted(attempts, max_attempts, reason, retry, now)
+        for batch in in_batches(task_ids, 500):
+            changed = connection.execute(
+                update(TASKS)
+                .where(TASKS.c.id.in_(batch), TASKS.c.status == TaskStatus.PENDING)
+                .values(status=status, **values)
+            ).rowcount
+            failed += changed if status == TaskStatus.FAILED else 0
     return failed
 
 
@@ -293,3 +285,88 @@ def requeue_failed(connection: Connection, task_ids: Sequence[int] | None = None
         )
     )
     return int(result.rowcount)
+
+
+# -- tasks a batch job holds (submitted, with its job_id): guarded by the job, like its own transitions ------
+
+
+def embed_held(connection: Connection, job_id: int, task_ids: Sequence[int], now: float) -> None:
+    """submitted -> embedded: the job's results for these texts are written."""
+    _settle_held(connection, job_id, task_ids, status=TaskStatus.EMBEDDED, last_error=None, updated_at=now)
+
+
+def fail_held(
+    connection: Connection, job_id: int, tasks: Sequence[tuple[int, int]], reason: str, now: float
+) -> None:
+    """submitted -> failed (attempt counted): the service answered these texts with an error that
+    retrying cannot help."""
+    for attempts, task_ids in _by_attempts(tasks).items():
+        _settle_held(
+            connection,
+            job_id,
+            task_ids,
+            status=TaskStatus.FAILED,
+            attempts=attempts,
+            last_error=reason,
+            job_id=None,
+            updated_at=now,
+        )
+
+
+def hand_back_held(
+    connection: Connection,
+    job_id: int,
+    tasks: Sequence[tuple[int, int]],
+    reason: str,
+    now: float,
+    max_attempts: int,
+    retry: Backoff,
+) -> None:
+    """submitted -> pending after a back-off, or -> failed once attempts run out: the job gave these texts
+    (task id, attempts so far) no result, an attempt counted on each."""
+    for attempts, task_ids in _by_attempts(tasks).items():
+        status, values = _attempt_counted(attempts, max_attempts, reason, retry, now)
+        _settle_held(connection, job_id, task_ids, status=status, job_id=None, **values)
+
+
+def _settle_held(connection: Connection, held_by: int, task_ids: Sequence[int], **values: object) -> None:
+    """Change tasks this job holds; raises `ClaimLostError` (rolling back) if any of them is no longer the
+    job's to settle."""
+    changed = 0
+    for batch in in_batches(task_ids, 500):
+        changed += connection.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(batch), TASKS.c.job_id == held_by, TASKS.c.status == TaskStatus.SUBMITTED)
+            .values(**values)
+        ).rowcount
+    if changed != len(task_ids):
+        raise ClaimLostError(
+            f"job {held_by}: {len(task_ids) - changed} of its {len(task_ids)} texts were settled elsewhere"
+        )
+
+
+def _by_attempts(tasks: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
+    """(task id, attempts so far) grouped by the attempts they will have with this one counted."""
+    grouped: dict[int, list[int]] = {}
+    for task_id, attempts in tasks:
+        grouped.setdefault(attempts + 1, []).append(task_id)
+    return grouped
+
+
+def _attempt_counted(
+    attempts: int, max_attempts: int, reason: str, retry: Backoff, now: float
+) -> tuple[TaskStatus, dict[str, object]]:
+    """The give-up rule, online and in batch jobs alike: a text that failed `attempts` times (this one
+    counted) waits out a back-off, and fails for good once they reach `max_attempts`."""
+    if attempts >= max_attempts:
+        return TaskStatus.FAILED, {
+            "attempts": attempts,
+            "last_error": f"gave up after {attempts} attempts: {reason}",
+            "updated_at": now,
+        }
+    return TaskStatus.PENDING, {
+        "attempts": attempts,
+        "last_error": reason,
+        "next_attempt_at": now + retry.delay(attempts),
+        "updated_at": now,
+    }

@@ -3,12 +3,16 @@
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from kb import failpoints
 from kb.app import KnowledgeBase
-from kb.embed.batches import JOBS
-from kb.records import TaskStatus
+from kb.core.retry import Backoff
+from kb.embed import online
+from kb.embed.worker import ExitReason, Worker
+from kb.errors import ClaimLostError
+from kb.records import JobState, TaskStatus
 from kb.settings import KbSettings
 from kb.store import claims, ledger, spaces, tasks
 from kb.store.engine import write_transaction
@@ -16,7 +20,7 @@ from tests.support.files import write
 from tests.support.settings import take_over
 
 LEASE_S = 30.0
-CREATED = JOBS.c.state == "created"
+CREATED = claims.JOBS.c.state == JobState.CREATED
 
 
 def _queue(kb: KnowledgeBase, tmp_path: Path, sections: int = 6) -> None:
@@ -145,3 +149,52 @@ def test_an_apply_after_the_claim_was_taken_over_writes_nothing(backend: KbSetti
         taker = kb.batch_manager(owner="host:b")
         assert taker.poll(only_due=False).embedded == 6
         assert kb.status().tasks["embedded"] == 6
+
+
+def test_a_text_gives_up_alike_online_and_in_a_job(backend: KbSettings, tmp_path: Path) -> None:
+    """One give-up rule for task state: the last allowed attempt fails a text with the same reason whether
+    a batch job handed it back or an online request failed; a job hands back only the texts it holds."""
+    with KnowledgeBase(settings=backend) as kb:
+        _queue(kb, tmp_path, sections=2)
+        [job_id] = _record_jobs(kb, 1)
+        space_id, now, retry = _active_space(kb), time.time(), Backoff(60.0, 3600.0)
+        with write_transaction(kb.engine) as connection:
+            held = ledger.held_tasks(connection, job_id)
+            tasks.hand_back_held(connection, job_id, held[:1], "outage", now, 1, retry)
+            tasks.hand_back_held(connection, job_id, held[1:], "outage", now, 2, retry)
+            [online] = tasks.claim_due(connection, space_id, now + 61, 600, limit=1)
+            assert tasks.record_attempt_failure(connection, [(online.task_id, 1)], "outage", now, 2, retry)
+        with pytest.raises(ClaimLostError), write_transaction(kb.engine) as connection:
+            tasks.embed_held(connection, job_id, [task_id for task_id, _ in held], now)
+        errors = {text.error for text in kb.failed_texts()}
+        assert errors == {"gave up after 1 attempts: outage", "gave up after 2 attempts: outage"}
+        assert kb.status().tasks["failed"] == 2
+
+
+def test_online_embedding_tells_the_time_by_its_clock(settings: KbSettings, tmp_path: Path) -> None:
+    """Texts queued now are not yet due by a clock an hour behind; by the real clock they are embedded."""
+    with KnowledgeBase(settings=settings) as kb:
+        _queue(kb, tmp_path, sections=3)
+        with kb.engine.connect() as connection:
+            active = spaces.active(connection)
+        assert active is not None
+        embedder = kb.embedder(spaces.spec_of(active))
+        early = online.embed_pending(kb.engine, embedder, active.id, clock=lambda: time.time() - 3600)
+        assert (early.embedded, kb.status().tasks["pending"]) == (0, 3)
+        assert online.embed_pending(kb.engine, embedder, active.id).embedded == 3
+
+
+def test_a_worker_built_directly_runs_its_cut_over_phase_each_step(settings: KbSettings) -> None:
+    """The reindex cut-over is a phase of the worker, not of a progress callback: a Worker built without
+    the app runs it, and a cut-over that fails is logged like any phase while the worker goes on."""
+    calls: list[int] = []
+
+    def cut_over() -> None:
+        calls.append(len(calls))
+        raise RuntimeError("cut-over failed")
+
+    with KnowledgeBase(settings=settings) as kb:
+        worker = Worker(kb.engine, kb.batch_manager(), lambda _space: None, idle_s=0.0, cut_over=cut_over)
+        result = worker.run(once=True, timeout_s=30)
+    assert result.reason == ExitReason.DRAINED and calls == [0]
+    assert any("cut_over_phase: cut-over failed" in error for error in result.errors)

@@ -223,7 +223,7 @@ def test_a_worker_that_lost_its_claim_cannot_overwrite_the_takers_progress(
             with pytest.raises(ClaimLostError), write_transaction(kb.engine) as connection:
                 ledger.record_poll(connection, job_id, owner, expected, JobState.RUNNING, "X", 0.0)
         with pytest.raises(ClaimLostError), write_transaction(kb.engine) as connection:
-            ledger.settle_tasks(connection, job_id + 1, [1], status="embedded")
+            tasks.embed_held(connection, job_id + 1, [1], time.time())
         [job] = kb.jobs()
         assert (job.state, job.remote_name, job.remote_state, job.worker) == (
             "pending",
