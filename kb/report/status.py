@@ -35,8 +35,11 @@ class StatusOptions:
         return cls(stuck_after_s=settings.stuck_after_h * 3600, min_coverage=settings.reindex_min_coverage)
 
 
-def collect(reader: Reader, database: object, options: StatusOptions) -> StatusReport:
-    now = time.time()
+def collect(
+    reader: Reader, database: object, options: StatusOptions, now: float | None = None
+) -> StatusReport:
+    """The status as of `now` (default: this moment)."""
+    now = time.time() if now is None else now
     summaries = [_space_summary(reader, space, now) for space in readmodel.spaces(reader)]
     active = next((s for s in summaries if s.state == SpaceState.ACTIVE), None)
     live = readmodel.live_jobs(reader)

@@ -16,8 +16,10 @@ from kb.core.shares import percent
 from kb.embed.worker import ExitReason
 from kb.records import SpaceSummary, SpendSummary, StatusReport
 from kb.report import views
+from kb.report.status import StatusOptions, collect
 from kb.settings import KbSettings
 from kb.store import lease
+from kb.store.reader import ConnectionReader
 from kb.testing.gemini_emulator import GeminiEmulator, JobPlan
 from tests.support.files import HANDBOOK
 from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS
@@ -58,6 +60,13 @@ def test_spend_matches_the_bill_and_savings_are_online_minus_batch(
     assert 'kb_tasks{space="1",model="gemini-embedding-001",state="active",status="embedded"}' in metrics
 
 
+def _status_later(kb: KnowledgeBase, seconds: float) -> StatusReport:
+    """The status as it will read `seconds` from now: no real waiting for a job to age."""
+    with kb.engine.connect() as connection:
+        options = StatusOptions.from_settings(kb.settings)
+        return collect(ConnectionReader(connection), kb.location, options, now=time.time() + seconds)
+
+
 def test_a_stuck_job_shows_as_stuck(fast: KbSettings, emulator: GeminiEmulator) -> None:
     emulator.job_plan = JobPlan(pending_s=10 * 3600)
     settings = fast.model_copy(update={"stuck_after_h": 0.0001})
@@ -65,8 +74,7 @@ def test_a_stuck_job_shows_as_stuck(fast: KbSettings, emulator: GeminiEmulator) 
         kb.ingest([HANDBOOK / "tutorial" / "security"])
         kb.flush()
         kb.batch_manager().poll(only_due=False)
-        time.sleep(0.5)
-        report = kb.status()
+        report = _status_later(kb, seconds=1.0)
     assert len(report.jobs) == 1 and report.jobs[0].state == "pending"
     assert any("is stuck: pending" in warning for warning in report.warnings)
 
@@ -125,8 +133,7 @@ def test_status_screen_fits_100_columns_and_names_every_section(
             )
         kb.batch_manager().poll(only_due=False)
         lease.beat(kb.engine, "host:123", time.time(), 60.0)  # a worker's heartbeat
-        time.sleep(0.5)  # the job is now older than stuck_after_h
-        report = kb.status()
+        report = _status_later(kb, seconds=1.0)  # the job is then older than stuck_after_h
     buffer = io.StringIO()
     statusview.render(report, Console(file=buffer, width=100, color_system=None))
     text = buffer.getvalue()
