@@ -12,7 +12,7 @@ from kb.core.retry import Backoff
 from kb.embed import online
 from kb.embed.worker import ExitReason, Worker
 from kb.errors import ClaimLostError
-from kb.records import JobState, TaskStatus
+from kb.records import JobState, TaskStatus, spec_of
 from kb.settings import KbSettings
 from kb.store import claims, ledger, spaces, tasks
 from kb.store.engine import write_transaction
@@ -178,7 +178,7 @@ def test_online_embedding_tells_the_time_by_its_clock(settings: KbSettings, tmp_
         with kb.engine.connect() as connection:
             active = spaces.active(connection)
         assert active is not None
-        embedder = kb.embedder(spaces.spec_of(active))
+        embedder = kb.embedder(spec_of(active))
         early = online.embed_pending(kb.engine, embedder, active.id, clock=lambda: time.time() - 3600)
         assert (early.embedded, kb.status().tasks["pending"]) == (0, 3)
         assert online.embed_pending(kb.engine, embedder, active.id).embedded == 3
