@@ -204,11 +204,13 @@ def ingest_paths(
             if on_progress is not None:
                 on_progress(done, len(candidates))
         sink.flush()
+        gone = _vanished(stored, paths)
         if options.prune:
-            gone = _vanished(stored, paths)
             report.removed.extend(document.source_path for document in gone)
             if gone and not options.dry_run:
                 sink.delete(gone)
+        else:
+            report.missing.extend(document.source_path for document in gone)
     finally:
         sink.close()
     return report

@@ -84,6 +84,8 @@ class IngestReport:
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Stored documents whose files are gone, kept because --prune was not given.
+    missing: list[str] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     chunks_written: int = 0
     tasks_queued: int = 0

@@ -340,7 +340,7 @@ def errors(
     with _open(ctx) as kb:
         found = kb.failed_texts()
     if as_json:
-        ui.print_json([asdict(item) for item in found])
+        ui.print_json([ui.failed_json(item) for item in found])
     else:
         ui.render_errors(found)
 

@@ -93,14 +93,25 @@ def ingest_json(
         "chunks_written": report.chunks_written,
         "tasks_queued": report.tasks_queued,
         "tokens_queued": report.tokens_queued,
+        "missing": len(report.missing),
         "files": {
-            "added": report.added,
-            "changed": report.changed,
-            "unchanged": report.unchanged,
-            "removed": report.removed,
-            "skipped": [asdict(s) for s in report.skipped],
+            "added": _shown(report.added),
+            "changed": _shown(report.changed),
+            "unchanged": _shown(report.unchanged),
+            "removed": _shown(report.removed),
+            "missing": _shown(report.missing),
+            "skipped": [{**asdict(s), "path": display_path(s.path)} for s in report.skipped],
         },
     }
+
+
+def _shown(paths: list[str]) -> list[str]:
+    """Paths as every other output shows them: relative under the working folder, else absolute."""
+    return [display_path(path) for path in paths]
+
+
+def failed_json(item: FailedText) -> dict[str, Any]:
+    return {**asdict(item), "documents": _shown(item.documents)}
 
 
 def render_ingest(
@@ -134,6 +145,14 @@ def render_ingest(
             )
     for path in report.removed:
         out().print(f"  removed  {escape(display_path(path))}")
+    if report.missing:
+        many = len(report.missing) != 1
+        out().print(
+            f"  {len(report.missing):,} file{'s' * many} no longer exist{'s' * (not many)} "
+            f"(kept; --prune forgets {'them' if many else 'it'})"
+        )
+        for path in report.missing:
+            out().print(f"  missing  {escape(display_path(path))}")
     for skipped in report.skipped:
         out().print(f"  skipped  {escape(display_path(skipped.path))}: {escape(skipped.reason)}")
 

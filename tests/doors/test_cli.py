@@ -293,7 +293,6 @@ def test_search_says_which_space_answered_not_the_configured_provider(
     assert "searched space #1 (local/wordllama" in said and "--provider gemini" in said
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 item 12: the reproduction; not fixed yet")
 def test_ingest_says_a_deleted_file_is_kept_until_pruned(
     runner: CliRunner, db_path: Path, tmp_path: Path
 ) -> None:
