@@ -196,6 +196,9 @@ class SearchResult:
     hits: list[SearchHit]
     notes: list[str] = field(default_factory=list)
     space_id: int | None = None
+    # The space whose vectors answered, e.g. "space #1 (local/wordllama-l2, 256d)", and its provider.
+    space_label: str | None = None
+    space_provider: str | None = None
     # How the vectors were searched (kb.vectorindex): "exact", "quantized" or "memory"; None without vectors.
     vector_index: str | None = None
 

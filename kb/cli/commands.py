@@ -263,11 +263,11 @@ def search_command(
     # when nothing can be (read-only media: a new question is paid for, but cannot be remembered).
     result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space)
     if result is not None:
-        ui.announce_provider(settings)
         _hint(settings.legacy_hint(readonly.active_model(settings)))
     else:
-        with _open(ctx, announce=True) as kb:
+        with _open(ctx) as kb:
             result = kb.search(query, k=k, mode=mode, path=path, space=space)
+    ui.announce_space(result, settings)
     for note in result.notes:
         ui.err().print(f"[yellow]note:[/yellow] {ui.escape(note)}", soft_wrap=True)
     if as_json:

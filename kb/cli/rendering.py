@@ -300,6 +300,21 @@ def announce_provider(settings: "KbSettings") -> None:
         )
 
 
+def announce_space(result: SearchResult, settings: "KbSettings") -> None:
+    """Say, on stderr, which space's vectors answered: the database's, whatever the settings choose."""
+    if result.space_label is None:
+        return  # full text only: the notes say why
+    err().print(f"[dim]kb: searched {escape(result.space_label)}[/dim]", soft_wrap=True)
+    configured = settings.resolved_provider()
+    if result.space_provider and result.space_provider != configured:
+        flag = f"--provider {configured}" if settings.provider else f"the {configured} provider"
+        err().print(
+            f"[dim]kb: {escape(flag)} applies when a space is created; `kb reindex` moves this knowledge "
+            "base to another[/dim]",
+            soft_wrap=True,
+        )
+
+
 def render_doctor(report: Any) -> None:
     """One line per check: a mark, the step, what was found, its time and cost."""
     marks = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]", None: "[dim]--[/dim]  "}

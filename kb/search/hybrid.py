@@ -43,6 +43,7 @@ class SearchSpace:
     vector_weight: float = 1.0  # in hybrid fusion, relative to full text's 1.0
     coverage: str = ""  # e.g. "41% embedded", for notes about a space still being built
     paid: bool = True  # its questions cost money: cached (a local model's are free, and not kept)
+    provider: str = ""
 
 
 def normalize_glob(pattern: str | None) -> str | None:
@@ -121,6 +122,8 @@ def run_search(
         hits=hits,
         notes=notes,
         space_id=used_space.id if used_space and vectors_used else None,
+        space_label=used_space.label if used_space and vectors_used else None,
+        space_provider=used_space.provider if used_space and vectors_used else None,
         vector_index=_index_used(used_space) if vectors_used else None,
     )
 

@@ -144,7 +144,9 @@ def search_space(
     try:
         model = embedder()
     except ConfigError as error:
-        return SearchSpace(space.id, label, None, error.message, index=index, paid=paid)
+        return SearchSpace(
+            space.id, label, None, error.message, index=index, paid=paid, provider=space.provider
+        )
 
     def embed_query(question: str) -> Matrix:
         vector = model.embed_query(question)
@@ -166,4 +168,5 @@ def search_space(
         vector_weight=weight,
         coverage=coverage,
         paid=paid,
+        provider=space.provider,
     )

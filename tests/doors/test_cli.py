@@ -279,7 +279,6 @@ def test_retry_of_unknown_task_ids_is_an_error_that_changes_nothing(
     assert code == 0 and "requeued 1 text" in out and kb.failed_texts() == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 item 11: the reproduction; not fixed yet")
 def test_search_says_which_space_answered_not_the_configured_provider(
     runner: CliRunner, kb: KnowledgeBase
 ) -> None:
