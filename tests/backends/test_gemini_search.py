@@ -119,5 +119,9 @@ def test_dead_model_search_answers_from_full_text(
 def test_search_output_for_people(gemini_env: None, runner: CliRunner) -> None:
     assert runner.invoke(app, ["ingest", str(HANDBOOK / "tutorial"), "--now"]).exit_code == 0
     result = runner.invoke(app, ["search", "background tasks after returning a response", "-k", "2"])
-    assert result.exit_code == 0 and "note:" not in result.stderr and "Gemini embeddings" in result.stderr
+    assert (
+        result.exit_code == 0
+        and "note:" not in result.stderr
+        and "searched space #1 (gemini/gemini-embedding-001" in result.stderr
+    )
     assert result.stdout.startswith(" 1. ") and "background-tasks.md" in result.stdout
