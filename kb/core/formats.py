@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import yaml
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from kb.core.boilerplate import strip_navigation
+
 
 @dataclass(frozen=True, slots=True)
 class Converted:
@@ -324,7 +326,7 @@ def html_document(html: str) -> Converted:
     metadata = _html_metadata(parser)
     parser.strip_tags(_DROPPED_TAGS)
     writer = _MarkdownWriter()
-    start = parser.body or parser.root
+    start = strip_navigation(parser)
     if start is not None:
         _walk_tree(start, writer.enter, writer.exit)
     return Converted(writer.finish(), title or writer.first_h1, metadata)
@@ -424,7 +426,7 @@ class _MarkdownWriter:
         if tag == "pre":
             self._preformatted(node)
             return False
-        if tag == "tr":
+        if tag == "tr" and not _is_layout_row(node):
             self._table_row(node)
             return False
         if tag in _LIST_TAGS:
@@ -487,10 +489,15 @@ class _MarkdownWriter:
         self._emit("code", f"{fence}{_code_language(node)}\n{code}\n{fence}")
 
     def _table_row(self, node: LexborNode) -> None:
+        """A row of a Markdown pipe table; a table's first row is its header, under it the delimiter row."""
         self._flush()
-        cells = [_inline_text(cell) for cell in _children(node) if cell.tag in _CELL_TAGS]
-        if any(cells):
-            self._emit("row", escape_heading_markers(" | ".join(cells)))
+        cells = [_inline_text(cell).replace("|", "\\|") for cell in _children(node) if cell.tag in _CELL_TAGS]
+        if not any(cells):
+            return
+        row = "| " + " | ".join(cells) + " |"
+        if not self.blocks or self.blocks[-1][:2] != ("row", self._group):
+            row += "\n|" + " --- |" * len(cells)
+        self._emit("row", row)
 
     def _next_list_marker(self) -> str:
         if not self._lists:
@@ -526,6 +533,15 @@ class _MarkdownWriter:
             lines = text.split("\n")
             text = "\n".join(prefix + line if line else prefix.rstrip() for line in lines)
         self.blocks.append((kind, self._group, text))
+
+
+# A row whose cells hold these lays out a page (old manuals put the whole page in tables): its cells are
+# read as blocks, not squeezed into one table row.
+_LAYOUT_CONTENT = "table, h1, h2, h3, h4, h5, h6, p, pre, ul, ol, dl, div, blockquote"
+
+
+def _is_layout_row(row: LexborNode) -> bool:
+    return any(cell.tag in _CELL_TAGS and cell.css_first(_LAYOUT_CONTENT) for cell in _children(row))
 
 
 def _children(node: LexborNode) -> list[LexborNode]:

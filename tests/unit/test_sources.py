@@ -590,7 +590,7 @@ def test_html_is_converted_to_markdown_like_text(tree: Path) -> None:
     assert "First paragraph spans lines\nand breaks." in text
     assert "- apple\n- banana" in text
     assert "```\ncode  stays\n   indented\n```" in text
-    assert "Name | Qty\npear | 2" in text
+    assert "| Name | Qty |\n| --- | --- |\n| pear | 2 |" in text
     for unwanted in ("<", ">", "script-content", "template-content", "color: red"):
         assert unwanted not in text
 
