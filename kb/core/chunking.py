@@ -25,18 +25,22 @@ from typing import NamedTuple
 class ChunkingOptions:
     """Chunk sizes in estimated tokens (see `estimate_tokens`).
 
-    A `target_tokens` above `max_tokens` is treated as `max_tokens`.
+    A `target_tokens` above `max_tokens` is treated as `max_tokens`. A Markdown chunk with fewer than
+    `min_tokens` of its own (its heading lines not counted; at most 1/8 of the target) is merged into a
+    neighbour; 0 turns merging off.
     """
 
     target_tokens: int = 512
     max_tokens: int = 1024
     overlap_tokens: int = 0
+    # About 12 words: less says too little to be found by itself, and its vector is mostly its heading.
+    min_tokens: int = 16
 
     def __post_init__(self) -> None:
         if self.target_tokens < 1 or self.max_tokens < 1:
             raise ValueError("target_tokens and max_tokens must be at least 1")
-        if self.overlap_tokens < 0:
-            raise ValueError("overlap_tokens must not be negative")
+        if self.overlap_tokens < 0 or self.min_tokens < 0:
+            raise ValueError("overlap_tokens and min_tokens must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +272,7 @@ class _Piece(NamedTuple):
     start: int
     end: int
     tokens: int
+    prefix: str = ""  # text before document[start:end]: the header of a split table's later pieces
 
 
 def _last_gap(pattern: re.Pattern[str]) -> _BoundaryFinder:
@@ -470,6 +475,261 @@ class _SectionPacker:
 
 
 # --------------------------------------------------------------------------------------------
+# Navigation blocks: link bars and tables of contents
+# --------------------------------------------------------------------------------------------
+
+# Inline links, reference links and autolinks; group 1 or 2 is the link's text.
+_MARKDOWN_LINK = re.compile(
+    r"!?\[([^\]\n]*)\]\([^)\n]*\)|!?\[([^\]\n]*)\]\[[^\]\n]*\]|<(?:https?|ftp|mailto):[^>\s]*>"
+)
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-+*]|\d{1,9}[.)])[ \t]+", re.MULTILINE)
+_NAVIGATION_WORDS = re.compile(
+    r"\b(?:next|previous|prev|up|home|top|contents|table of contents|index|back|forward|go to|"
+    r"skip to (?:main )?content|jump to)\b",
+    re.IGNORECASE,
+)
+_NOT_LETTERS = re.compile(r"[\W_]+")
+# A block whose letters are at least this share link text is a table of contents (docs/ingest.md).
+LINK_TEXT_SHARE = 0.8
+_MAX_BAR_CHARS = 400  # a navigation bar is short; a long paragraph of links is something else
+
+
+def is_navigation_block(block: str) -> bool:
+    """A table of contents (a list of two items or more, nearly all link text) or a link bar (a short
+    block of links and navigation words only: "Previous: [Closure Example](x.md), Up: [Top](index.md)")."""
+    links = list(_MARKDOWN_LINK.finditer(block))
+    if not links:
+        return False
+    unmarked = _LIST_MARKER.sub("", block)
+    link_letters = sum(len(_letters(link[1] or link[2] or "")) for link in links)
+    all_letters = len(_letters(_MARKDOWN_LINK.sub(lambda link: link[1] or link[2] or "", unmarked)))
+    lines = [line for line in block.split("\n") if line.strip()]
+    items = sum(1 for line in lines if _LIST_MARKER.match(line))
+    if items >= 2 and all_letters and link_letters >= LINK_TEXT_SHARE * all_letters:
+        return True
+    if len(block) > _MAX_BAR_CHARS:
+        return False
+    outside = _letters(_NAVIGATION_WORDS.sub(" ", _MARKDOWN_LINK.sub(" ", unmarked)))
+    return not outside and (len(links) >= 2 or _NAVIGATION_WORDS.search(block) is not None)
+
+
+def _letters(text: str) -> str:
+    return _NOT_LETTERS.sub("", text)
+
+
+def navigation_blocks(
+    text: str, sections: list[_Section], fences: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """(start, end) of the navigation blocks of a Markdown text, in order; none inside fenced code."""
+    fence_starts = [start for start, _ in fences]
+    found: list[tuple[int, int]] = []
+    for section in sections:
+        position = section.body_start
+        while position < section.end:
+            blank = _BLANK_LINES.search(text, position, section.end)
+            block_end = section.end if blank is None else blank.start()
+            block = text[position:block_end]
+            if "[" in block or "<" in block:
+                overlaps_fence = any(
+                    start < block_end and position < end
+                    for start, end in fences[max(0, bisect.bisect_right(fence_starts, position) - 1) :][:2]
+                )
+                if not overlaps_fence and is_navigation_block(block.strip()):
+                    found.append((position, block_end))
+            position = section.end if blank is None else blank.end()
+    return found
+
+
+def _without_spans(start: int, end: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [start, end) outside `spans` (sorted, disjoint)."""
+    parts: list[tuple[int, int]] = []
+    index = bisect.bisect_left(spans, (start, start))
+    position = start
+    while index < len(spans) and spans[index][0] < end:
+        span_start, span_end = spans[index]
+        if span_start > position:
+            parts.append((position, span_start))
+        position = max(position, span_end)
+        index += 1
+    if position < end:
+        parts.append((position, end))
+    return parts
+
+
+def _spans_between(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    index = bisect.bisect_left(spans, (start, start))
+    return index < len(spans) and spans[index][0] < end
+
+
+def _has_own_text(text: str, start: int, end: int, section: _Section) -> bool:
+    return _NON_SPACE.search(text, max(start, section.body_start), end) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Tables: split by rows, each piece under the header
+# --------------------------------------------------------------------------------------------
+
+# A pipe table's delimiter row: cells of dashes, maybe with colons, and at least one pipe.
+_DELIMITER_ROW = re.compile(
+    r"^ {0,3}(?=[^\n]*\|)\|?(?:[ \t]*:?-+:?[ \t]*\|)*[ \t]*:?-+:?[ \t]*\|?[ \t]*$", re.MULTILINE
+)
+
+
+class _Table(NamedTuple):
+    start: int  # the header row
+    rows_start: int  # just after the delimiter row's newline
+    end: int  # the end of the last row
+
+
+class _TableSplitter:
+    """Packs spans of text, splitting each table over max_tokens by rows, its header repeated."""
+
+    def __init__(self, text: str, options: ChunkingOptions, fences: list[tuple[int, int]]) -> None:
+        self._text = text
+        self._target_units = min(options.target_tokens, options.max_tokens) * _UNITS_PER_TOKEN
+        self._max_units = options.max_tokens * _UNITS_PER_TOKEN
+        self._tables = [table for table in self._find_tables(fences) if self._too_big(table)]
+
+    def _find_tables(self, fences: list[tuple[int, int]]) -> list[_Table]:
+        text, tables = self._text, list[_Table]()
+        for delimiter in _DELIMITER_ROW.finditer(text):
+            header_end = delimiter.start() - 1
+            if header_end <= 0 or delimiter.end() >= len(text) or (tables and header_end < tables[-1].end):
+                continue
+            header_start = text.rfind("\n", 0, header_end) + 1
+            header = text[header_start:header_end]
+            if "|" not in header or not header.strip():
+                continue
+            if any(start <= header_start < end for start, end in fences):
+                continue
+            end = position = delimiter.end() + 1
+            while position < len(text):
+                line_end = text.find("\n", position)
+                line_end = len(text) if line_end < 0 else line_end
+                if "|" not in text[position:line_end] or not text[position:line_end].strip():
+                    break
+                end, position = line_end, line_end + 1
+            if end > delimiter.end() + 1:
+                tables.append(_Table(header_start, delimiter.end() + 1, end))
+        return tables
+
+    def _too_big(self, table: _Table) -> bool:
+        return _cost_units(self._text[table.start : table.end]) > self._max_units
+
+    def pack(self, packer: _SectionPacker, start: int, end: int) -> list[_Piece]:
+        pieces: list[_Piece] = []
+        position = start
+        for table in self._tables:
+            if table.start < position or table.end > end:
+                continue
+            table_pieces = self._split(table)
+            if table_pieces is None:
+                continue  # rows too big to repeat a header over: packed as any other text
+            if _NON_SPACE.search(self._text, position, table.start):
+                pieces.extend(packer.pack(position, table.start))
+            pieces.extend(table_pieces)
+            position = table.end
+        if _NON_SPACE.search(self._text, position, end):
+            pieces.extend(packer.pack(position, end))
+        return pieces
+
+    def _split(self, table: _Table) -> list[_Piece] | None:
+        """Target-sized runs of whole rows; every run after the first starts with the header rows."""
+        text = self._text
+        prefix = text[table.start : table.rows_start - 1] + "\n"
+        prefix_units = _cost_units(prefix)
+        if prefix_units * 2 > self._max_units:
+            return None
+        pieces: list[_Piece] = []
+        piece_start, units = table.start, prefix_units  # the first piece holds its header itself
+        position = table.rows_start
+        while position < table.end:
+            row_end = text.find("\n", position, table.end)
+            row_end = table.end if row_end < 0 else row_end
+            row_units = _cost_units(text[position : row_end + 1])  # with its newline
+            if prefix_units + row_units > self._max_units:
+                return None
+            if units + row_units > self._target_units and piece_start < position:
+                pieces.append(self._piece(piece_start, position - 1, prefix, first=not pieces))
+                piece_start, units = position, prefix_units
+            units += row_units
+            position = row_end + 1
+        pieces.append(self._piece(piece_start, table.end, prefix, first=not pieces))
+        return pieces
+
+    def _piece(self, start: int, end: int, prefix: str, *, first: bool) -> _Piece:
+        prefix = "" if first else prefix  # the first piece holds the header rows themselves
+        return _Piece(start, end, estimate_tokens(prefix + self._text[start:end]), prefix)
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny pieces: merged into a neighbour
+# --------------------------------------------------------------------------------------------
+
+_HEADING_LINE = re.compile(r"^ {0,3}(?:#{1,6}(?:[ \t][^\n]*)?|=+[ \t]*|-+[ \t]*)$", re.MULTILINE)
+
+_PathPiece = tuple[_Piece, tuple[str, ...]]
+
+
+def _merge_tiny_pieces(
+    text: str, pieces: list[_PathPiece], navigation: list[tuple[int, int]], options: ChunkingOptions
+) -> list[_PathPiece]:
+    """Each tiny piece joins the next piece when that one lies under the same parent heading (a sibling
+    section or a child), else the previous one, as long as the join fits max_tokens and does not take in
+    a navigation block; the joined piece's heading path is what both paths share."""
+    tiny = min(options.min_tokens, max(1, min(options.target_tokens, options.max_tokens) // 8))
+    if options.min_tokens == 0:
+        return pieces
+    max_tokens = options.max_tokens
+
+    def is_tiny(item: _PathPiece) -> bool:
+        piece = item[0]
+        if piece.prefix or piece.tokens >= tiny + 64:
+            return False
+        return estimate_tokens(_HEADING_LINE.sub("", text[piece.start : piece.end])) < tiny
+
+    def join(first: _PathPiece, second: _PathPiece, parent: tuple[str, ...]) -> _PathPiece | None:
+        (a, a_path), (b, b_path) = first, second
+        if a.prefix or b.prefix or _spans_between(navigation, a.end, b.start):
+            return None
+        if first[1][: len(parent)] != parent or second[1][: len(parent)] != parent:
+            return None
+        tokens = estimate_tokens(text[a.start : b.end])
+        if tokens > max_tokens:
+            return None
+        shared = 0
+        while shared < min(len(a_path), len(b_path)) and a_path[shared] == b_path[shared]:
+            shared += 1
+        return _Piece(a.start, b.end, tokens), a_path[:shared]
+
+    merged: list[_PathPiece] = []
+
+    def settle(item: _PathPiece) -> None:
+        joined = join(merged[-1], item, item[1][:-1]) if merged else None
+        if joined is None:
+            merged.append(item)
+        else:
+            merged[-1] = joined
+
+    pending: _PathPiece | None = None
+    parent: tuple[str, ...] = ()  # the parent heading of the tiny piece that began `pending`
+    for item in pieces:
+        joined = None if pending is None else join(pending, item, parent)
+        if pending is not None and joined is None:
+            settle(pending)
+        pending = None
+        if not is_tiny(joined or item):
+            merged.append(joined or item)
+            continue
+        if joined is None:
+            parent = item[1][:-1]
+        pending = joined or item
+    if pending is not None:
+        settle(pending)
+    return merged
+
+
+# --------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------
 
@@ -486,24 +746,41 @@ def _chunk_sections(
         if _NON_SPACE.search(text, section.body_start, section.end) is None:
             continue  # empty: nothing under the heading, whose title lives on in child paths
         for piece in packer.pack(section.start, section.end):
-            chunks.append(
-                TextChunk(
-                    ordinal=len(chunks),
-                    text=text[piece.start : piece.end],
-                    heading_path=section.heading_path,
-                    start=piece.start,
-                    end=piece.end,
-                    token_estimate=piece.tokens,
-                )
-            )
+            chunks.append(_chunk(text, len(chunks), piece, section.heading_path))
     return chunks
 
 
+def _chunk(text: str, ordinal: int, piece: _Piece, heading_path: tuple[str, ...]) -> TextChunk:
+    return TextChunk(
+        ordinal=ordinal,
+        text=piece.prefix + text[piece.start : piece.end],
+        heading_path=heading_path,
+        start=piece.start,
+        end=piece.end,
+        token_estimate=piece.tokens,
+    )
+
+
 def chunk_markdown(text: str, options: ChunkingOptions = DEFAULT_OPTIONS) -> list[TextChunk]:
-    """Chunks of a Markdown text, each within one heading section."""
+    """Chunks of a Markdown text, each within one heading section or a run of tiny ones.
+
+    Navigation blocks are left out, big tables are split by rows under their repeated header, and
+    chunks with too little text of their own are merged into a neighbour (see the module docstring).
+    """
     scan = _MarkdownScan(text)
     packer = _SectionPacker(text, options, scan.fences)
-    return _chunk_sections(text, _markdown_sections(len(text), scan.headings), packer)
+    sections = _markdown_sections(len(text), scan.headings)
+    navigation = navigation_blocks(text, sections, scan.fences)
+    tables = _TableSplitter(text, options, scan.fences)
+    pieces: list[tuple[_Piece, tuple[str, ...]]] = []
+    for section in sections:
+        for segment_start, segment_end in _without_spans(section.start, section.end, navigation):
+            if not _has_own_text(text, segment_start, segment_end, section):
+                continue  # nothing but the heading: its title lives on in the paths below it
+            for piece in tables.pack(packer, segment_start, segment_end):
+                pieces.append((piece, section.heading_path))
+    merged = _merge_tiny_pieces(text, pieces, navigation, options)
+    return [_chunk(text, ordinal, piece, path) for ordinal, (piece, path) in enumerate(merged)]
 
 
 def chunk_plain(text: str, options: ChunkingOptions = DEFAULT_OPTIONS) -> list[TextChunk]:

@@ -26,6 +26,9 @@ _ATX_LIKE = re.compile(r" {0,3}#{1,6}(?:[ \t]|$)")
 _UNDERLINE_LIKE = re.compile(r" {0,3}(?:=+|-+)[ \t]*$")
 
 
+NO_MERGING = ChunkingOptions(min_tokens=0)  # for tests of structure made of tiny sections
+
+
 def _heading_like_lines(lines: list[str]) -> set[int]:
     result = set()
     for index, line in enumerate(lines):
@@ -56,10 +59,25 @@ def _uncovered_lines(doc: str, chunks: list[TextChunk]) -> set[int]:
     return uncovered
 
 
-def assert_valid(doc: str, chunks: list[TextChunk], options: ChunkingOptions) -> None:
+_DELIMITER_ROW = re.compile(r"\|?(?:[ \t]*:?-+:?[ \t]*\|)+[ \t]*(?::?-+:?[ \t]*)?")
+
+
+def _table_header(prefix: str) -> bool:
+    """A split table's later pieces start with its header row and delimiter row."""
+    lines = prefix.split("\n")
+    return len(lines) == 3 and "|" in lines[0] and bool(_DELIMITER_ROW.fullmatch(lines[1])) and not lines[2]
+
+
+def assert_valid(
+    doc: str, chunks: list[TextChunk], options: ChunkingOptions, left_out: frozenset[int] = frozenset()
+) -> None:
+    """`left_out`: line numbers that may lie in no chunk (navigation) besides heading lines."""
     assert [chunk.ordinal for chunk in chunks] == list(range(len(chunks)))
     for chunk in chunks:
-        assert chunk.text == doc[chunk.start : chunk.end]
+        piece = doc[chunk.start : chunk.end]
+        assert chunk.text == piece or (
+            chunk.text.endswith(piece) and _table_header(chunk.text[: -len(piece)])
+        )
         assert chunk.text and chunk.text == chunk.text.strip()
         assert chunk.token_estimate == estimate_tokens(chunk.text) <= options.max_tokens
     for previous, chunk in pairwise(chunks):
@@ -68,7 +86,7 @@ def assert_valid(doc: str, chunks: list[TextChunk], options: ChunkingOptions) ->
         if options.overlap_tokens == 0:
             assert previous.end <= chunk.start
     uncovered = _uncovered_lines(doc, chunks)
-    assert uncovered <= _heading_like_lines(doc.split("\n")), "text lost"
+    assert uncovered <= _heading_like_lines(doc.split("\n")) | left_out, "text lost"
 
 
 def _without_space(text: str) -> str:
@@ -164,13 +182,13 @@ def test_chunk_document_dispatches_on_format() -> None:
 
 def test_heading_paths_nest_and_pop() -> None:
     doc = (
-        "Intro before any heading.\n\n"
-        "# Tutorial\n\nTutorial text.\n\n"
-        "## Security\n\nSecurity text.\n\n"
-        "### OAuth2 scopes ###\n\nScopes text.\n\n"
-        "#### Deep\n\nDeep text.\n\n"
-        "## Testing\n\nTesting text.\n\n"
-        "# Reference\n\nReference text.\n"
+        f"Intro before any heading. {PROSE}\n\n"
+        f"# Tutorial\n\nTutorial text. {PROSE}\n\n"
+        f"## Security\n\nSecurity text. {PROSE}\n\n"
+        f"### OAuth2 scopes ###\n\nScopes text. {PROSE}\n\n"
+        f"#### Deep\n\nDeep text. {PROSE}\n\n"
+        f"## Testing\n\nTesting text. {PROSE}\n\n"
+        f"# Reference\n\nReference text. {PROSE}\n"
     )
     chunks = chunk_markdown(doc)
     assert paths(chunks) == [
@@ -182,7 +200,10 @@ def test_heading_paths_nest_and_pop() -> None:
         ("Tutorial", "Testing"),
         ("Reference",),
     ]
-    assert texts(chunks)[:2] == ["Intro before any heading.", "# Tutorial\n\nTutorial text."]
+    assert texts(chunks)[:2] == [
+        f"Intro before any heading. {PROSE}".strip(),
+        f"# Tutorial\n\nTutorial text. {PROSE}".strip(),
+    ]
     assert_valid(doc, chunks, ChunkingOptions())
 
 
@@ -236,7 +257,7 @@ def test_unclosed_fence_runs_to_the_end() -> None:
 
 def test_inline_triple_backticks_do_not_open_a_fence() -> None:
     doc = "```inline``` code.\n\n# Heading\n\nText.\n"
-    assert paths(chunk_markdown(doc)) == [(), ("Heading",)]
+    assert paths(chunk_markdown(doc, NO_MERGING)) == [(), ("Heading",)]
 
 
 def test_setext_headings() -> None:
@@ -247,7 +268,7 @@ def test_setext_headings() -> None:
         "- a list item\n---\n\nMore.\n\n"
         "Part\ntwo\n---\n\nSecond.\n"
     )
-    chunks = chunk_markdown(doc)
+    chunks = chunk_markdown(doc, NO_MERGING)
     assert paths(chunks) == [("Title",), ("Title", "Part one"), ("Title", "Part two")]
     assert texts(chunks) == [
         "Title\n=====\n\nIntro.",
@@ -469,7 +490,7 @@ def test_an_edit_only_touches_its_own_section(
     replacement = data.draw(_PARAGRAPH)
     new_sections = [list(paragraphs) for paragraphs in sections]
     new_sections[edited][paragraph] = replacement
-    options = ChunkingOptions(target_tokens=40, max_tokens=80)
+    options = ChunkingOptions(target_tokens=40, max_tokens=80, min_tokens=0)  # tiny ones join neighbours
     old, new = (
         chunk_markdown(render(sections), options),
         chunk_markdown(render(new_sections), options),
@@ -479,3 +500,75 @@ def test_an_edit_only_touches_its_own_section(
         section_of.setdefault(chunk.text, set()).add(chunk.heading_path)
     for text in set(texts(old)) ^ set(texts(new)):
         assert section_of[text] == {(f"Section {edited}",)}
+
+
+# --------------------------------------------------------------------------------------------
+# Navigation, tiny chunks, tables
+# --------------------------------------------------------------------------------------------
+
+
+def _lines_of(doc: str, needle: str) -> frozenset[int]:
+    return frozenset(index for index, line in enumerate(doc.split("\n")) if needle in line)
+
+
+def test_a_navigation_bar_is_never_a_chunk() -> None:
+    bar = "Previous: [Closure Example](closure.md), Up: [Using libffi](using.md) [[Index](index.md)]"
+    doc = f"{bar}\n\n# Thread Safety\n\n{PROSE}\n\n[Next](next.md) | [Up](using.md)\n"
+    chunks = chunk_markdown(doc)
+    assert texts(chunks) == [f"# Thread Safety\n\n{PROSE.strip()}"]
+    assert_valid(doc, chunks, ChunkingOptions(), _lines_of(doc, "(using.md)"))
+
+
+def test_a_table_of_contents_is_not_stored_but_a_list_with_prose_is() -> None:
+    toc = "- [Install](#install)\n- [Use](#use)\n  - [Flags](#flags)"
+    see_also = "- [Gamma](g.md): how gamma rays are measured\n- [Delta](d.md): rivers and their mouths"
+    doc = f"# Guide\n\n## Contents\n\n{toc}\n\n## Install\n\n{PROSE}\n\n{see_also}\n"
+    chunks = chunk_markdown(doc)
+    assert paths(chunks) == [("Guide", "Install")]
+    assert "[Install](#install)" not in chunks[0].text and see_also in chunks[0].text
+    assert_valid(doc, chunks, ChunkingOptions(), _lines_of(doc, "](#"))
+
+
+def test_a_link_only_paragraph_inside_prose_is_kept() -> None:
+    doc = f"# Download\n\n{PROSE}\n\n[Download version 2.0](https://example.com/2.0)\n"
+    assert texts(chunk_markdown(doc)) == [doc.strip()]
+
+
+def test_a_tiny_section_joins_the_next_one_under_the_same_parent() -> None:
+    doc = f"# API\n\n## open\n\nOpens a file.\n\n## close\n\n{PROSE}\n\n# Other\n\n{PROSE}\n"
+    chunks = chunk_markdown(doc)
+    assert texts(chunks)[0] == f"## open\n\nOpens a file.\n\n## close\n\n{PROSE.strip()}"
+    assert paths(chunks) == [("API",), ("Other",)]  # what both joined sections' paths share
+    assert_valid(doc, chunks, ChunkingOptions())
+
+
+def test_a_tiny_last_section_joins_the_previous_one_but_never_leaves_its_parent() -> None:
+    doc = f"# A\n\n{PROSE}\n\n## a1\n\nShort.\n\n# B\n\n## b1\n\nAlone.\n"
+    chunks = chunk_markdown(doc, ChunkingOptions(max_tokens=60, target_tokens=60))
+    assert texts(chunks) == [f"# A\n\n{PROSE}\n\n## a1\n\nShort.", "## b1\n\nAlone."]
+    assert paths(chunks) == [("A",), ("B", "b1")]  # b1 is under B, not A: it stays, tiny
+
+
+def test_a_big_table_is_split_by_rows_under_its_repeated_header() -> None:
+    header = "| Option | Meaning |\n| --- | --- |"
+    rows = [f"| `opt{i}` | sets option {i} to a value that matters |" for i in range(120)]
+    doc = f"# Options\n\nThe options are:\n\n{header}\n" + "\n".join(rows) + f"\n\n{PROSE}\n"
+    options = ChunkingOptions(target_tokens=100, max_tokens=200)
+    chunks = chunk_markdown(doc, options)
+    assert_valid(doc, chunks, options)
+    table_chunks = [chunk for chunk in chunks if "`opt" in chunk.text]
+    assert len(table_chunks) > 5
+    for chunk in table_chunks[1:]:
+        assert chunk.text.startswith(header + "\n| `opt")
+        assert chunk.text == header + "\n" + doc[chunk.start : chunk.end]  # start, end: the rows
+    found = [line for chunk in table_chunks for line in chunk.text.split("\n") if "`opt" in line]
+    assert found == rows  # every row once, in order
+
+
+def test_a_table_that_fits_stays_in_one_chunk() -> None:
+    table = "| Name | Qty |\n| --- | --- |\n" + "\n".join(f"| pear number {i} | {i} |" for i in range(25))
+    doc = f"# Stock\n\n{PROSE * 2}\n\n{table}\n\n{PROSE * 2}\n"
+    options = ChunkingOptions(target_tokens=150, max_tokens=400)
+    chunks = chunk_markdown(doc, options)
+    assert table in texts(chunks)
+    assert_valid(doc, chunks, options)
