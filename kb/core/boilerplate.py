@@ -53,6 +53,7 @@ _SKIP_LINK = re.compile(r"^\s*(?:skip|jump) to (?:the )?(?:main )?(?:content|nav
 _MAX_BAR_CHARS = 400
 # Blocks that can be a navigation bar by what they hold.
 _BAR_CANDIDATES = "p, div, table, ul, ol, dl, center"
+_HEADING_BAR_LINKS = 3  # libxml's index pages head them with "A-I J-R S-a ...", a heading of links
 # A list whose text is at least this share link text is a table of contents (see docs/ingest.md).
 LINK_TEXT_SHARE = 0.8
 
@@ -115,6 +116,7 @@ def _generator(parser: LexborHTMLParser) -> str:
 def _remove_link_bars(root: LexborNode) -> None:
     """Removes short blocks made of nothing but links and navigation words, and link-only lists."""
     _remove_outermost([node for node in root.css(_BAR_CANDIDATES) if is_link_bar(node) or is_link_list(node)])
+    _remove_outermost([heading for heading in root.css(_HEADINGS) if _is_heading_of_links(heading)])
 
 
 def is_link_bar(node: LexborNode) -> bool:
@@ -143,6 +145,12 @@ def _is_navigation_table(table: LexborNode) -> bool:
         if _meaningful(_text_outside_links(cell)):
             plain_cells += 1
     return plain_cells <= 1
+
+
+def _is_heading_of_links(heading: LexborNode) -> bool:
+    if len(heading.css("a[href]")) < _HEADING_BAR_LINKS or len(heading.text()) > _MAX_BAR_CHARS:
+        return False
+    return not _meaningful(_text_outside_links(heading))
 
 
 def is_link_list(node: LexborNode) -> bool:
