@@ -5,10 +5,16 @@ on its own, so editing a paragraph changes only the chunks of its section. Insid
 blocks separated by blank lines are packed greedily up to `target_tokens`; a block too big for
 `max_tokens` is cut at a sentence, line or word boundary, or as a last resort mid-word.
 
-Guarantees: chunk `text` is exactly `document[start:end]`, has no leading or trailing
-whitespace, and `estimate_tokens(text) <= max_tokens`. Every non-whitespace character lies in
-some chunk, except the heading lines of empty sections (a heading directly followed by another
-heading, or by nothing): their titles live on in the heading paths of the sections below them.
+Markdown blocks that are navigation (a table of contents, a bar of "Next"/"Up" links) are left out.
+A chunk with fewer than `min_tokens` of its own joins a neighbour under the same parent heading. A
+pipe table over `max_tokens` is split between rows, and each later piece repeats its header rows.
+
+Guarantees: chunk `text` is exactly `document[start:end]`, except in the later pieces of a split
+table, whose text is the table's header and delimiter rows, a newline, then `document[start:end]`.
+Text has no leading or trailing whitespace, and `estimate_tokens(text) <= max_tokens`. Every
+non-whitespace character lies in some chunk, except navigation blocks and the heading lines of
+empty sections (a heading directly followed by another heading, by navigation, or by nothing):
+their titles live on in the heading paths of the sections below them.
 
 Pure: no I/O, no clock, standard library only.
 """

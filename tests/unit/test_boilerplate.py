@@ -91,7 +91,8 @@ def test_layout_tables_are_read_as_blocks_not_as_one_row() -> None:
 
 def test_a_heading_made_of_links_is_navigation() -> None:
     page = (
-        '<h2><a href="APIchunk0.html">A-I</a> <a href="APIchunk1.html">J-R</a> <a href="APIchunk2.html">S-a</a></h2>'
+        '<h2><a href="APIchunk0.html">A-I</a> <a href="APIchunk1.html">J-R</a> '
+        '<a href="APIchunk2.html">S-a</a></h2>'
         "<h2>Letter A:</h2><p>xsltApplyImports applies the imports.</p>"
     )
     assert html_document(page).text == "## Letter A:\n\nxsltApplyImports applies the imports."
