@@ -25,7 +25,8 @@ REFUSED = "You do not have permission to access the File {} or it may not exist.
 
 def _corpus(root: Path, count: int) -> int:
     parts = [
-        f"## Section {n}\n\nParagraph {n} about harbour pilot {n * 7919 % 1000}.\n" for n in range(count)
+        f"## Section {n}\n\nParagraph {n} about harbour pilot {n * 7919 % 1000}, long enough for a chunk.\n"
+        for n in range(count)
     ]
     write(root / "doc.md", "\n".join(parts))
     return count

@@ -24,7 +24,10 @@ CREATED = claims.JOBS.c.state == JobState.CREATED
 
 
 def _queue(kb: KnowledgeBase, tmp_path: Path, sections: int = 6) -> None:
-    parts = [f"## Part {n}\n\nParagraph {n} about claims and workers, number {n}.\n" for n in range(sections)]
+    parts = [
+        f"## Part {n}\n\nParagraph {n} about claims and workers, number {n}, a chunk of its own.\n"
+        for n in range(sections)
+    ]
     write(tmp_path / "docs" / "notes.md", "# Notes\n\n" + "\n".join(parts))
     assert kb.ingest([tmp_path / "docs"]).tasks_queued == sections
 

@@ -131,7 +131,10 @@ def test_prune_removes_vanished_files_and_their_unpaid_tasks(kb: KnowledgeBase, 
 
 
 def test_dry_run_writes_nothing(kb: KnowledgeBase, tmp_path: Path) -> None:
-    write(tmp_path / "d" / "a.md", "# A\n\nOne.\n\n## B\n\nTwo.\n")
+    long_enough = (
+        "a sentence that is long enough to make a chunk of its own"  # tiny sections join their neighbour
+    )
+    write(tmp_path / "d" / "a.md", f"# A\n\nOne, {long_enough}.\n\n## B\n\nTwo, {long_enough}.\n")
     report = kb.ingest([tmp_path / "d"], dry_run=True)
     assert report.dry_run and len(report.added) == 1
     assert report.tasks_queued == 2 and report.tokens_queued > 0

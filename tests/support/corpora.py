@@ -23,7 +23,10 @@ def write_sections(
         parts = []
         for n in range(start, min(count, start + per_file)):
             marker = " POISON" if n in poison else ""
-            parts.append(f"## Section {n}\n\nParagraph {n} about the {about} number {n}{marker}.\n")
+            # Long enough (16 tokens or more) to be a chunk of its own rather than join a neighbour.
+            parts.append(
+                f"## Section {n}\n\nParagraph {n} about the {about} number {n}{marker}, a chunk of its own.\n"
+            )
         write(root / f"doc{start // per_file:04d}.md", "\n".join(parts))
     return count
 
