@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from kb.core.shares import percent
 from kb.errors import ConfigError, DatabaseError, InputError
 from kb.records import (
+    ChunkInput,
     FailedText,
     IngestReport,
     JobInfo,
@@ -273,13 +274,18 @@ class KnowledgeBase:
 
     # -- reindex --------------------------------------------------------------------------------------
 
-    def reindex_spec(self, model: str | None = None, dimensions: int | None = None) -> SpaceSpec:
-        """The target of a reindex: a Gemini model (default: the configured one) or the local model."""
+    def reindex_spec(
+        self, model: str | None = None, dimensions: int | None = None, headers: bool | None = None
+    ) -> SpaceSpec:
+        """The target of a reindex: a Gemini model (default: the configured one) or the local model, its
+        chunks headed by title and heading path unless `headers` is False (default: the setting)."""
         model = model or self.settings.embedding_model
+        headed = self.settings.chunk_headers if headers is None else headers
+        chunk_input = ChunkInput.HEADED if headed else ChunkInput.TEXT
         if model == LOCAL_MODEL:
-            return SpaceSpec(provider="local", model=LOCAL_MODEL, dimensions=LOCAL_DIMENSIONS)
+            return SpaceSpec("local", LOCAL_MODEL, LOCAL_DIMENSIONS, chunk_input=chunk_input)
         return SpaceSpec(
-            provider="gemini", model=model, dimensions=dimensions or self.settings.embedding_dimensions
+            "gemini", model, dimensions or self.settings.embedding_dimensions, chunk_input=chunk_input
         )
 
     def reindex_estimate(self, spec: SpaceSpec) -> "reindex.Estimate":

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from kb.core import sources
 from kb.core.chunking import ChunkingOptions, TextChunk, chunk_document, with_pages
-from kb.records import IngestReport, SkippedFile, SpaceSpec
+from kb.core.inputs import context_line, embedding_input
+from kb.records import ChunkInput, IngestReport, SkippedFile, SpaceSpec
 from kb.settings import KbSettings
 from kb.store import documents as store
 from kb.store import spaces, tasks
@@ -56,6 +57,22 @@ class IngestOptions:
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class _ChunkKeys:
+    """A chunk's text key, where it sits, and its headed input's key (kb.core.inputs)."""
+
+    text_sha256: str
+    context: str
+    input_sha256: str
+
+    @classmethod
+    def of(cls, chunk: TextChunk, title: str) -> "_ChunkKeys":
+        context = context_line(title, chunk.heading_path)
+        headed = embedding_input(ChunkInput.HEADED, context, chunk.text)
+        text_sha = store.text_sha256(chunk.text)
+        return cls(text_sha, context, text_sha if headed == chunk.text else store.text_sha256(headed))
+
+
 @dataclass(slots=True)
 class _Change:
     """A document to write: new (existing is None), changed, or only touched (chunks is None)."""
@@ -63,12 +80,28 @@ class _Change:
     record: store.DocumentRecord
     existing: store.StoredDocument | None
     chunks: list[TextChunk] | None
-    # The chunks' text hashes, computed while reading: the writer thread is the bottleneck.
-    hashes: list[str] = field(default_factory=list)
+    # The chunks' keys, computed while reading: the writer thread is the bottleneck.
+    keys: list[_ChunkKeys] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.chunks and not self.hashes:
-            self.hashes = [store.text_sha256(chunk.text) for chunk in self.chunks]
+        if self.chunks and not self.keys:
+            self.keys = [_ChunkKeys.of(chunk, self.record.title) for chunk in self.chunks]
+
+    def rows(self, document_id: int) -> list[store.ChunkRow]:
+        return [
+            store.ChunkRow(document_id, chunk, keys.text_sha256, keys.context, keys.input_sha256)
+            for chunk, keys in zip(self.chunks or (), self.keys, strict=True)
+        ]
+
+
+def _estimates(rows: Sequence[store.ChunkRow], chunk_input: str) -> dict[str, int]:
+    """The task keys of these chunks in a space of `chunk_input`, with their token estimates."""
+    if chunk_input == ChunkInput.TEXT:
+        return {row.text_sha256: row.chunk.token_estimate for row in rows}
+    return {
+        row.input_sha256: store.input_tokens(chunk_input, row.context, row.chunk.token_estimate)
+        for row in rows
+    }
 
 
 class _Writer:
@@ -135,25 +168,25 @@ class _Writer:
                 strict=True,
             )
         )
-        rows: list[tuple[int, TextChunk, str]] = []
+        rows: list[store.ChunkRow] = []
         for change in changes:
             document_id = (
                 new_ids[id(change)] if change.existing is None else self._update_document(connection, change)
             )
-            rows.extend(
-                zip([document_id] * len(change.hashes), change.chunks or (), change.hashes, strict=True)
-            )
+            rows.extend(change.rows(document_id))
         store.insert_chunks(connection, rows)
         self._report.chunks_written += len(rows)
-        estimates = {sha: chunk.token_estimate for _, chunk, sha in rows}
-        active_id = space_ids[0]
-        for space_id in space_ids:
+        kept: set[str] = set()
+        active_id = space_ids[0][0]
+        for space_id, chunk_input in space_ids:
+            estimates = _estimates(rows, chunk_input)
+            kept.update(estimates)
             queued = tasks.queue(connection, space_id, estimates, self._now)
             self._report.tasks_queued += queued.tasks
             self._report.tokens_queued += queued.tokens
             if space_id == active_id:
                 self._report.queued_hashes.extend(queued.hashes)
-        _forget_unreferenced(connection, old_hashes - estimates.keys())
+        _forget_unreferenced(connection, old_hashes - kept)
 
     def _update_document(self, connection: Connection, change: _Change) -> int:
         assert change.existing is not None
@@ -165,10 +198,11 @@ class _Writer:
             store.delete_chunks(connection, document_id)
         return document_id
 
-    def _filling_spaces(self, connection: Connection) -> list[int]:
-        """The active space first, then any being built."""
+    def _filling_spaces(self, connection: Connection) -> list[tuple[int, str]]:
+        """(id, what it embeds) of the active space first, then of any being built."""
         active_id = spaces.ensure_active(connection, self._spec)
-        return [active_id, *(i for i in spaces.filling(connection) if i != active_id)]
+        filled = [(space.id, space.chunk_input) for space in spaces.being_filled(connection)]
+        return sorted(filled, key=lambda space: space[0] != active_id)
 
 
 def _forget_unreferenced(connection: Connection, hashes: set[str]) -> None:
@@ -303,20 +337,20 @@ class _DryRun:
         self._engine = engine
         self._spec = spec
         self._report = report
-        self._estimates: dict[str, int] = {}
+        self._rows: list[store.ChunkRow] = []
 
     def add(self, change: _Change) -> None:
-        for chunk in change.chunks or ():
-            self._estimates[store.text_sha256(chunk.text)] = chunk.token_estimate
-            self._report.chunks_written += 1
+        self._rows.extend(change.rows(0))
+        self._report.chunks_written += len(change.chunks or ())
 
     def flush(self) -> None:
         with self._engine.connect() as connection:
             space = spaces.active(connection) or spaces.find(connection, self._spec)
-            hashes = list(self._estimates)
+            estimates = _estimates(self._rows, space.chunk_input if space else self._spec.chunk_input)
+            hashes = list(estimates)
             new = tasks.missing(connection, space.id, hashes) if space else hashes
         self._report.tasks_queued = len(new)
-        self._report.tokens_queued = sum(self._estimates[sha] for sha in new)
+        self._report.tokens_queued = sum(estimates[sha] for sha in new)
 
     def delete(self, documents: Sequence[store.StoredDocument]) -> None:
         return None

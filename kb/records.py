@@ -23,6 +23,14 @@ class SpaceState(StrEnum):
     RETIRED = "retired"
 
 
+class ChunkInput(StrEnum):
+    """What a space embeds for a chunk: its text alone (spaces made before chunk headers), or `headed` by
+    where it sits, its document title and heading path ("Node.js fs > File system > fs.mkdtemp(prefix)")."""
+
+    TEXT = "text"
+    HEADED = "headed"
+
+
 @dataclass(frozen=True, slots=True)
 class SpaceSpec:
     """What makes vectors comparable: vectors of two different specs are never mixed."""
@@ -32,6 +40,7 @@ class SpaceSpec:
     dimensions: int
     task_type: str = "RETRIEVAL_DOCUMENT"
     normalized: bool = True
+    chunk_input: ChunkInput = ChunkInput.HEADED
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,7 @@ class Space:
     created_at: float
     activated_at: float | None
     retired_at: float | None
+    chunk_input: str = ChunkInput.HEADED
 
 
 class SpecFields(Protocol):
@@ -63,11 +73,20 @@ class SpecFields(Protocol):
     def task_type(self) -> str: ...
     @property
     def normalized(self) -> bool: ...
+    @property
+    def chunk_input(self) -> str: ...
 
 
 def spec_of(space: SpecFields) -> SpaceSpec:
     """The spec of a stored space: what its vectors are comparable by."""
-    return SpaceSpec(space.provider, space.model, space.dimensions, space.task_type, space.normalized)
+    return SpaceSpec(
+        space.provider,
+        space.model,
+        space.dimensions,
+        space.task_type,
+        space.normalized,
+        ChunkInput(space.chunk_input),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +136,7 @@ class SpaceSummary:
     held_back: int = 0  # pending texts waiting out a back-off after failed attempts
     held_back_reason: str | None = None  # the latest of their errors
     held_back_until: float | None = None  # when the first of them is tried again (UNIX time)
+    chunk_input: str = ChunkInput.HEADED  # what it embeds for a chunk (ChunkInput)
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,11 @@ class KbSettings(BaseSettings):
         1024, ge=64, le=2048, description="Hard ceiling of a chunk in (estimated) tokens."
     )
     chunk_overlap_tokens: int = Field(0, ge=0, description="Tokens of overlap between chunks.")
+    chunk_headers: bool = Field(
+        True,
+        description="New embedding spaces embed each chunk headed by its document title and heading path "
+        "(existing spaces keep what they embed; kb reindex moves to another).",
+    )
     max_file_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Files larger than this are skipped at ingest."
     )

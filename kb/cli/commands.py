@@ -368,6 +368,13 @@ def reindex_command(
     dimensions: Annotated[
         int | None, typer.Option("--dimensions", min=1, max=3072, help="Target dimensions [default: 768].")
     ] = None,
+    headers: Annotated[
+        bool | None,
+        typer.Option(
+            "--headers/--no-headers",
+            help="Embed each chunk headed by its title and heading path [default: KB_CHUNK_HEADERS].",
+        ),
+    ] = None,
     estimate_only: Annotated[
         bool, typer.Option("--estimate", help="Print what the reindex would cost; change nothing.")
     ] = False,
@@ -389,7 +396,7 @@ def reindex_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --status or --estimate: JSON.")] = False,
 ) -> None:
-    """Move the index to another embedding model; search keeps working meanwhile."""
+    """Move the index to another embedding model (or chunk headers); search keeps working meanwhile."""
     with _open(ctx) as kb:
         if show_status:
             report = kb.reindex_status()
@@ -417,7 +424,7 @@ def reindex_command(
                 f"database {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB"
             )
             return
-        spec = kb.reindex_spec(model, dimensions)
+        spec = kb.reindex_spec(model, dimensions, headers)
         plan = kb.reindex_estimate(spec)
         if as_json:
             ui.print_json(ui.estimate_json(plan))

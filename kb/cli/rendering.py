@@ -355,7 +355,8 @@ def estimate_json(plan: "Estimate") -> dict[str, Any]:
 
 def render_estimate(plan: "Estimate") -> None:
     how = "counted by the model on a sample" if plan.tokens_calibrated else "estimated"
-    out().print(f"Reindex to {escape(plan.spec.model)} at {plan.spec.dimensions} dimensions:")
+    headers = "with chunk headers" if plan.spec.chunk_input == "headed" else "chunk text only"
+    out().print(f"Reindex to {escape(plan.spec.model)} at {plan.spec.dimensions} dimensions, {headers}:")
     out().print(
         f"  texts to embed   {plan.texts:,} ({plan.already_embedded:,} already embedded there cost nothing)"
     )

@@ -59,7 +59,7 @@ def _spaces(report: StatusReport, console: "Console") -> None:
         counts = space.tasks
         table.add_row(
             f"#{space.id}",
-            escape(f"{space.model} {space.dimensions}d"[:34]),
+            escape(f"{space.model} {space.dimensions}d{' text only' * (space.chunk_input == 'text')}"[:34]),
             f"{space.state} {percent(space.coverage)}",
             f"{counts['pending']:,}",
             f"{counts['submitted']:,}",

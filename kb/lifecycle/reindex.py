@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from kb.core.chunking import estimate_tokens
 from kb.errors import InputError
-from kb.records import SpaceSpec, SpaceState, spec_of
+from kb.records import ChunkInput, SpaceSpec, SpaceState, spec_of
 from kb.store import documents as store
 from kb.store import ledger, spaces, tasks, vectors
 from kb.store.engine import serialize, write_transaction
@@ -70,10 +70,10 @@ def estimate(
 ) -> Estimate:
     """What building `spec` would cost now: only texts the space does not have yet count."""
     with engine.connect() as connection:
-        wanted = store.distinct_texts(connection)
+        wanted = store.distinct_texts(connection, spec.chunk_input)
         existing = spaces.find(connection, spec)
         embedded = tasks.embedded_among(connection, existing.id, set(wanted)) if existing else set()
-        sample = store.sample_texts(connection, 200) if count_tokens else []
+        sample = store.sample_texts(connection, 200, spec.chunk_input) if count_tokens else []
     needed = {sha: tokens for sha, tokens in wanted.items() if sha not in embedded}
     tokens = sum(needed.values())
     factor = _calibration(sample, count_tokens)
@@ -108,7 +108,11 @@ def start(engine: Engine, spec: SpaceSpec) -> int:
     with write_transaction(engine) as connection:
         active = spaces.active(connection)
         if active is not None and spec_of(active) == spec:
-            raise InputError(f"the active space already is {spec.model} at {spec.dimensions} dimensions")
+            headers = "with" if spec.chunk_input == ChunkInput.HEADED else "without"
+            raise InputError(
+                f"the active space already is {spec.model} at {spec.dimensions} dimensions, {headers} "
+                "chunk headers"
+            )
         target = spaces.find(connection, spec)
         if target is None:
             space_id = spaces.create(connection, spec, SpaceState.BUILDING)
@@ -117,7 +121,7 @@ def start(engine: Engine, spec: SpaceSpec) -> int:
             if target.state == SpaceState.RETIRED:
                 spaces.set_state(connection, space_id, SpaceState.BUILDING, now)
             vectors.create_table(connection, space_id, spec.dimensions)
-        tasks.queue(connection, space_id, store.distinct_texts(connection), now)
+        tasks.queue(connection, space_id, store.distinct_texts(connection, spec.chunk_input), now)
     return space_id
 
 
@@ -131,7 +135,7 @@ def status(engine: Engine, space_id: int | None = None) -> ReindexStatus | None:
         if space is None:
             return None
         counts = tasks.counts_by_status(connection, space.id)
-        total = len(store.distinct_texts(connection))
+        total = len(store.distinct_texts(connection, space.chunk_input))
         in_flight = ledger.live_count(connection, space.id)
         eta = _eta(connection, space.id, counts["pending"] + counts["submitted"])
         previous = spaces.active(connection) if space.state == SpaceState.BUILDING else None

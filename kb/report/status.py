@@ -94,6 +94,7 @@ def _space_summary(reader: Reader, space: Space, now: float) -> SpaceSummary:
         held_back=held,
         held_back_reason=reason,
         held_back_until=until,
+        chunk_input=space.chunk_input,
     )
 
 

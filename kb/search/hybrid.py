@@ -15,7 +15,7 @@ from kb.core import globs
 from kb.core.questions import check_question
 from kb.errors import KbError
 from kb.providers.base import Matrix
-from kb.records import SearchHit, SearchMode, SearchResult
+from kb.records import ChunkInput, SearchHit, SearchMode, SearchResult
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
 
@@ -44,6 +44,7 @@ class SearchSpace:
     coverage: str = ""  # e.g. "41% embedded", for notes about a space still being built
     paid: bool = True  # its questions cost money: cached (a local model's are free, and not kept)
     provider: str = ""
+    chunk_input: str = ChunkInput.HEADED  # what its vectors embed, and so which chunk key its tasks have
 
 
 def normalize_glob(pattern: str | None) -> str | None:
@@ -193,14 +194,14 @@ def _vector_search(
             neighbours = space.index.nearest(reader, cached[0], fetch)
         else:
             neighbours = vectors.nearest(reader, space.id, cached[0], fetch)
-        return _chunks_of_tasks(reader, neighbours, glob)[:depth], None
+        return _chunks_of_tasks(reader, neighbours, glob, space.chunk_input)[:depth], None
 
 
 def _chunks_of_tasks(
-    reader: Reader, neighbours: list[tuple[int, float]], glob: str | None
+    reader: Reader, neighbours: list[tuple[int, float]], glob: str | None, chunk_input: str
 ) -> list[tuple[int, float]]:
     """Expand (task id, distance) to (chunk id, similarity): every chunk holding that text, in order."""
-    chunks_by_task = readmodel.chunks_of_tasks(reader, [task_id for task_id, _ in neighbours])
+    chunks_by_task = readmodel.chunks_of_tasks(reader, [task_id for task_id, _ in neighbours], chunk_input)
     ranked: list[tuple[int, float]] = []
     for task_id, distance in neighbours:
         for chunk_id, path in chunks_by_task.get(task_id, []):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from kb.core.shares import percent
 from kb.errors import ConfigError, InputError
 from kb.providers.base import Embedder, Matrix
-from kb.records import SearchMode, SearchResult, Space, SpaceSpec, SpaceState, spec_of
+from kb.records import ChunkInput, SearchMode, SearchResult, Space, SpaceSpec, SpaceState, spec_of
 from kb.search.hybrid import OpenReader, Remember, SearchSpace, run_search
 from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
@@ -139,13 +139,21 @@ def search_space(
 ) -> SearchSpace:
     """How to search `space`: its embedder (or why there is none), its weight in hybrid fusion (the local
     model's vectors count half by default: they are weaker than full text), and its coverage if building."""
-    label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d)"
+    text_only = ", chunk text only" if space.chunk_input == ChunkInput.TEXT else ""
+    label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d{text_only})"
     paid = is_paid(space)
     try:
         model = embedder()
     except ConfigError as error:
         return SearchSpace(
-            space.id, label, None, error.message, index=index, paid=paid, provider=space.provider
+            space.id,
+            label,
+            None,
+            error.message,
+            index=index,
+            paid=paid,
+            provider=space.provider,
+            chunk_input=space.chunk_input,
         )
 
     def embed_query(question: str) -> Matrix:
@@ -169,4 +177,5 @@ def search_space(
         coverage=coverage,
         paid=paid,
         provider=space.provider,
+        chunk_input=space.chunk_input,
     )

@@ -6,10 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Column, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from kb.core.chunking import TextChunk
+from kb.core.chunking import TextChunk, estimate_tokens
+from kb.core.inputs import embedding_input
+from kb.records import ChunkInput
 from kb.store import fulltext
 from kb.store.engine import bulk_insert
 from kb.store.schema import Chunk, Document, table_of
@@ -113,19 +115,44 @@ def _document_values(record: DocumentRecord, now: float) -> dict[str, object]:
     }
 
 
+def key_column(chunk_input: ChunkInput | str) -> "Column[str]":
+    """The chunk column that a space's tasks are keyed by: the sha256 of what the space embeds."""
+    return CHUNKS.c.text_sha256 if chunk_input == ChunkInput.TEXT else CHUNKS.c.input_sha256
+
+
+def input_tokens(chunk_input: ChunkInput | str, context: str, tokens: int) -> int:
+    """The estimated tokens of a chunk's input in a space: its text's, plus its context line's."""
+    if chunk_input == ChunkInput.TEXT or not context:
+        return tokens
+    return tokens + estimate_tokens(context) + 1
+
+
 def chunk_hashes(connection: Connection, document_ids: Sequence[int]) -> set[str]:
+    """Every task key the documents' chunks hold (of their texts and of their headed inputs)."""
     hashes: set[str] = set()
     for batch in in_batches(document_ids, 500):
         rows = connection.execute(
-            select(CHUNKS.c.text_sha256).where(CHUNKS.c.document_id.in_(batch)).distinct()
+            select(CHUNKS.c.text_sha256, CHUNKS.c.input_sha256).where(CHUNKS.c.document_id.in_(batch))
         )
-        hashes.update(row[0] for row in rows)
+        for text_sha, input_sha in rows:
+            hashes.update((text_sha, input_sha))
     return hashes
 
 
 def delete_chunks(connection: Connection, document_id: int) -> None:
     """Remove a document's chunks (the full-text index follows through triggers)."""
     connection.execute(delete(CHUNKS).where(CHUNKS.c.document_id == document_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    """A chunk as ingest writes it, with its keys (computed while reading: the writer is the bottleneck)."""
+
+    document_id: int
+    chunk: TextChunk
+    text_sha256: str
+    context: str
+    input_sha256: str
 
 
 _CHUNK_COLUMNS = (
@@ -135,6 +162,8 @@ _CHUNK_COLUMNS = (
     "text_sha256",
     "token_estimate",
     "heading_path",
+    "context",
+    "input_sha256",
     "start_offset",
     "end_offset",
     "page_start",
@@ -142,8 +171,8 @@ _CHUNK_COLUMNS = (
 )
 
 
-def insert_chunks(connection: Connection, rows: Sequence[tuple[int, TextChunk, str]]) -> None:
-    """Insert chunks, (document id, chunk, text sha256) each, and add them to the full-text index, in bulk."""
+def insert_chunks(connection: Connection, rows: Sequence[ChunkRow]) -> None:
+    """Insert chunks and add them to the full-text index, in bulk."""
     if not rows:
         return
     before = fulltext.last_chunk_id(connection)
@@ -153,18 +182,20 @@ def insert_chunks(connection: Connection, rows: Sequence[tuple[int, TextChunk, s
         _CHUNK_COLUMNS,
         [
             (
-                document_id,
-                chunk.ordinal,
-                chunk.text,
-                sha,
-                chunk.token_estimate,
-                HEADING_SEPARATOR.join(chunk.heading_path),
-                chunk.start,
-                chunk.end,
-                chunk.page_start,
-                chunk.page_end,
+                row.document_id,
+                row.chunk.ordinal,
+                row.chunk.text,
+                row.text_sha256,
+                row.chunk.token_estimate,
+                HEADING_SEPARATOR.join(row.chunk.heading_path),
+                row.context,
+                row.input_sha256,
+                row.chunk.start,
+                row.chunk.end,
+                row.chunk.page_start,
+                row.chunk.page_end,
             )
-            for document_id, chunk, sha in rows
+            for row in rows
         ],
     )
     fulltext.index_new(connection, before)
@@ -176,13 +207,12 @@ def delete_documents(connection: Connection, document_ids: Sequence[int]) -> Non
 
 
 def referenced_hashes(connection: Connection, hashes: Iterable[str]) -> set[str]:
-    """The subset of `hashes` that some chunk still holds."""
+    """The subset of `hashes` that some chunk still holds, as its text's key or its headed input's."""
     found: set[str] = set()
     for batch in in_batches(list(hashes), 500):
-        rows = connection.execute(
-            select(CHUNKS.c.text_sha256).where(CHUNKS.c.text_sha256.in_(batch)).distinct()
-        )
-        found.update(row[0] for row in rows)
+        for column in (CHUNKS.c.text_sha256, CHUNKS.c.input_sha256):
+            rows = connection.execute(select(column).where(column.in_(batch)).distinct())
+            found.update(row[0] for row in rows)
     return found
 
 
@@ -192,14 +222,30 @@ def in_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
-def distinct_texts(connection: Connection) -> dict[str, int]:
-    """Every distinct chunk text (sha256) with its token estimate."""
+def distinct_texts(connection: Connection, chunk_input: ChunkInput | str) -> dict[str, int]:
+    """Every distinct input a space of `chunk_input` embeds (its key) with its token estimate."""
+    key = key_column(chunk_input)
     rows = connection.execute(
-        select(CHUNKS.c.text_sha256, func.max(CHUNKS.c.token_estimate)).group_by(CHUNKS.c.text_sha256)
+        select(key, func.max(CHUNKS.c.token_estimate), func.max(CHUNKS.c.context)).group_by(key)
     )
-    return {str(sha): int(tokens) for sha, tokens in rows}
+    return {str(sha): input_tokens(chunk_input, str(context), int(tokens)) for sha, tokens, context in rows}
 
 
-def sample_texts(connection: Connection, limit: int) -> list[str]:
-    rows = connection.execute(select(CHUNKS.c.text).order_by(CHUNKS.c.id).limit(limit))
-    return [str(row[0]) for row in rows]
+def sample_texts(connection: Connection, limit: int, chunk_input: ChunkInput | str) -> list[str]:
+    rows = connection.execute(select(CHUNKS.c.context, CHUNKS.c.text).order_by(CHUNKS.c.id).limit(limit))
+    return [embedding_input(chunk_input, str(context), str(text)) for context, text in rows]
+
+
+def inputs_by_key(
+    connection: Connection, chunk_input: ChunkInput | str, keys: Sequence[str]
+) -> dict[str, str]:
+    """What a space of `chunk_input` embeds for each key (one chunk's copy of it)."""
+    key = key_column(chunk_input)
+    found: dict[str, str] = {}
+    for batch in in_batches(sorted(set(keys)), 500):
+        one_chunk = select(func.min(CHUNKS.c.id)).where(key.in_(batch)).group_by(key).scalar_subquery()
+        rows = connection.execute(
+            select(key, CHUNKS.c.context, CHUNKS.c.text).where(CHUNKS.c.id.in_(one_chunk))
+        )
+        found.update({str(sha): embedding_input(chunk_input, str(c), str(t)) for sha, c, t in rows})
+    return found

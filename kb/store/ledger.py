@@ -18,7 +18,8 @@ from sqlalchemy.engine import Connection
 
 from kb.errors import ClaimLostError
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
-from kb.store.documents import in_batches
+from kb.store import spaces
+from kb.store.documents import in_batches, inputs_by_key, key_column
 from kb.store.engine import insert_ignoring_conflicts
 from kb.store.schema import BatchJob as BatchJob  # the row type callers outside the store use
 from kb.store.schema import BatchJobItem, Chunk, EmbeddingTask, Meta, table_of
@@ -191,20 +192,16 @@ def applied_throughput(connection: Connection, space_id: int) -> tuple[int, floa
 
 def manifest_texts(connection: Connection, job_id: int) -> list[tuple[str, str]]:
     """(request key, text) for every item of the job, in key order (one chunk's copy of each text)."""
-    one_chunk = (
-        select(CHUNKS.c.text_sha256, func.min(CHUNKS.c.id).label("chunk_id"))
-        .group_by(CHUNKS.c.text_sha256)
-        .subquery()
-    )
     rows = connection.execute(
-        select(ITEMS.c.key, CHUNKS.c.text)
+        select(ITEMS.c.key, TASKS.c.text_sha256, TASKS.c.space_id)
         .join(TASKS, TASKS.c.id == ITEMS.c.task_id)
-        .join(one_chunk, one_chunk.c.text_sha256 == TASKS.c.text_sha256)
-        .join(CHUNKS, CHUNKS.c.id == one_chunk.c.chunk_id)
         .where(ITEMS.c.job_id == job_id)
         .order_by(ITEMS.c.task_id)
-    )
-    return [(str(key), str(text)) for key, text in rows]
+    ).all()
+    if not rows:
+        return []
+    inputs = inputs_by_key(connection, spaces.chunk_input_of(connection, rows[0][2]), [r[1] for r in rows])
+    return [(str(key), inputs[sha]) for key, sha, _ in rows if sha in inputs]
 
 
 def manifest(connection: Connection, job_id: int) -> dict[str, int]:
@@ -503,15 +500,14 @@ def token_estimates(connection: Connection, task_ids: Sequence[int]) -> int:
 def drop_orphans(connection: Connection, job_id: int) -> int:
     """Remove from a job not yet sent the texts that no chunk holds any more (edited or deleted since the
     job was recorded): there is nothing to embed, and nothing was paid. Returns how many went."""
+    space_id = connection.execute(select(JOBS.c.space_id).where(JOBS.c.id == job_id)).scalar_one()
+    key = key_column(spaces.chunk_input_of(connection, space_id))
     orphans = [
         int(task_id)
         for (task_id,) in connection.execute(
             select(ITEMS.c.task_id)
             .join(TASKS, TASKS.c.id == ITEMS.c.task_id)
-            .where(
-                ITEMS.c.job_id == job_id,
-                ~select(CHUNKS.c.id).where(CHUNKS.c.text_sha256 == TASKS.c.text_sha256).exists(),
-            )
+            .where(ITEMS.c.job_id == job_id, ~select(CHUNKS.c.id).where(key == TASKS.c.text_sha256).exists())
         )
     ]
     for batch in in_batches(orphans, 500):

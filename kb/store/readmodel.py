@@ -8,7 +8,7 @@ PostgreSQL both speak; lists of ids are inlined as integers.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kb.records import LIVE_JOB_STATES, FailedText, JobInfo, Space, SpaceState, TaskStatus
+from kb.records import LIVE_JOB_STATES, ChunkInput, FailedText, JobInfo, Space, SpaceState, TaskStatus
 from kb.store.reader import Reader, scalar
 
 DAY_S = 86_400.0
@@ -60,7 +60,8 @@ def count_chunks(reader: Reader) -> int:
 
 
 _SPACE_COLUMNS = (
-    "id, provider, model, dimensions, task_type, normalized, state, created_at, activated_at, retired_at"
+    "id, provider, model, dimensions, task_type, normalized, state, created_at, activated_at, retired_at, "
+    "chunk_input"
 )
 
 
@@ -70,7 +71,7 @@ def spaces(reader: Reader) -> list[Space]:
 
 
 def _space(row: Sequence[object]) -> Space:
-    id_, provider, model, dimensions, task_type, normalized, state, created, activated, retired = row
+    id_, provider, model, dimensions, task_type, normalized, state, created, activated, retired, chunks = row
     return Space(
         int(id_),  # type: ignore[call-overload]
         str(provider),
@@ -82,11 +83,21 @@ def _space(row: Sequence[object]) -> Space:
         float(created),  # type: ignore[arg-type]
         None if activated is None else float(activated),  # type: ignore[arg-type]
         None if retired is None else float(retired),  # type: ignore[arg-type]
+        str(chunks),
     )
 
 
 def active_space(reader: Reader) -> Space | None:
     return next((space for space in spaces(reader) if space.state == SpaceState.ACTIVE), None)
+
+
+# The chunk column a space's tasks are keyed by, per what it embeds (kb.store.documents.key_column).
+_KEY_COLUMNS = {ChunkInput.TEXT: "text_sha256", ChunkInput.HEADED: "input_sha256"}
+
+
+def _key(reader: Reader, space_id: int) -> str:
+    found = reader.rows("SELECT chunk_input FROM embedding_spaces WHERE id = :space", {"space": space_id})
+    return _KEY_COLUMNS[ChunkInput(found[0][0])] if found else "text_sha256"
 
 
 def task_counts(reader: Reader, space_id: int) -> dict[str, int]:
@@ -103,7 +114,7 @@ def chunk_statuses(reader: Reader, space_id: int) -> dict[str, int]:
     """Chunks counted by the status of their text's task in the space (no task counts as pending)."""
     rows = reader.rows(
         "SELECT coalesce(t.status, 'pending'), count(*) FROM chunks c "
-        "LEFT JOIN embedding_tasks t ON t.text_sha256 = c.text_sha256 AND t.space_id = :space "
+        f"LEFT JOIN embedding_tasks t ON t.text_sha256 = c.{_key(reader, space_id)} AND t.space_id = :space "
         "GROUP BY coalesce(t.status, 'pending')",
         {"space": space_id},
     )
@@ -214,12 +225,14 @@ def failed(reader: Reader, limit: int = 1000) -> list[FailedText]:
     for start in range(0, len(hashes), 500):
         batch = {f"h{n}": sha for n, sha in enumerate(hashes[start : start + 500])}
         names = ", ".join(f":{name}" for name in batch)
-        for sha, path in reader.rows(
-            "SELECT DISTINCT c.text_sha256, d.source_path FROM chunks c "
-            f"JOIN documents d ON d.id = c.document_id WHERE c.text_sha256 IN ({names})",
-            batch,
-        ):
-            paths.setdefault(str(sha), []).append(str(path))
+        for key in _KEY_COLUMNS.values():  # a task's key is its text's or its headed input's
+            for sha, path in reader.rows(
+                f"SELECT DISTINCT c.{key}, d.source_path FROM chunks c "
+                f"JOIN documents d ON d.id = c.document_id WHERE c.{key} IN ({names})",
+                batch,
+            ):
+                if str(path) not in paths.setdefault(str(sha), []):
+                    paths[str(sha)].append(str(path))
     return [
         FailedText(int(a), int(b), int(c), d, sorted(paths.get(str(sha), []))) for a, b, c, d, sha in rows
     ]
@@ -228,14 +241,18 @@ def failed(reader: Reader, limit: int = 1000) -> list[FailedText]:
 # -- search: chunks behind vectors, and what a hit shows ------------------------------------------------
 
 
-def chunks_of_tasks(reader: Reader, task_ids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
-    """Per embedding task, the chunks holding its text, as (chunk id, document path) in chunk order."""
+def chunks_of_tasks(
+    reader: Reader, task_ids: Sequence[int], chunk_input: ChunkInput | str
+) -> dict[int, list[tuple[int, str]]]:
+    """Per embedding task of a space of `chunk_input`, the chunks holding its input, as (chunk id, document
+    path) in chunk order."""
     found: dict[int, list[tuple[int, str]]] = {}
+    key = _KEY_COLUMNS[ChunkInput(chunk_input)]
     for start in range(0, len(task_ids), 500):
         listed = ",".join(str(int(task_id)) for task_id in task_ids[start : start + 500])
         rows = reader.rows(
             "SELECT t.id, c.id, d.source_path FROM embedding_tasks t "
-            "JOIN chunks c ON c.text_sha256 = t.text_sha256 "
+            f"JOIN chunks c ON c.{key} = t.text_sha256 "
             f"JOIN documents d ON d.id = c.document_id WHERE t.id IN ({listed}) ORDER BY c.id"
         )
         for task_id, chunk_id, path in rows:

@@ -63,6 +63,10 @@ class Chunk(Base):
     text_sha256: Mapped[str] = mapped_column(String(64), index=True)
     token_estimate: Mapped[int] = mapped_column(Integer)
     heading_path: Mapped[str] = mapped_column(Text, default="")
+    # Where the chunk sits ("Title > Heading > Subheading", kb.core.inputs), and the sha256 of the headed
+    # input that spaces with chunk_input 'headed' embed: their tasks are keyed by it.
+    context: Mapped[str] = mapped_column(Text, default="", server_default="")
+    input_sha256: Mapped[str] = mapped_column(String(64), index=True, server_default="")
     start_offset: Mapped[int] = mapped_column(Integer)
     end_offset: Mapped[int] = mapped_column(Integer)
     # The pages the chunk spans (1-based, inclusive) in documents that have pages; NULL elsewhere.
@@ -72,7 +76,11 @@ class Chunk(Base):
 
 class EmbeddingSpace(Base):
     __tablename__ = "embedding_spaces"
-    __table_args__ = (UniqueConstraint("provider", "model", "dimensions", "task_type"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "provider", "model", "dimensions", "task_type", "chunk_input", name="uq_embedding_spaces_spec"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
@@ -84,6 +92,8 @@ class EmbeddingSpace(Base):
     created_at: Mapped[float] = mapped_column(Float)
     activated_at: Mapped[float | None] = mapped_column(Float)
     retired_at: Mapped[float | None] = mapped_column(Float)
+    # What is embedded for a chunk (kb.records.ChunkInput): 'text' for spaces made before chunk headers.
+    chunk_input: Mapped[str] = mapped_column(String(16), default="headed", server_default="text")
 
 
 class EmbeddingTask(Base):

@@ -5,7 +5,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from kb.records import SpaceSpec, SpaceState
+from kb.records import ChunkInput, SpaceSpec, SpaceState
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.store.schema import EmbeddingSpace as EmbeddingSpace  # the row type callers outside the store use
 from kb.store.schema import table_of
@@ -15,12 +15,11 @@ SPACES = table_of(EmbeddingSpace)
 
 def configured_spec(settings: KbSettings) -> SpaceSpec:
     """The space that the current settings would embed into."""
+    chunk_input = ChunkInput.HEADED if settings.chunk_headers else ChunkInput.TEXT
     if settings.resolved_provider() == "local":
-        return SpaceSpec(provider="local", model=LOCAL_MODEL, dimensions=LOCAL_DIMENSIONS)
+        return SpaceSpec("local", LOCAL_MODEL, LOCAL_DIMENSIONS, chunk_input=chunk_input)
     return SpaceSpec(
-        provider="gemini",
-        model=settings.embedding_model,
-        dimensions=settings.embedding_dimensions,
+        "gemini", settings.embedding_model, settings.embedding_dimensions, chunk_input=chunk_input
     )
 
 
@@ -31,9 +30,16 @@ def find(connection: Connection, spec: SpaceSpec) -> EmbeddingSpace | None:
             SPACES.c.model == spec.model,
             SPACES.c.dimensions == spec.dimensions,
             SPACES.c.task_type == spec.task_type,
+            SPACES.c.chunk_input == spec.chunk_input,
         )
     ).one_or_none()
     return None if row is None else EmbeddingSpace(**row._mapping)
+
+
+def chunk_input_of(connection: Connection, space_id: int) -> ChunkInput:
+    """What the space embeds for a chunk."""
+    found = connection.execute(select(SPACES.c.chunk_input).where(SPACES.c.id == space_id)).scalar_one()
+    return ChunkInput(found)
 
 
 def active(connection: Connection) -> EmbeddingSpace | None:
@@ -66,6 +72,7 @@ def create(connection: Connection, spec: SpaceSpec, state: SpaceState) -> int:
             dimensions=spec.dimensions,
             task_type=spec.task_type,
             normalized=spec.normalized,
+            chunk_input=spec.chunk_input,
             state=state,
             created_at=now,
             activated_at=now if state == SpaceState.ACTIVE else None,
@@ -119,7 +126,9 @@ def set_state(connection: Connection, space_id: int, state: SpaceState, now: flo
 
 
 def label(space: EmbeddingSpace) -> str:
-    return f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d, {space.state})"
+    text_only = ", chunk text only" if space.chunk_input == ChunkInput.TEXT else ""
+    spec = f"{space.provider}/{space.model}, {space.dimensions}d{text_only}"
+    return f"space #{space.id} ({spec}, {space.state})"
 
 
 def delete(connection: Connection, space_id: int) -> None:

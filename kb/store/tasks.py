@@ -11,11 +11,11 @@ from sqlalchemy.engine import Connection
 from kb.core.retry import Backoff
 from kb.errors import ClaimLostError
 from kb.records import TaskStatus
-from kb.store import readmodel
-from kb.store.documents import in_batches
+from kb.store import readmodel, spaces
+from kb.store.documents import in_batches, inputs_by_key
 from kb.store.engine import bulk_insert, insert_ignoring_conflicts
 from kb.store.reader import ConnectionReader
-from kb.store.schema import Chunk, EmbeddingTask, table_of
+from kb.store.schema import EmbeddingTask, table_of
 
 TASKS = table_of(EmbeddingTask)
 
@@ -162,21 +162,17 @@ def claim_due(
     if not task_ids:
         return []
     connection.execute(update(TASKS).where(TASKS.c.id.in_(task_ids)).values(next_attempt_at=now + hold_s))
-    chunks = table_of(Chunk)
-    one_chunk = (
-        select(chunks.c.text_sha256, func.min(chunks.c.id).label("chunk_id"))
-        .where(chunks.c.text_sha256.in_(select(TASKS.c.text_sha256).where(TASKS.c.id.in_(task_ids))))
-        .group_by(chunks.c.text_sha256)
-        .subquery()
-    )
     rows = connection.execute(
-        select(TASKS.c.id, TASKS.c.text_sha256, chunks.c.text, TASKS.c.token_estimate, TASKS.c.attempts)
-        .join(one_chunk, one_chunk.c.text_sha256 == TASKS.c.text_sha256)
-        .join(chunks, chunks.c.id == one_chunk.c.chunk_id)
+        select(TASKS.c.id, TASKS.c.text_sha256, TASKS.c.token_estimate, TASKS.c.attempts)
         .where(TASKS.c.id.in_(task_ids))
         .order_by(TASKS.c.id)
-    )
-    return [PendingText(int(a), str(b), str(c), int(d), int(e)) for a, b, c, d, e in rows]
+    ).all()
+    inputs = inputs_by_key(connection, spaces.chunk_input_of(connection, space_id), [row[1] for row in rows])
+    return [
+        PendingText(int(task_id), str(sha), inputs[sha], int(tokens), int(attempts))
+        for task_id, sha, tokens, attempts in rows
+        if sha in inputs  # a text no chunk holds any more has nothing to embed
+    ]
 
 
 def due_count(connection: Connection, space_id: int, now: float, hashes: Sequence[str] | None = None) -> int:

@@ -104,3 +104,33 @@ def test_a_database_from_a_newer_kb_is_refused_not_migrated(db_path: Path) -> No
     with pytest.raises(DatabaseError, match=r"written by a newer kb .schema 0099.*upgrade kb"):
         migrate.ensure_current(engine)
     assert migrate.current_revision(engine) == "0099"  # untouched
+
+
+def test_chunks_stored_before_headers_get_their_context_and_old_spaces_keep_their_chunk_text(
+    db_path: Path,
+) -> None:
+    import hashlib
+
+    engine = create_engine(db_path)
+    migrate.upgrade(engine, "0009")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns, size,"
+            " metadata, created_at, updated_at)"
+            " VALUES (1, '/d/guide.md', '', 'Guide', 'markdown', 0, 0, '{}', 0, 0)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate, heading_path,"
+            " start_offset, end_offset) VALUES (1, 1, 0, 'Run it.', 'x', 3, 'Guide > Install', 0, 7)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO embedding_spaces (id, provider, model, dimensions, task_type, normalized, state,"
+            " created_at) VALUES (1, 'local', 'm', 8, 'RETRIEVAL_DOCUMENT', 1, 'active', 0)"
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        context, key = connection.exec_driver_sql("SELECT context, input_sha256 FROM chunks").one()
+        chunk_input = connection.exec_driver_sql("SELECT chunk_input FROM embedding_spaces").scalar_one()
+    assert context == "Guide > Install"
+    assert key == hashlib.sha256(b"Guide > Install\n\nRun it.").hexdigest()
+    assert chunk_input == "text"

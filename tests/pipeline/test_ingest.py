@@ -114,7 +114,7 @@ def test_prune_removes_vanished_files_and_their_unpaid_tasks(kb: KnowledgeBase, 
     with kb.engine.begin() as connection:
         connection.exec_driver_sql(
             "UPDATE embedding_tasks SET status = 'embedded' WHERE text_sha256 IN "
-            "(SELECT c.text_sha256 FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "(SELECT c.input_sha256 FROM chunks c JOIN documents d ON d.id = c.document_id "
             " WHERE d.source_path = ?)",
             (str(paid),),
         )

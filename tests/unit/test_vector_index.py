@@ -216,11 +216,16 @@ def test_a_database_from_before_the_codes_gets_them_when_migrated(tmp_path: Path
     try:
         migrate.upgrade(engine, "0007")
         with write_transaction(engine) as connection:
-            space_id = spaces.create(
-                connection, SpaceSpec("gemini", "gemini-embedding-001", dims), SpaceState.ACTIVE
+            space_id = 1  # the space row as kb 0007 wrote it, and its vectors alone
+            connection.exec_driver_sql(
+                "INSERT INTO embedding_spaces (id, provider, model, dimensions, task_type, normalized, state,"
+                " created_at) VALUES (1, 'gemini', 'gemini-embedding-001', ?, 'RETRIEVAL_DOCUMENT', 1,"
+                " 'active', 0)",
+                (dims,),
             )
+            vectors.create_table(connection, space_id, dims)
             for name in (vectors.codes_table(space_id), vectors.quantizer_table(space_id)):
-                connection.exec_driver_sql(f"DROP TABLE {name}")  # as kb 0007 created it: vectors alone
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
             connection.exec_driver_sql(
                 f"INSERT INTO {vectors.table_name(space_id)}(rowid, embedding) VALUES (?, ?)",
                 [(n + 1, vectors.serialize(row)) for n, row in enumerate(matrix)],
