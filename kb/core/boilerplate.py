@@ -37,6 +37,31 @@ _NAVIGATION_SELECTORS = (
     "a.skip-link, a.skip-to-content, a.skip, a.skiplink",
 )
 
+# Hand-made sites (SQLite's, many projects') name their chrome in class and id words: "menu mainmenu",
+# "searchmenu", "tagline". Matched as whole words of the class or id, split at "-" and "_".
+_CHROME_WORDS = frozenset(
+    {
+        "nav",
+        "navbar",
+        "navigation",
+        "menu",
+        "mainmenu",
+        "submenu",
+        "searchmenu",
+        "menubar",
+        "breadcrumb",
+        "breadcrumbs",
+        "tagline",
+        "masthead",
+        "skiplink",
+        "searchbox",
+        "topbar",
+    }
+)
+_WORD_SPLIT = re.compile(r"[\s_-]+")
+# Forms are never a manual's content: a search box, a version picker.
+_FORMS = "form, select, button"
+
 # A <header> inside these holds the heading of what it heads: it is content.
 _CONTENT_CONTAINERS = frozenset({"article", "section", "main"})
 _HEADINGS = "h1, h2, h3, h4, h5, h6"
@@ -62,6 +87,7 @@ def strip_navigation(parser: LexborHTMLParser) -> LexborNode | None:
     """Removes the page's navigation from `parser`'s tree; returns the node to convert (its content)."""
     _keep_headings_of_content_headers(parser)
     _remove_outermost([node for selector in _NAVIGATION_SELECTORS for node in parser.css(selector)])
+    _remove_outermost([*parser.css(_FORMS), *_named_chrome(parser)])
     _remove_outermost([link for link in parser.css("a[href^='#']") if _SKIP_LINK.match(link.text())])
     root = _content_root(parser)
     if root is None:
@@ -93,6 +119,18 @@ def _remove_outermost(nodes: list[LexborNode]) -> None:
             parent = parent.parent
         if parent is None:
             node.decompose()
+
+
+def _named_chrome(parser: LexborHTMLParser) -> list[LexborNode]:
+    """Elements whose class or id says they are a menu, a tagline, a breadcrumb trail (see _CHROME_WORDS)."""
+    found = []
+    for node in parser.css("[class], [id]"):
+        if node.tag in ("html", "body", "main", "article"):
+            continue
+        names = f"{node.attributes.get('class') or ''} {node.attributes.get('id') or ''}".lower()
+        if _CHROME_WORDS.intersection(_WORD_SPLIT.split(names)):
+            found.append(node)
+    return found
 
 
 def _content_root(parser: LexborHTMLParser) -> LexborNode | None:
