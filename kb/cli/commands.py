@@ -276,6 +276,42 @@ def search_command(
         ui.render_search(result)
 
 
+@app.command("eval")
+def eval_command(
+    ctx: typer.Context,
+    queries_file: Annotated[
+        Path, typer.Argument(help='Labelled questions: [{"q": ..., "relevant": [...]}].')
+    ],
+    mode: Annotated[
+        SearchMode | None, typer.Option("--mode", help="Only this mode (default: all three).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print scores and per-question ranks as JSON.")
+    ] = False,
+) -> None:
+    """Measure retrieval quality on labelled questions: recall@1/5/10, MRR and nDCG@10 per mode."""
+    from kb import readonly
+    from kb.search import evaluation
+
+    settings: KbSettings = ctx.obj
+    queries = evaluation.load_queries(queries_file)
+    _require_existing(settings)
+
+    class _ReadOnly:  # the path of `kb search`: read-only unless a paid question must be remembered
+        def search(self, query: str, *, k: int = 10, mode: SearchMode | str = SearchMode.HYBRID) -> Any:
+            found = readonly.search(settings, query, k=k, mode=SearchMode(mode), path=None, space=None)
+            if found is None:
+                with _open(ctx) as kb:
+                    return kb.search(query, k=k, mode=mode)
+            return found
+
+    scores = [evaluation.score(_ReadOnly(), queries, m) for m in ([mode] if mode else list(SearchMode))]
+    if as_json:
+        ui.print_json(ui.eval_json(scores))
+    else:
+        ui.render_eval(scores)
+
+
 class LogFormat(StrEnum):
     text = "text"
     json = "json"

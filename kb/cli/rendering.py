@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the types only: importing their modules would load the data
     from kb.embed.online import OnlineReport
     from kb.embed.worker import WorkerResult
     from kb.lifecycle.reindex import Estimate, ReindexStatus
+    from kb.search.evaluation import ModeScore
     from kb.settings import KbSettings
     from kb.store.usage import Quote
 
@@ -396,3 +397,42 @@ def watch(read: Callable[[], Any], every_s: float = 2.0) -> None:
             time.sleep(every_s)
     except KeyboardInterrupt:
         return
+
+
+def eval_json(scores: "list[ModeScore]") -> dict[str, Any]:
+    return {
+        "modes": {
+            score.mode.value: {
+                "recall_at_1": score.recall_at(1),
+                "recall_at_5": score.recall_at(5),
+                "recall_at_10": score.recall_at(10),
+                "mrr": score.mrr,
+                "ndcg_at_10": score.ndcg,
+                "questions": score.queries,
+                "fell_back": score.fell_back,
+                "ranks": [{"q": o.question, "ranks": list(o.ranks), "best": o.best} for o in score.outcomes],
+            }
+            for score in scores
+        }
+    }
+
+
+def render_eval(scores: "list[ModeScore]") -> None:
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in ("mode", "@1", "@5", "@10", "MRR", "nDCG@10", "fell back"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for score in scores:
+        table.add_row(
+            score.mode.value,
+            *(f"{value:.2f}" for value in (score.recall_at(1), score.recall_at(5), score.recall_at(10))),
+            f"{score.mrr:.3f}",
+            f"{score.ndcg:.3f}",
+            str(score.fell_back),
+        )
+    out().print(table)
+    for score in scores:
+        for outcome in score.failed_at(5)[:5]:
+            best = "not in the top files" if outcome.best is None else f"best rank {outcome.best}"
+            out().print(f"{score.mode.value}: missed @5 ({best}): {escape(outcome.question)}", soft_wrap=True)
