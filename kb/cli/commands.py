@@ -285,31 +285,79 @@ def eval_command(
     mode: Annotated[
         SearchMode | None, typer.Option("--mode", help="Only this mode (default: all three).")
     ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Compare with another space of this database (its id, e.g. 2) or another database "
+            "(a path or URL), side by side.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print scores and per-question ranks as JSON.")
     ] = False,
 ) -> None:
     """Measure retrieval quality on labelled questions: recall@1/5/10, MRR and nDCG@10 per mode."""
-    from kb import readonly
     from kb.search import evaluation
 
     settings: KbSettings = ctx.obj
     queries = evaluation.load_queries(queries_file)
     _require_existing(settings)
-
-    class _ReadOnly:  # the path of `kb search`: read-only unless a paid question must be remembered
-        def search(self, query: str, *, k: int = 10, mode: SearchMode | str = SearchMode.HYBRID) -> Any:
-            found = readonly.search(settings, query, k=k, mode=SearchMode(mode), path=None, space=None)
-            if found is None:
-                with _open(ctx) as kb:
-                    return kb.search(query, k=k, mode=mode)
-            return found
-
-    scores = [evaluation.score(_ReadOnly(), queries, m) for m in ([mode] if mode else list(SearchMode))]
+    modes = [mode] if mode else list(SearchMode)
+    scores = [evaluation.score(_EvalSearcher(settings), queries, m) for m in modes]
+    if against is None:
+        if as_json:
+            ui.print_json(ui.eval_json(scores))
+        else:
+            ui.render_eval(scores)
+        return
+    other, other_name = _comparison(settings, against)
+    theirs = [evaluation.score(other, queries, m) for m in modes]
+    names = (_location(settings), other_name)
     if as_json:
-        ui.print_json(ui.eval_json(scores))
+        ui.print_json(ui.eval_comparison_json(scores, theirs, names))
     else:
-        ui.render_eval(scores)
+        ui.render_eval_comparison(scores, theirs, names)
+
+
+class _EvalSearcher:
+    """The path of `kb search`: read-only unless a paid question must be remembered (then, as `kb search`
+    does, it is paid for once and cached)."""
+
+    def __init__(self, settings: "KbSettings", space: int | None = None) -> None:
+        self._settings = settings
+        self._space = space
+
+    def search(self, query: str, *, k: int = 10, mode: SearchMode | str = SearchMode.HYBRID) -> Any:
+        from kb import readonly
+        from kb.app import KnowledgeBase
+
+        found = readonly.search(
+            self._settings, query, k=k, mode=SearchMode(mode), path=None, space=self._space
+        )
+        if found is None:
+            with KnowledgeBase(settings=self._settings) as kb:
+                return kb.search(query, k=k, mode=mode, space=self._space)
+        return found
+
+
+def _location(settings: "KbSettings") -> str:
+    from kb.store.engine import safe_url
+
+    return safe_url(settings.database)  # no password
+
+
+def _comparison(settings: "KbSettings", against: str) -> tuple[_EvalSearcher, str]:
+    """What `--against` names: a space of this database ("2", "#2"), or another database."""
+    space = against.strip().removeprefix("space").strip().removeprefix("#")
+    if space.isdigit():
+        return _EvalSearcher(settings, int(space)), f"space #{space}"
+    if "://" in against:
+        other = settings.model_copy(update={"database_url": against})
+    else:
+        other = settings.model_copy(update={"db": Path(against), "database_url": None})
+    _require_existing(other)
+    return _EvalSearcher(other), _location(other)
 
 
 class LogFormat(StrEnum):

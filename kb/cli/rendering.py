@@ -417,6 +417,61 @@ def eval_json(scores: "list[ModeScore]") -> dict[str, Any]:
     }
 
 
+_EVAL_METRICS: "tuple[tuple[str, Callable[[ModeScore], float]], ...]" = (
+    ("@1", lambda s: s.recall_at(1)),
+    ("@5", lambda s: s.recall_at(5)),
+    ("@10", lambda s: s.recall_at(10)),
+    ("MRR", lambda s: s.mrr),
+    ("nDCG@10", lambda s: s.ndcg),
+)
+
+
+def eval_comparison_json(
+    ours: "list[ModeScore]", theirs: "list[ModeScore]", names: tuple[str, str]
+) -> dict[str, Any]:
+    delta = {
+        a.mode.value: {
+            key: round(value(b) - value(a), 6)
+            for key, value in zip(
+                ("recall_at_1", "recall_at_5", "recall_at_10", "mrr", "ndcg_at_10"),
+                (m for _, m in _EVAL_METRICS),
+                strict=True,
+            )
+        }
+        for a, b in zip(ours, theirs, strict=True)
+    }
+    return {
+        "base": {"name": names[0], **eval_json(ours)},
+        "against": {"name": names[1], **eval_json(theirs)},
+        "delta": delta,
+    }
+
+
+def render_eval_comparison(
+    ours: "list[ModeScore]", theirs: "list[ModeScore]", names: tuple[str, str]
+) -> None:
+    """Each metric of the base, of the other configuration, and the change (other minus base)."""
+    from rich.table import Table
+
+    out().print(f"A: {escape(names[0])}\nB: {escape(names[1])}")
+    table = Table(box=None)
+    table.add_column("mode")
+    for column, _ in _EVAL_METRICS:
+        table.add_column(f"{column} A / B (Δ)", justify="right")
+    for a, b in zip(ours, theirs, strict=True):
+        cells = []
+        for _, value in _EVAL_METRICS:
+            change = value(b) - value(a)
+            colour = "green" if change > 1e-9 else "red" if change < -1e-9 else "dim"
+            cells.append(f"{value(a):.2f} / {value(b):.2f} ([{colour}]{change:+.2f}[/{colour}])")
+        table.add_row(a.mode.value, *cells)
+    out().print(table)
+    for a, b in zip(ours, theirs, strict=True):
+        fell = [f"{name}: {s.fell_back}" for name, s in (("A", a), ("B", b)) if s.fell_back]
+        if fell:
+            out().print(f"{a.mode.value}: fell back to full text for some questions ({', '.join(fell)})")
+
+
 def render_eval(scores: "list[ModeScore]") -> None:
     from rich.table import Table
 
