@@ -91,13 +91,20 @@ def api(base_url: str) -> Iterator[httpx2.Client]:
         {"q": QUESTIONS[1], "k": "3", "mode": "text"},
         {"q": QUESTIONS[2], "k": "5", "mode": "vector"},
         {"q": QUESTIONS[3], "path": "advanced/*"},
+        {"q": QUESTIONS[0], "per_document": "1", "k": "4"},
+        {"q": QUESTIONS[1], "per_document": "0", "mode": "text"},
     ],
 )
 def test_search_answers_what_kb_search_json_prints(
     api: httpx2.Client, handbook: KbSettings, runner: CliRunner, params: dict[str, str]
 ) -> None:
     args = ["--db", str(handbook.db), "search", params["q"], "--json"]
-    for name, flag in (("k", "-k"), ("mode", "--mode"), ("path", "--path")):
+    for name, flag in (
+        ("k", "-k"),
+        ("mode", "--mode"),
+        ("path", "--path"),
+        ("per_document", "--per-document"),
+    ):
         args += [flag, params[name]] if name in params else []
     printed = runner.invoke(app, args)
     assert printed.exit_code == 0, printed.stderr
@@ -231,7 +238,14 @@ def test_a_browser_shows_a_refused_search_as_an_alert(base_url: str) -> None:
 def test_openapi_describes_the_api(api: httpx2.Client) -> None:
     spec = api.get("/openapi.json").json()
     search = spec["paths"]["/search"]["get"]
-    assert [parameter["name"] for parameter in search["parameters"]] == ["q", "k", "mode", "path", "space"]
+    assert [parameter["name"] for parameter in search["parameters"]] == [
+        "q",
+        "k",
+        "mode",
+        "path",
+        "space",
+        "per_document",
+    ]
     assert "SearchHitJson" in json.dumps(search["responses"]["200"])
     assert {"/search", "/status", "/metrics", "/healthz"} <= set(spec["paths"])
     assert api.get("/docs").status_code == 200
