@@ -314,6 +314,21 @@ def test_search_keeps_a_few_chunks_per_document_and_merges_neighbours(
     assert len({hit["path"] for hit in hits}) == 3
 
 
+def test_search_shows_headings_without_their_markers(
+    runner: CliRunner, kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    # Issue 22: hits showed "## Heading" lines as raw Markdown; a code block's "#" comment stays as written.
+    body = "Paragraph about the lantern room and its brass fittings, long enough to stand alone here."
+    write(tmp_path / "docs" / "a.md", f"# Lantern\n\n## Brass fittings ##\n\n{body}\n\n```\n# keep me\n```\n")
+    kb.ingest([tmp_path / "docs"])
+    printed = runner.invoke(app, ["--db", str(kb.path), "search", "lantern brass", "--mode", "text"])
+    assert printed.exit_code == 0, printed.stderr
+    lines = [line.strip() for line in printed.stdout.splitlines()]
+    assert "Brass fittings" in lines
+    assert not [line for line in lines if line.startswith("## ") or line.startswith("# L")]
+    assert "# keep me" in lines
+
+
 def test_ingest_says_a_deleted_file_is_kept_until_pruned(
     runner: CliRunner, db_path: Path, tmp_path: Path
 ) -> None:
