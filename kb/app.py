@@ -154,12 +154,14 @@ class KnowledgeBase:
         mode: SearchMode | str = SearchMode.HYBRID,
         path: str | None = None,
         space: int | None = None,
+        per_document: int | None = None,
     ) -> SearchResult:
         """The best chunks for a question: vectors and full text fused (hybrid), or either alone.
 
         Vectors come from the active space (or `space`). If its question cannot be embedded (its model shut
         down, say) the part of a space being built that is already embedded is used instead, and the result's
-        notes say so."""
+        notes say so. At most `per_document` chunks of one document (None: the setting
+        KB_HITS_PER_DOCUMENT; 0: any); consecutive chunks of a document come back as one hit."""
         from kb.search import plan
 
         with self.open_reader() as reader:
@@ -172,7 +174,13 @@ class KnowledgeBase:
                 on_paid_query=self._record_query,
             )
         return searched.run(
-            self.open_reader, query, k=k, mode=SearchMode(mode), path=path, remember=self._remember_query
+            self.open_reader,
+            query,
+            k=k,
+            mode=SearchMode(mode),
+            path=path,
+            remember=self._remember_query,
+            per_document=self.settings.hits_per_document if per_document is None else per_document,
         )
 
     @contextmanager

@@ -63,6 +63,7 @@ def search(
     path: str | None,
     space: int | None,
     pay_unrecorded: bool | None = None,
+    per_document: int | None = None,
 ) -> SearchResult | None:
     """The search, if it needs nothing written: spaces of the local model (whose questions are free), or
     a question already paid for and cached. None otherwise, unless `pay_unrecorded` (default: the database
@@ -80,7 +81,8 @@ def search(
         if unpaid and not (pay_unrecorded if pay_unrecorded is not None else not writable(settings)):
             return None  # a paid question: the full path pays for it once and remembers it
         searched = plan.plan(reader, found, settings)
-    result = searched.run(lambda: _reader(settings), query, k=k, mode=mode, path=path)
+    cap = settings.hits_per_document if per_document is None else per_document
+    result = searched.run(lambda: _reader(settings), query, k=k, mode=mode, path=path, per_document=cap)
     if unpaid and result.vector_index is not None:
         result.notes.append("the database is read-only: this question's vector and cost were not recorded")
     return result

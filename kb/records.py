@@ -206,6 +206,13 @@ class SearchHit:
     # The pages the chunk spans, 1-based, in documents that have pages (PDF); None elsewhere.
     page_start: int | None = None
     page_end: int | None = None
+    # Every chunk the hit shows, in document order: consecutive chunks of one document are merged into one
+    # passage (kb.search.shaping); `chunk_id` is the first of them.
+    chunk_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.chunk_ids:
+            object.__setattr__(self, "chunk_ids", [self.chunk_id])
 
 
 @dataclass(frozen=True, slots=True)

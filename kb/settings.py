@@ -161,6 +161,12 @@ class KbSettings(BaseSettings):
         "per dimension, fastest in long-lived processes); `auto` picks by the number of vectors "
         "(docs/search.md).",
     )
+    hits_per_document: int = Field(
+        2,
+        ge=0,
+        description="At most this many chunks of one document among a search's hits (0: no limit); "
+        "the places freed go to other documents (docs/search.md).",
+    )
     serve_token: SecretStr | None = Field(
         None,
         description="Token that `kb serve` requires of every request (`Authorization: Bearer ...`); needed "

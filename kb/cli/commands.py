@@ -252,6 +252,9 @@ def search_command(
     mode: Annotated[SearchMode, typer.Option("--mode", help=views.MODE_HELP)] = SearchMode.HYBRID,
     path: Annotated[str | None, typer.Option("--path", help=views.PATH_HELP)] = None,
     space: Annotated[int | None, typer.Option("--space", help=views.SPACE_HELP)] = None,
+    per_document: Annotated[
+        int | None, typer.Option("--per-document", min=0, help=views.PER_DOCUMENT_HELP)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Find the chunks that best answer a question."""
@@ -261,12 +264,14 @@ def search_command(
     _require_existing(settings)
     # Read-only and without the database layer when nothing must be written (scripts/bench_cli.py), or
     # when nothing can be (read-only media: a new question is paid for, but cannot be remembered).
-    result = readonly.search(settings, query, k=k, mode=mode, path=path, space=space)
+    result = readonly.search(
+        settings, query, k=k, mode=mode, path=path, space=space, per_document=per_document
+    )
     if result is not None:
         _hint(settings.legacy_hint(readonly.active_model(settings)))
     else:
         with _open(ctx) as kb:
-            result = kb.search(query, k=k, mode=mode, path=path, space=space)
+            result = kb.search(query, k=k, mode=mode, path=path, space=space, per_document=per_document)
     ui.announce_space(result, settings)
     for note in result.notes:
         ui.err().print(f"[yellow]note:[/yellow] {ui.escape(note)}", soft_wrap=True)

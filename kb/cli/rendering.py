@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -161,6 +162,22 @@ def render_ingest(
 SNIPPET_CHARS = 320
 
 
+_FENCE = re.compile(r" {0,3}(```|~~~)")
+_ATX_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]+|$)(.*?)(?:[ \t]+#+)?[ \t]*$")
+
+
+def without_heading_marks(text: str) -> str:
+    """Markdown's "## Heading" lines shown as "Heading" (a code block's lines as written): hit text read
+    in a terminal or a pipe, where rich's Markdown would reflow it."""
+    lines, fenced = [], False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            fenced = not fenced
+        heading = None if fenced else _ATX_HEADING.fullmatch(line)
+        lines.append(heading.group(1) if heading else line)
+    return "\n".join(lines)
+
+
 def render_search(result: SearchResult) -> None:
     """Hits for a person: on a terminal a snippet of each, piped the whole chunk text."""
     if not result.hits:
@@ -171,7 +188,7 @@ def render_search(result: SearchResult) -> None:
         where = escape(display_path(hit.path)) + (f", {pages}" if pages else "")
         where += f": {escape(hit.heading)}" if hit.heading else ""
         out().print(f"[bold]{hit.rank:>2}.[/bold] [dim]{hit.score:.4f}[/dim]  [cyan]{where}[/cyan]")
-        body = hit.text
+        body = without_heading_marks(hit.text)
         if out().is_terminal and len(body) > SNIPPET_CHARS:
             body = body[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
         out().print("    " + escape(body, keep="\n\t").replace("\n", "\n    "))

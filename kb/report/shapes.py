@@ -17,6 +17,7 @@ class SearchHitJson(TypedDict):
     heading: str
     text: str
     chunk_id: int
+    chunk_ids: list[int]  # every chunk the hit shows, in document order (consecutive ones are merged)
     start: int
     end: int
     page_start: int | None

@@ -18,6 +18,7 @@ QUERY_HELP = f"The question or words to look for (at most {MAX_QUERY_CHARS:,} ch
 K_HELP = f"How many chunks to return (1 to {MAX_HITS})."
 MODE_HELP = "hybrid (vectors + full text), vector, or text."
 PATH_HELP = "Only documents whose path matches this glob, e.g. 'tutorial/*'."
+PER_DOCUMENT_HELP = "At most this many chunks of one document (0: no limit; default KB_HITS_PER_DOCUMENT, 2)."
 SPACE_HELP = "Search this embedding space (id from `kb status`) instead of the active one."
 
 
@@ -49,6 +50,7 @@ def search_json(result: SearchResult) -> list["SearchHitJson"]:
             "heading": hit.heading,
             "text": hit.text,
             "chunk_id": hit.chunk_id,
+            "chunk_ids": list(hit.chunk_ids),
             "start": hit.start,
             "end": hit.end,
             "page_start": hit.page_start,

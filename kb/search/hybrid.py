@@ -16,6 +16,7 @@ from kb.core.questions import check_question
 from kb.errors import KbError
 from kb.providers.base import Matrix
 from kb.records import ChunkInput, SearchHit, SearchMode, SearchResult
+from kb.search.shaping import shape
 from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
 
@@ -77,8 +78,12 @@ def run_search(
     space: SearchSpace | None = None,
     fallbacks: Sequence[SearchSpace] = (),
     remember: Remember | None = None,
+    per_document: int = 0,
 ) -> SearchResult:
-    """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built)."""
+    """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built).
+
+    The fused ranking's first max(5k, 50) chunks are the candidates that shaping (at most `per_document`
+    chunks of a document, 0: any; consecutive chunks merged) draws the k hits from."""
     check_question(query)
     glob = normalize_glob(path_glob)
     depth = max(k * 5, 50)
@@ -111,11 +116,14 @@ def run_search(
     elif not vectors_used:
         text_ranked = _text_search(open_reader, query, depth, glob)
     used = _used_mode(mode, vectors_used)
-    fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[:k]
+    fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[
+        :depth
+    ]
     text_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(text_ranked, start=1)}
     vector_ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(vector_ranked, start=1)}
     with open_reader() as reader:
-        hits = _hydrate(reader, fused, text_ranks, vector_ranks)
+        candidates, ordinals = _hydrate(reader, fused, text_ranks, vector_ranks)
+    hits = shape(candidates, ordinals, k=k, per_document=per_document)
     return SearchResult(
         query=query,
         mode=mode,
@@ -215,13 +223,16 @@ def _hydrate(
     ranked: list[tuple[int, float]],
     text_ranks: dict[int, int],
     vector_ranks: dict[int, int],
-) -> list[SearchHit]:
+) -> tuple[list[SearchHit], dict[int, int]]:
+    """The ranked chunks still there, as hits, and each one's ordinal in its document."""
     by_id = readmodel.chunks_for_hits(reader, [chunk_id for chunk_id, _ in ranked])
     hits: list[SearchHit] = []
+    ordinals: dict[int, int] = {}
     for chunk_id, score in ranked:
         chunk = by_id.get(chunk_id)
         if chunk is None:  # deleted by a concurrent ingest since it was ranked
             continue
+        ordinals[chunk_id] = chunk.ordinal
         hits.append(
             SearchHit(
                 rank=len(hits) + 1,
@@ -240,4 +251,4 @@ def _hydrate(
                 vector_rank=vector_ranks.get(chunk_id),
             )
         )
-    return hits
+    return hits, ordinals

@@ -77,6 +77,7 @@ class SearchPlan:
         mode: SearchMode,
         path: str | None,
         remember: Remember | None = None,
+        per_document: int = 0,
     ) -> SearchResult:
         return run_search(
             open_reader,
@@ -87,6 +88,7 @@ class SearchPlan:
             space=self.space,
             fallbacks=self.fallbacks,
             remember=remember,
+            per_document=per_document,
         )
 
 

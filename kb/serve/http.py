@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import uvicorn
@@ -149,12 +149,22 @@ def _add_routes(app: FastAPI, kb: KnowledgeBase) -> None:
         mode: Annotated[SearchMode, Query(description=views.MODE_HELP)] = SearchMode.HYBRID,
         path: Annotated[str | None, Query(description=views.PATH_HELP)] = None,
         space: Annotated[int | None, Query(description=views.SPACE_HELP)] = None,
+        per_document: Annotated[int | None, Query(ge=0, description=views.PER_DOCUMENT_HELP)] = None,
+        format: Annotated[
+            Literal["json", "html"],
+            Query(description="html: each hit also has `html`, its text rendered safely (the search page)."),
+        ] = "json",
     ) -> JSONResponse:
         """The chunks that best answer a question, best first: exactly what `kb search --json` prints. The
         headers say how it was answered (`X-Kb-Search-Used`: hybrid, vector or text) and why it fell
         back, if it did (`X-Kb-Search-Notes`: a JSON list, what the command line prints on stderr)."""
-        result = kb.search(q, k=k, mode=mode, path=path, space=space)
-        return JSONResponse(views.search_json(result), headers=_search_headers(result))
+        result = kb.search(q, k=k, mode=mode, path=path, space=space, per_document=per_document)
+        hits: list[Any] = views.search_json(result)
+        if format == "html":
+            from kb.serve.markdown import to_html
+
+            hits = [{**hit, "html": to_html(hit["text"])} for hit in hits]
+        return JSONResponse(hits, headers=_search_headers(result))
 
     @app.get("/status", response_model=shapes.StatusJson, responses=_REFUSALS)
     def status() -> JSONResponse:

@@ -44,11 +44,12 @@ def create_server(kb: KnowledgeBase) -> MCPServer[Any]:
         mode: Annotated[SearchMode, Field(description=views.MODE_HELP)] = SearchMode.HYBRID,
         path: Annotated[str | None, Field(description=views.PATH_HELP)] = None,
         space: Annotated[int | None, Field(description=views.SPACE_HELP)] = None,
+        per_document: Annotated[int | None, Field(ge=0, description=views.PER_DOCUMENT_HELP)] = None,
     ) -> Annotated[CallToolResult, list[shapes.SearchHitJson]]:
         """Find the passages of the knowledge base that best answer a question, best first: each with its
         text, score and citation (path, page_start/page_end for paged documents, heading)."""
         with _reported():
-            result = kb.search(query, k=k, mode=mode, path=path, space=space)
+            result = kb.search(query, k=k, mode=mode, path=path, space=space, per_document=per_document)
         return _answer(result)
 
     @server.tool(annotations=_READ_ONLY)

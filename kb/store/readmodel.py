@@ -271,6 +271,7 @@ class HitChunk:
     title: str
     page_start: int | None
     page_end: int | None
+    ordinal: int = 0  # its place in its document: consecutive hits are merged (kb.search.shaping)
 
 
 def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitChunk]:
@@ -280,12 +281,21 @@ def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitCh
     listed = ",".join(str(int(chunk_id)) for chunk_id in chunk_ids)
     rows = reader.rows(
         "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title, "
-        "c.page_start, c.page_end FROM chunks c JOIN documents d ON d.id = c.document_id "
+        "c.page_start, c.page_end, c.ordinal FROM chunks c JOIN documents d ON d.id = c.document_id "
         f"WHERE c.id IN ({listed})"
     )
     return {
         int(row[0]): HitChunk(
-            row[1], row[2], int(row[3]), int(row[4]), int(row[5]), row[6], row[7], row[8], row[9]
+            row[1],
+            row[2],
+            int(row[3]),
+            int(row[4]),
+            int(row[5]),
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            int(row[10]),
         )
         for row in rows
     }

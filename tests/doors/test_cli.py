@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
 from kb.store import migrate
+from tests.support.corpora import write_sections
 from tests.support.files import HANDBOOK, write
 
 
@@ -290,6 +291,42 @@ def test_search_says_which_space_answered_not_the_configured_provider(
     said = " ".join(result.stderr.split())
     assert "Gemini embeddings" not in said
     assert "searched space #1 (local/wordllama" in said and "--provider gemini" in said
+
+
+def test_search_keeps_a_few_chunks_per_document_and_merges_neighbours(
+    runner: CliRunner, kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    # Issue 22: several chunks of one document filled the top 5; consecutive ones came back as separate hits.
+    write_sections(tmp_path / "docs", 9, per_file=3)
+    kb.ingest([tmp_path / "docs"])
+    capped = kb.search("lighthouse keeper", k=5, mode="text")  # KB_HITS_PER_DOCUMENT: 2
+    documents = [hit.document_id for hit in capped.hits for _ in hit.chunk_ids]
+    assert len(set(documents)) == 3 and all(documents.count(d) <= 2 for d in documents)
+    whole = kb.search("lighthouse keeper", k=5, mode="text", per_document=0)
+    assert len(whole.hits) == 3 and all(len(hit.chunk_ids) == 3 for hit in whole.hits)
+    text = next(hit.text for hit in whole.hits if hit.path.endswith("doc0000.md"))
+    assert text.index("Section 0") < text.index("Section 1") < text.index("Section 2")
+    args = ["--db", str(kb.path), "search", "lighthouse keeper", "--mode", "text", "--json"]
+    printed = runner.invoke(app, [*args, "--per-document", "1"])
+    assert printed.exit_code == 0, printed.stderr
+    hits = json.loads(printed.stdout)
+    assert len(hits) == 3 and all(len(hit["chunk_ids"]) == 1 for hit in hits)
+    assert len({hit["path"] for hit in hits}) == 3
+
+
+def test_search_shows_headings_without_their_markers(
+    runner: CliRunner, kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    # Issue 22: hits showed "## Heading" lines as raw Markdown; a code block's "#" comment stays as written.
+    body = "Paragraph about the lantern room and its brass fittings, long enough to stand alone here."
+    write(tmp_path / "docs" / "a.md", f"# Lantern\n\n## Brass fittings ##\n\n{body}\n\n```\n# keep me\n```\n")
+    kb.ingest([tmp_path / "docs"])
+    printed = runner.invoke(app, ["--db", str(kb.path), "search", "lantern brass", "--mode", "text"])
+    assert printed.exit_code == 0, printed.stderr
+    lines = [line.strip() for line in printed.stdout.splitlines()]
+    assert "Brass fittings" in lines
+    assert not [line for line in lines if line.startswith("## ") or line.startswith("# L")]
+    assert "# keep me" in lines
 
 
 def test_ingest_says_a_deleted_file_is_kept_until_pruned(

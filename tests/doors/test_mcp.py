@@ -69,7 +69,14 @@ def test_kb_mcp_over_stdio_searches_and_reports_status(handbook: KbSettings, exp
     by_name = {tool.name: tool for tool in tools.tools}
     assert set(by_name) == {"search", "status"}
     assert all(tool.annotations.read_only_hint for tool in tools.tools)
-    assert set(by_name["search"].input_schema["properties"]) == {"query", "k", "mode", "path", "space"}
+    assert set(by_name["search"].input_schema["properties"]) == {
+        "query",
+        "k",
+        "mode",
+        "path",
+        "space",
+        "per_document",
+    }
     assert not found.is_error
     assert found.structured_content == {"result": expected(QUESTION, k=3, mode="text")}
     assert json.loads(found.content[0].text)["path"].endswith(".md")  # each hit also as a text block

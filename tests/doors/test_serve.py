@@ -39,7 +39,7 @@ from kb.serve import http
 from kb.serve.guard import check_exposure
 from kb.settings import KbSettings, load
 from kb.testing.gemini_emulator import GeminiEmulator
-from tests.support.files import HANDBOOK
+from tests.support.files import HANDBOOK, write
 from tests.support.serving import TOKEN, embedded_handbook, handbook_settings, running
 
 QUESTIONS = [
@@ -91,13 +91,20 @@ def api(base_url: str) -> Iterator[httpx2.Client]:
         {"q": QUESTIONS[1], "k": "3", "mode": "text"},
         {"q": QUESTIONS[2], "k": "5", "mode": "vector"},
         {"q": QUESTIONS[3], "path": "advanced/*"},
+        {"q": QUESTIONS[0], "per_document": "1", "k": "4"},
+        {"q": QUESTIONS[1], "per_document": "0", "mode": "text"},
     ],
 )
 def test_search_answers_what_kb_search_json_prints(
     api: httpx2.Client, handbook: KbSettings, runner: CliRunner, params: dict[str, str]
 ) -> None:
     args = ["--db", str(handbook.db), "search", params["q"], "--json"]
-    for name, flag in (("k", "-k"), ("mode", "--mode"), ("path", "--path")):
+    for name, flag in (
+        ("k", "-k"),
+        ("mode", "--mode"),
+        ("path", "--path"),
+        ("per_document", "--per-document"),
+    ):
         args += [flag, params[name]] if name in params else []
     printed = runner.invoke(app, args)
     assert printed.exit_code == 0, printed.stderr
@@ -171,8 +178,43 @@ def test_the_search_page_is_served(api: httpx2.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert '<input id="q" type="search"' in response.text
-    assert "fetch(url" in response.text and "`search?${params}`" in response.text
+    assert "fetch(url" in response.text and "`search?${params}&format=html`" in response.text
     assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+ATTACK = """# Attack
+
+Some **bold** text and a list:
+
+- <script>alert(1)</script>
+- <img src=x onerror=alert(1)>
+- [x](javascript:alert(1)) and [ok](https://example.org/a)
+
+```
+code <b>here</b>
+```
+"""
+
+
+def test_the_page_s_hits_render_markdown_and_no_html_from_documents(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    # Issue 22: the page showed "## Heading" as text; it must format Markdown, never run a document's HTML.
+    write(tmp_path / "docs" / "attack.md", ATTACK)
+    kb.ingest([tmp_path / "docs"])
+    with running(http.server(kb, kb.settings, port=0)) as url, httpx2.Client(base_url=url) as client:
+        plain = client.get("/search", params={"q": "attack bold list", "mode": "text"}).json()
+        (hit,) = client.get(
+            "/search", params={"q": "attack bold list", "mode": "text", "format": "html"}
+        ).json()
+    assert "html" not in plain[0] and hit["text"] == plain[0]["text"]
+    card = LexborHTMLParser(f"<div>{hit['html']}</div>")
+    assert card.css_first("h1") is None and card.css_first("h4") is not None  # demoted, not raw "#"
+    assert card.css_first("strong") is not None and len(card.css("li")) == 3 and card.css_first("pre code")
+    assert card.css_first("script") is None and card.css_first("img") is None and card.css_first("b") is None
+    assert not [node for node in card.css("*") if any(name.startswith("on") for name in node.attributes)]
+    assert [link.attributes.get("href") for link in card.css("a")] == ["https://example.org/a"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hit["html"]  # shown as text
 
 
 def _rules(css: str) -> dict[str, str]:
@@ -231,7 +273,15 @@ def test_a_browser_shows_a_refused_search_as_an_alert(base_url: str) -> None:
 def test_openapi_describes_the_api(api: httpx2.Client) -> None:
     spec = api.get("/openapi.json").json()
     search = spec["paths"]["/search"]["get"]
-    assert [parameter["name"] for parameter in search["parameters"]] == ["q", "k", "mode", "path", "space"]
+    assert [parameter["name"] for parameter in search["parameters"]] == [
+        "q",
+        "k",
+        "mode",
+        "path",
+        "space",
+        "per_document",
+        "format",
+    ]
     assert "SearchHitJson" in json.dumps(search["responses"]["200"])
     assert {"/search", "/status", "/metrics", "/healthz"} <= set(spec["paths"])
     assert api.get("/docs").status_code == 200
