@@ -172,3 +172,29 @@ def rebuild(connection: "Connection") -> None:
     """Rebuild SQLite's full-text index from the chunks (after rows were copied in bulk)."""
     if connection.dialect.name != "postgresql":
         connection.exec_driver_sql("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+
+
+# -- what a derived full-text index (kb.search.textindex) reads to keep up with the chunks ---------------
+
+
+def chunk_watermark(reader: Reader) -> tuple[int, int]:
+    """(highest chunk id, number of chunks): a derived index holding the same pair is fresh."""
+    row = reader.rows("SELECT coalesce(max(id), 0), count(*) FROM chunks")[0]
+    return int(row[0]), int(row[1])
+
+
+def chunk_rows_after(reader: Reader, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+    """Up to `limit` chunks with ids above `after_id`, by id: (id, text, heading path)."""
+    rows = reader.rows(
+        "SELECT id, text, coalesce(heading_path, '') FROM chunks WHERE id > :after ORDER BY id LIMIT :limit",
+        {"after": after_id, "limit": limit},
+    )
+    return [(int(chunk_id), str(text), str(heading)) for chunk_id, text, heading in rows]
+
+
+def chunk_ids(reader: Reader, through: int) -> set[int]:
+    """Every chunk id up to `through`."""
+    ids: set[int] = set()
+    for block in reader.blocks("SELECT id FROM chunks WHERE id <= :through", 65_536, {"through": through}):
+        ids.update(int(row[0]) for row in block)
+    return ids
