@@ -114,13 +114,15 @@ class TextIndex:
             return None
         try:
             return self._top(words, limit)
-        except (OSError, ValueError) as error:
+        except Exception as error:  # derived data: whatever went wrong, FTS5 answers
             log.warning("full-text index %s unusable (%s): answering with FTS5", self.folder, error)
             return None
 
     def _top(self, words: list[str], limit: int) -> list[tuple[int, float]]:
         tantivy = _tantivy()
         index = self._index
+        if index is None:  # another thread's update failed just now
+            raise ValueError("not open")
         searcher = index.searcher()
         schema = index.schema
         terms = dict.fromkeys(token for word in words for token in self._tokens(word))
@@ -146,7 +148,7 @@ class TextIndex:
         with self._lock:
             try:
                 return self._sync(reader, max_gap, setting)
-            except (OSError, ValueError) as error:
+            except Exception as error:  # derived data: whatever went wrong, FTS5 answers
                 log.warning("full-text index %s not updated (%s): answering with FTS5", self.folder, error)
                 self._index = None
                 return False
