@@ -19,6 +19,7 @@ and tantivy drops tokens over 255 bytes.
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ HEADING_COPIES = 2
 class Watermark:
     through: int  # highest chunk id indexed
     count: int  # chunks indexed
+    updated: float  # the latest documents.updated_at covered
 
 
 def folder_for(db: Path) -> Path:
@@ -69,6 +71,7 @@ def _schema() -> Any:
     builder.add_integer_field("chunk_id", stored=True, indexed=True, fast=True)
     builder.add_integer_field("through", stored=True, fast=True)
     builder.add_integer_field("count", stored=True, fast=True)
+    builder.add_float_field("updated", stored=True, fast=True)
     builder.add_text_field("words", tokenizer_name=_ANALYZER, index_option="freq")
     return builder.build()
 
@@ -97,7 +100,6 @@ class TextIndex:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._index: Any = None
-        self._added = 0
         self._lock = threading.Lock()
 
     # -- searching ---------------------------------------------------------------------------------------
@@ -154,77 +156,87 @@ class TextIndex:
                 return False
 
     def _sync(self, reader: Reader, max_gap: int | None, setting: str) -> bool:
-        through, count = fulltext.chunk_watermark(reader)
-        if not wanted(setting, count) or not self._open():
+        database = Watermark(*fulltext.chunk_watermark(reader))
+        if not wanted(setting, database.count) or not self._open():
             return False
         mark = self._watermark()
-        if (mark.through, mark.count) == (through, count):
+        if mark == database:
             return True
-        missing = count - mark.count if mark.through <= through else count
+        rebuild = mark.through > database.through or mark.updated > database.updated
+        missing = (
+            database.count if rebuild else max(database.count - mark.count, database.through - mark.through)
+        )
         if max_gap is not None and missing > max_gap:
             return False
         writer = self._index.writer(_WRITER_HEAP, 1)  # ValueError when another process holds it
         try:
-            fresh = self._catch_up(reader, writer, mark, through)
+            fresh = self._catch_up(reader, writer, Watermark(0, 0, 0.0) if rebuild else mark, database)
         except BaseException:
             writer.rollback()
             raise
         writer.wait_merging_threads()  # and releases the writer's lock file
         return fresh
 
-    def _catch_up(self, reader: Reader, writer: Any, mark: Watermark, through: int) -> bool:
-        if mark.through > through:  # the database is older than the index (restored from a backup?)
+    def _catch_up(self, reader: Reader, writer: Any, mark: Watermark, database: Watermark) -> bool:
+        """Add what the database has beyond `mark` (everything from an empty mark), then remove what it no
+        longer has; fresh when the result matches the database's watermark after all that."""
+        if mark.through == 0:
             writer.delete_all_documents()
-            mark = Watermark(0, 0)
-        after = self._add_new(reader, writer, mark.through)
-        self._commit(writer, Watermark(after, mark.count + self._added))
+        # Chunks of documents changed since (their ids may be reused ones), then the new ids.
+        self._add(
+            writer,
+            lambda after: fulltext.chunk_rows_changed(reader, mark.updated, mark.through, after, _BATCH),
+        )
+        after = self._add(
+            writer, lambda after: fulltext.chunk_rows_after(reader, max(after, mark.through), _BATCH)
+        )
+        after = max(after, mark.through)
+        self._commit(writer, Watermark(after, -1, database.updated))  # -1: counted below, once committed
         indexed = self._index.searcher().num_docs - 1  # the watermark is a document too
-        now_through, now_count = fulltext.chunk_watermark(reader)
-        if indexed != now_count or indexed != mark.count + self._added:
-            # Chunks were deleted: remove the ids the database no longer has (all are <= `after`).
+        now = Watermark(*fulltext.chunk_watermark(reader))
+        if indexed != now.count:  # chunks were deleted: remove the ids the database no longer has
             present = self._indexed_ids()
             gone = present - fulltext.chunk_ids(reader, after)
             for chunk_id in gone:
                 writer.delete_documents_by_term("chunk_id", chunk_id)
             indexed = len(present) - len(gone)
-            self._commit(writer, Watermark(after, indexed))
-        return (after, indexed) == (now_through, now_count)
+        self._commit(writer, Watermark(after, indexed, database.updated))
+        return Watermark(after, indexed, database.updated) == now
 
-    def _add_new(self, reader: Reader, writer: Any, after: int) -> int:
-        """Add the chunks with ids above `after`; returns the highest id added (`after` if none)."""
+    def _add(self, writer: Any, batch: Callable[[int], list[tuple[int, str, str]]]) -> int:
+        """Add (or replace) the chunks `batch(after)` gives, batch after batch; returns the last id added."""
         tantivy = _tantivy()
-        self._added = 0
-        while rows := fulltext.chunk_rows_after(reader, after, _BATCH):
+        after = 0
+        while rows := batch(after):
             for chunk_id, text, heading in rows:
                 writer.delete_documents_by_term("chunk_id", chunk_id)  # a re-run adds it once
                 writer.add_document(tantivy.Document(chunk_id=chunk_id, words=_words(text, heading)))
-            self._added += len(rows)
             after = rows[-1][0]
             failpoints.hit("textindex.add.after")
         return after
 
     def _commit(self, writer: Any, mark: Watermark) -> None:
         """The documents added and the watermark saying so, in one tantivy commit (both or neither)."""
-        self._write_watermark(writer, mark)
-        writer.commit()
-        self._index.reload()
-
-    def _write_watermark(self, writer: Any, mark: Watermark) -> None:
         writer.delete_documents_by_term("chunk_id", _WATERMARK_ID)
         writer.add_document(
-            _tantivy().Document(chunk_id=_WATERMARK_ID, through=mark.through, count=mark.count)
+            _tantivy().Document(
+                chunk_id=_WATERMARK_ID, through=mark.through, count=mark.count, updated=mark.updated
+            )
         )
+        writer.commit()
+        self._index.reload()
 
     def _watermark(self) -> Watermark:
         tantivy = _tantivy()
         searcher = self._index.searcher()
         found = searcher.search(tantivy.Query.term_query(self._index.schema, "chunk_id", _WATERMARK_ID), 1)
         if not found.hits:
-            return Watermark(0, 0)
+            return Watermark(0, 0, 0.0)
         address = [found.hits[0][1]]
-        through = searcher.fast_field_values("through", address)[0]
-        count = searcher.fast_field_values("count", address)[0]
-        return Watermark(int(through or 0), int(count or 0))
+        through, count, updated = (
+            searcher.fast_field_values(field, address)[0] for field in ("through", "count", "updated")
+        )
+        return Watermark(int(through or 0), int(count or 0), float(updated or 0.0))
 
     def _indexed_ids(self) -> set[int]:
         tantivy = _tantivy()
