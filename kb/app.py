@@ -444,7 +444,10 @@ class KnowledgeBase:
         options = self.ingest_options(
             include=tuple(include), exclude=tuple(exclude), prune=prune, dry_run=dry_run
         )
-        return ingest_paths(self.engine, [Path(p) for p in paths], self.space_spec, options, on_progress)
+        report = ingest_paths(self.engine, [Path(p) for p in paths], self.space_spec, options, on_progress)
+        if not dry_run:
+            self.sync_text_index()
+        return report
 
     def ingest_text(
         self, data: bytes | str, name: str = "stdin.md", *, dry_run: bool = False
@@ -454,7 +457,18 @@ class KnowledgeBase:
 
         raw = data.encode("utf-8") if isinstance(data, str) else data
         options = self.ingest_options(dry_run=dry_run)
-        return ingest_bytes(self.engine, raw, name, self.space_spec, options)
+        report = ingest_bytes(self.engine, raw, name, self.space_spec, options)
+        if not dry_run:
+            self.sync_text_index()
+        return report
+
+    def sync_text_index(self) -> bool | None:
+        """Bring the full-text index beside a SQLite file up to its chunks (kb.search.textindex): True when
+        fresh, False when it could not be (FTS5 answers meanwhile), None when none is wanted."""
+        from kb.search import textindex
+
+        with self.open_reader() as reader:
+            return textindex.sync_after_write(self.settings, reader)
 
     def status(self) -> StatusReport:
         """Documents, chunks, tasks per space, live jobs, warnings, errors, spend and the worker."""

@@ -22,8 +22,9 @@ REMOTE_CALLS = ("upload", "create", "list", "get", "download", "delete", "cancel
 # Commits that record what a remote call did: the job and its manifest (before any remote call), the
 # remote job's name, the applied results, and an online request's vectors.
 COMMITS = ("record.commit", "submitted.commit", "apply.commit", "online.commit")
-# Local steps between them: applying saved results (reading the file, then the apply commit).
-LOCAL_STEPS = ("apply",)
+# Local steps between them: applying saved results (reading the file, then the apply commit); and a
+# batch of chunks added to the full-text index (kb.search.textindex), not yet committed there.
+LOCAL_STEPS = ("apply", "textindex.add")
 POINTS = tuple(
     f"{step}.{when}" for step in (*REMOTE_CALLS, *COMMITS, *LOCAL_STEPS) for when in ("before", "after")
 )

@@ -161,6 +161,12 @@ class KbSettings(BaseSettings):
         "per dimension, fastest in long-lived processes); `auto` picks by the number of vectors "
         "(docs/search.md).",
     )
+    text_index: Literal["auto", "fts5", "tantivy"] = Field(
+        "auto",
+        description="Full-text search on SQLite: FTS5 (`fts5`), or a tantivy index beside the database "
+        "that ranks only the chunks it returns (`tantivy`; FTS5 answers while it is not up to date); "
+        "`auto` uses tantivy from 50,000 chunks (docs/search.md).",
+    )
     hits_per_document: int = Field(
         2,
         ge=0,

@@ -21,6 +21,7 @@ from kb.store import fulltext, querycache, readmodel, vectors
 from kb.store.reader import Reader
 
 if TYPE_CHECKING:
+    from kb.search.textindex import TextIndex
     from kb.search.vectorindex import SpaceIndex
 
 QueryEmbedder = Callable[[str], Matrix]
@@ -79,6 +80,8 @@ def run_search(
     fallbacks: Sequence[SearchSpace] = (),
     remember: Remember | None = None,
     per_document: int = 0,
+    text_index: "TextIndex | None" = None,
+    text_setting: str = "auto",
 ) -> SearchResult:
     """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built).
 
@@ -94,7 +97,9 @@ def run_search(
     # The full-text query and the vector scan run on two connections at once: SQLite releases the GIL
     # while it works, so hybrid costs about the slower of the two rather than their sum.
     text_future = (
-        _EXECUTOR.submit(_text_search, open_reader, query, depth, glob) if mode != SearchMode.VECTOR else None
+        _EXECUTOR.submit(_text_search, open_reader, query, depth, glob, text_index, text_setting)
+        if mode != SearchMode.VECTOR
+        else None
     )
     used_space = space
     if wants_vectors:
@@ -114,7 +119,7 @@ def run_search(
     if text_future is not None:
         text_ranked = text_future.result()
     elif not vectors_used:
-        text_ranked = _text_search(open_reader, query, depth, glob)
+        text_ranked = _text_search(open_reader, query, depth, glob, text_index, text_setting)
     used = _used_mode(mode, vectors_used)
     fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[
         :depth
@@ -146,9 +151,19 @@ def _index_used(space: SearchSpace | None) -> str | None:
 
 
 def _text_search(
-    open_reader: OpenReader, query: str, depth: int, glob: str | None
+    open_reader: OpenReader,
+    query: str,
+    depth: int,
+    glob: str | None,
+    text_index: "TextIndex | None" = None,
+    text_setting: str = "auto",
 ) -> list[tuple[int, float]]:
+    """FTS5's ranking, or the tantivy index's when it is fresh and wanted (never with a path filter)."""
     with open_reader() as reader:
+        if text_index is not None and glob is None:
+            ranked = text_index.search(reader, query, depth, text_setting)
+            if ranked is not None:
+                return ranked
         return fulltext.search(reader, query, depth, glob)
 
 

@@ -13,6 +13,7 @@ from kb.errors import ConfigError, InputError
 from kb.providers.base import Embedder, Matrix
 from kb.records import ChunkInput, SearchMode, SearchResult, Space, SpaceSpec, SpaceState, spec_of
 from kb.search.hybrid import OpenReader, Remember, SearchSpace, run_search
+from kb.search.textindex import TextIndex, for_settings
 from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
 from kb.store import querycache, readmodel
@@ -67,6 +68,8 @@ class SearchPlan:
 
     space: SearchSpace | None
     fallbacks: list[SearchSpace]
+    text_index: TextIndex | None = None  # None: FTS5 (or PostgreSQL's tsvector) ranks full text
+    text_setting: str = "auto"
 
     def run(
         self,
@@ -89,6 +92,8 @@ class SearchPlan:
             fallbacks=self.fallbacks,
             remember=remember,
             per_document=per_document,
+            text_index=self.text_index,
+            text_setting=self.text_setting,
         )
 
 
@@ -125,9 +130,10 @@ def plan(
         )
         for space in found.all
     ]
+    text = for_settings(settings)
     if found.chosen is None:
-        return SearchPlan(None, targets)
-    return SearchPlan(targets[0], targets[1:])
+        return SearchPlan(None, targets, text, settings.text_index)
+    return SearchPlan(targets[0], targets[1:], text, settings.text_index)
 
 
 def search_space(

@@ -172,3 +172,47 @@ def rebuild(connection: "Connection") -> None:
     """Rebuild SQLite's full-text index from the chunks (after rows were copied in bulk)."""
     if connection.dialect.name != "postgresql":
         connection.exec_driver_sql("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+
+
+# -- what a derived full-text index (kb.search.textindex) reads to keep up with the chunks ---------------
+
+
+def chunk_watermark(reader: Reader) -> tuple[int, int, float]:
+    """(highest chunk id, number of chunks, latest document change): a derived index holding the same is
+    fresh. The last is needed because SQLite gives a new row the highest id + 1: chunks replacing the
+    newest ones reuse their ids, and may be as many."""
+    row = reader.rows(
+        "SELECT coalesce(max(id), 0), count(*), "
+        "(SELECT coalesce(max(updated_at), 0) FROM documents) FROM chunks"
+    )[0]
+    return int(row[0]), int(row[1]), float(row[2])
+
+
+def chunk_rows_after(reader: Reader, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+    """Up to `limit` chunks with ids above `after_id`, by id: (id, text, heading path)."""
+    rows = reader.rows(
+        "SELECT id, text, coalesce(heading_path, '') FROM chunks WHERE id > :after ORDER BY id LIMIT :limit",
+        {"after": after_id, "limit": limit},
+    )
+    return [(int(chunk_id), str(text), str(heading)) for chunk_id, text, heading in rows]
+
+
+def chunk_rows_changed(
+    reader: Reader, since: float, through: int, after_id: int, limit: int
+) -> list[tuple[int, str, str]]:
+    """Up to `limit` chunks with ids in (`after_id`, `through`] of documents changed after `since`, by id."""
+    rows = reader.rows(
+        "SELECT c.id, c.text, coalesce(c.heading_path, '') FROM chunks c "
+        "JOIN documents d ON d.id = c.document_id "
+        "WHERE d.updated_at > :since AND c.id > :after AND c.id <= :through ORDER BY c.id LIMIT :limit",
+        {"since": since, "after": after_id, "through": through, "limit": limit},
+    )
+    return [(int(chunk_id), str(text), str(heading)) for chunk_id, text, heading in rows]
+
+
+def chunk_ids(reader: Reader, through: int) -> set[int]:
+    """Every chunk id up to `through`."""
+    ids: set[int] = set()
+    for block in reader.blocks("SELECT id FROM chunks WHERE id <= :through", 65_536, {"through": through}):
+        ids.update(int(row[0]) for row in block)
+    return ids

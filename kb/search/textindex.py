@@ -1,0 +1,299 @@
+"""Full text at scale: a tantivy index beside a SQLite database, which ranks only the chunks it returns.
+
+FTS5 computes BM25 for every posting of an OR query (480 ms top-10 at a million chunks); tantivy's block-max
+WAND skips the blocks that cannot reach the top k. The index is derived data in `<db file>.text/`: FTS5 stays
+the source of truth and answers whenever this index is not fresh, cannot be opened, or another process holds
+its writer.
+
+Freshness: a watermark document (chunk id 0) holds (highest chunk id indexed, chunks indexed), written in the
+same tantivy commit as the chunks it covers, so a crash leaves both or neither. The index is fresh when it
+equals the database's (max(chunks.id), count(chunks)). Catching up adds the chunks above the watermark (each
+deleted by id first, so a re-run is idempotent) and, when chunks were deleted, removes the ids the database
+no longer has. Hits are hydrated from the database, so an id deleted there is dropped in any case.
+
+Tokens: tantivy's simple tokenizer (split on non-alphanumerics), lowercased and ASCII-folded, as FTS5's
+unicode61 with its default diacritic removal; FTS5 folds a few non-Latin diacritics that ASCII folding keeps,
+and tantivy drops tokens over 255 bytes.
+"""
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kb import failpoints
+from kb.store import fulltext
+from kb.store.reader import Reader
+
+if TYPE_CHECKING:
+    from kb.settings import KbSettings
+
+log = logging.getLogger(__name__)
+
+# Measured (scripts/bench_textindex.py, docs/search.md): below this many chunks FTS5 is as fast.
+CROSSOVER_CHUNKS = 50_000
+SEARCH_CATCH_UP = 20_000  # a search adds at most this many chunks itself; more waits for ingest or rebuild
+_BATCH = 5_000
+_WRITER_HEAP = 64_000_000
+_WATERMARK_ID = 0  # chunk ids start at 1
+_ANALYZER = "kb_words"
+HEADING_COPIES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    through: int  # highest chunk id indexed
+    count: int  # chunks indexed
+    updated: float  # the latest documents.updated_at covered
+
+
+def folder_for(db: Path) -> Path:
+    return db.with_name(db.name + ".text")
+
+
+def wanted(setting: str, chunks: int) -> bool:
+    """Whether `setting` (`KB_TEXT_INDEX`) searches a knowledge base of `chunks` chunks with tantivy."""
+    return setting == "tantivy" or (setting == "auto" and chunks >= CROSSOVER_CHUNKS)
+
+
+def _tantivy() -> Any:
+    import tantivy  # a Rust extension: loaded only when full text at scale is used
+
+    return tantivy
+
+
+def _schema() -> Any:
+    tantivy = _tantivy()
+    builder = tantivy.SchemaBuilder()
+    builder.add_integer_field("chunk_id", stored=True, indexed=True, fast=True)
+    builder.add_integer_field("through", stored=True, fast=True)
+    builder.add_integer_field("count", stored=True, fast=True)
+    builder.add_float_field("updated", stored=True, fast=True)
+    builder.add_text_field("words", tokenizer_name=_ANALYZER, index_option="freq")
+    return builder.build()
+
+
+def _analyzer() -> Any:
+    tantivy = _tantivy()
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(255))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+        .build()
+    )
+
+
+def _words(text: str, heading: str) -> str:
+    """One field, as FTS5's bm25 sees a row: its term frequencies summed over the columns, each weighted
+    (the heading's by 2: `bm25(chunks_fts, 1, 2)`), so the heading is written twice (1 or 3 copies score
+    no better on the labelled corpora)."""
+    return "\n".join([text] + [heading] * HEADING_COPIES)
+
+
+class TextIndex:
+    """The tantivy index of one SQLite database, for the life of a process. Safe to share between threads."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._index: Any = None
+        self._lock = threading.Lock()
+
+    # -- searching ---------------------------------------------------------------------------------------
+
+    def search(
+        self, reader: Reader, query: str, limit: int, setting: str = "tantivy"
+    ) -> list[tuple[int, float]] | None:
+        """(chunk id, BM25) best first, like `fulltext.search`; None: FTS5 answers (`setting` prefers it
+        at this size, or the index is not fresh and too far behind to catch up now, or is unusable)."""
+        words = fulltext._meaningful_words(query)
+        if not words:
+            return []
+        if not self.sync(reader, SEARCH_CATCH_UP, setting):
+            return None
+        try:
+            return self._top(words, limit)
+        except Exception as error:  # derived data: whatever went wrong, FTS5 answers
+            log.warning("full-text index %s unusable (%s): answering with FTS5", self.folder, error)
+            return None
+
+    def _top(self, words: list[str], limit: int) -> list[tuple[int, float]]:
+        tantivy = _tantivy()
+        index = self._index
+        if index is None:  # another thread's update failed just now
+            raise ValueError("not open")
+        searcher = index.searcher()
+        schema = index.schema
+        terms = dict.fromkeys(token for word in words for token in self._tokens(word))
+        # One flat OR of term queries: tantivy runs block-max WAND over them.
+        clauses = [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "words", term)) for term in terms]
+        if not clauses:
+            return []
+        hits = searcher.search(tantivy.Query.boolean_query(clauses), limit, count=False).hits
+        ids = searcher.fast_field_values("chunk_id", [address for _, address in hits])
+        return [(int(chunk_id), float(score)) for (score, _), chunk_id in zip(hits, ids, strict=True)]
+
+    def _tokens(self, word: str) -> list[str]:
+        # `user_id` is one word to kb's query and two tokens to both FTS5 and tantivy: FTS5 matches the
+        # phrase; here either token counts (a phrase needs positions, which double the index).
+        return list(_analyzer().analyze(word))
+
+    # -- keeping up --------------------------------------------------------------------------------------
+
+    def sync(self, reader: Reader, max_gap: int | None = None, setting: str = "tantivy") -> bool:
+        """Bring the index up to the database's chunks; True when it is fresh afterwards. Adds at most
+        `max_gap` chunks (None: any number); False, never an error, when it cannot (another process holds
+        the writer, the folder is unwritable) or `setting` does not want it at this size."""
+        with self._lock:
+            try:
+                return self._sync(reader, max_gap, setting)
+            except Exception as error:  # derived data: whatever went wrong, FTS5 answers
+                log.warning("full-text index %s not updated (%s): answering with FTS5", self.folder, error)
+                self._index = None
+                return False
+
+    def _sync(self, reader: Reader, max_gap: int | None, setting: str) -> bool:
+        database = Watermark(*fulltext.chunk_watermark(reader))
+        if not wanted(setting, database.count) or not self._open():
+            return False
+        mark = self._watermark()
+        if mark == database:
+            return True
+        rebuild = mark.through > database.through or mark.updated > database.updated
+        missing = (
+            database.count if rebuild else max(database.count - mark.count, database.through - mark.through)
+        )
+        if max_gap is not None and missing > max_gap:
+            return False
+        writer = self._index.writer(_WRITER_HEAP, 1)  # ValueError when another process holds it
+        try:
+            fresh = self._catch_up(reader, writer, Watermark(0, 0, 0.0) if rebuild else mark, database)
+        except BaseException:
+            writer.rollback()
+            raise
+        writer.wait_merging_threads()  # and releases the writer's lock file
+        return fresh
+
+    def _catch_up(self, reader: Reader, writer: Any, mark: Watermark, database: Watermark) -> bool:
+        """Add what the database has beyond `mark` (everything from an empty mark), then remove what it no
+        longer has; fresh when the result matches the database's watermark after all that."""
+        if mark.through == 0:
+            writer.delete_all_documents()
+        # Chunks of documents changed since (their ids may be reused ones), then the new ids.
+        self._add(
+            writer,
+            lambda after: fulltext.chunk_rows_changed(reader, mark.updated, mark.through, after, _BATCH),
+        )
+        after = self._add(
+            writer, lambda after: fulltext.chunk_rows_after(reader, max(after, mark.through), _BATCH)
+        )
+        after = max(after, mark.through)
+        self._commit(writer, Watermark(after, -1, database.updated))  # -1: counted below, once committed
+        indexed = self._index.searcher().num_docs - 1  # the watermark is a document too
+        now = Watermark(*fulltext.chunk_watermark(reader))
+        if indexed != now.count:  # chunks were deleted: remove the ids the database no longer has
+            present = self._indexed_ids()
+            gone = present - fulltext.chunk_ids(reader, after)
+            for chunk_id in gone:
+                writer.delete_documents_by_term("chunk_id", chunk_id)
+            indexed = len(present) - len(gone)
+        self._commit(writer, Watermark(after, indexed, database.updated))
+        return Watermark(after, indexed, database.updated) == now
+
+    def _add(self, writer: Any, batch: Callable[[int], list[tuple[int, str, str]]]) -> int:
+        """Add (or replace) the chunks `batch(after)` gives, batch after batch; returns the last id added."""
+        tantivy = _tantivy()
+        after = 0
+        while rows := batch(after):
+            for chunk_id, text, heading in rows:
+                writer.delete_documents_by_term("chunk_id", chunk_id)  # a re-run adds it once
+                writer.add_document(tantivy.Document(chunk_id=chunk_id, words=_words(text, heading)))
+            after = rows[-1][0]
+            failpoints.hit("textindex.add.after")
+        return after
+
+    def _commit(self, writer: Any, mark: Watermark) -> None:
+        """The documents added and the watermark saying so, in one tantivy commit (both or neither)."""
+        writer.delete_documents_by_term("chunk_id", _WATERMARK_ID)
+        writer.add_document(
+            _tantivy().Document(
+                chunk_id=_WATERMARK_ID, through=mark.through, count=mark.count, updated=mark.updated
+            )
+        )
+        writer.commit()
+        self._index.reload()
+
+    def _watermark(self) -> Watermark:
+        tantivy = _tantivy()
+        searcher = self._index.searcher()
+        found = searcher.search(tantivy.Query.term_query(self._index.schema, "chunk_id", _WATERMARK_ID), 1)
+        if not found.hits:
+            return Watermark(0, 0, 0.0)
+        address = [found.hits[0][1]]
+        through, count, updated = (
+            searcher.fast_field_values(field, address)[0] for field in ("through", "count", "updated")
+        )
+        return Watermark(int(through or 0), int(count or 0), float(updated or 0.0))
+
+    def _indexed_ids(self) -> set[int]:
+        tantivy = _tantivy()
+        searcher = self._index.searcher()
+        total = searcher.num_docs
+        if not total:
+            return set()
+        hits = searcher.search(tantivy.Query.all_query(), total, count=False).hits
+        ids = searcher.fast_field_values("chunk_id", [address for _, address in hits])
+        return {int(chunk_id) for chunk_id in ids if chunk_id is not None and chunk_id != _WATERMARK_ID}
+
+    def _open(self) -> bool:
+        if self._index is not None:
+            self._index.reload()
+            return True
+        tantivy = _tantivy()
+        try:
+            self.folder.mkdir(exist_ok=True)
+            index = tantivy.Index(_schema(), path=str(self.folder), reuse=True)
+        except (OSError, ValueError) as error:
+            log.warning("full-text index %s unreadable (%s): rebuilding it", self.folder, error)
+            try:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.folder.mkdir()
+                index = tantivy.Index(_schema(), path=str(self.folder), reuse=True)
+            except (OSError, ValueError) as again:
+                log.warning("full-text index %s cannot be rebuilt (%s): using FTS5", self.folder, again)
+                return False
+        index.register_tokenizer(_ANALYZER, _analyzer())
+        self._index = index
+        return True
+
+
+_OPEN: dict[Path, TextIndex] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def for_database(db: Path) -> TextIndex:
+    """The process's index of the SQLite file `db` (one per file, shared between searches)."""
+    folder = folder_for(db.absolute())
+    with _OPEN_LOCK:
+        index = _OPEN.get(folder)
+        if index is None:
+            index = _OPEN[folder] = TextIndex(folder)
+        return index
+
+
+def for_settings(settings: "KbSettings") -> TextIndex | None:
+    """The index a knowledge base's searches may use: None for FTS5 only, PostgreSQL or an in-memory file."""
+    if settings.text_index == "fts5" or settings.database_url or str(settings.db) == ":memory:":
+        return None
+    return for_database(settings.db)
+
+
+def sync_after_write(settings: "KbSettings", reader: Reader) -> bool | None:
+    """Bring the index up to date after an ingest committed (None: no index is wanted at this size)."""
+    index = for_settings(settings)
+    if index is None or not wanted(settings.text_index, fulltext.chunk_watermark(reader)[1]):
+        return None
+    return index.sync(reader, None, settings.text_index)
