@@ -17,8 +17,10 @@ and tantivy drops tokens over 255 bytes.
 """
 
 import logging
+import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,10 @@ _WRITER_HEAP = 64_000_000
 _WATERMARK_ID = 0  # chunk ids start at 1
 _ANALYZER = "kb_words"
 HEADING_COPIES = 2
+# A search that finds the database files as they were when the index was last found fresh skips counting
+# the chunks (30 ms at a million), for at most this long: a commit within one tick of the file system's
+# clock could leave a file's size and mtime as they were.
+FRESH_FOR_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,8 @@ class TextIndex:
         self.folder = folder
         self._index: Any = None
         self._lock = threading.Lock()
+        self._fresh_stamp: tuple[object, ...] | None = None  # the database files when last found fresh
+        self._fresh_at = 0.0
 
     # -- searching ---------------------------------------------------------------------------------------
 
@@ -112,7 +120,7 @@ class TextIndex:
         words = fulltext._meaningful_words(query)
         if not words:
             return []
-        if not self.sync(reader, SEARCH_CATCH_UP, setting):
+        if not self._unchanged_since_fresh() and not self.sync(reader, SEARCH_CATCH_UP, setting):
             return None
         try:
             return self._top(words, limit)
@@ -136,6 +144,27 @@ class TextIndex:
         ids = searcher.fast_field_values("chunk_id", [address for _, address in hits])
         return [(int(chunk_id), float(score)) for (score, _), chunk_id in zip(hits, ids, strict=True)]
 
+    def _database_stamp(self) -> tuple[object, ...]:
+        """The SQLite file's and its WAL's (inode, size, mtime): every commit changes one of them."""
+        database = self.folder.with_name(self.folder.name.removesuffix(".text"))
+        stamp: list[object] = []
+        for path in (database, database.with_name(database.name + "-wal")):
+            try:
+                found = os.stat(path)
+            except OSError:
+                stamp.append(None)
+                continue
+            stamp.append((found.st_ino, found.st_size, found.st_mtime_ns))
+        return tuple(stamp)
+
+    def _unchanged_since_fresh(self) -> bool:
+        if self._index is None or self._fresh_stamp is None:
+            return False
+        if time.monotonic() - self._fresh_at > FRESH_FOR_S or self._database_stamp() != self._fresh_stamp:
+            return False
+        self._index.reload()
+        return True
+
     def _tokens(self, word: str) -> list[str]:
         # `user_id` is one word to kb's query and two tokens to both FTS5 and tantivy: FTS5 matches the
         # phrase; here either token counts (a phrase needs positions, which double the index).
@@ -149,7 +178,10 @@ class TextIndex:
         the writer, the folder is unwritable) or `setting` does not want it at this size."""
         with self._lock:
             try:
-                return self._sync(reader, max_gap, setting)
+                stamp = self._database_stamp()  # before the check: a commit after it changes the stamp
+                fresh = self._sync(reader, max_gap, setting)
+                self._fresh_stamp, self._fresh_at = (stamp, time.monotonic()) if fresh else (None, 0.0)
+                return fresh
             except Exception as error:  # derived data: whatever went wrong, FTS5 answers
                 log.warning("full-text index %s not updated (%s): answering with FTS5", self.folder, error)
                 self._index = None
