@@ -107,8 +107,11 @@ class TextIndex:
         self.folder = folder
         self._index: Any = None
         self._lock = threading.Lock()
-        self._fresh_stamp: tuple[object, ...] | None = None  # the database files when last found fresh
-        self._fresh_at = 0.0
+        # The database files when last found fresh, or too small for the index (by `_known_setting`).
+        self._known_stamp: tuple[object, ...] | None = None
+        self._known_at = 0.0
+        self._known_setting = ""
+        self._known_fresh = False
 
     # -- searching ---------------------------------------------------------------------------------------
 
@@ -120,7 +123,9 @@ class TextIndex:
         words = fulltext._meaningful_words(query)
         if not words:
             return []
-        if not self._unchanged_since_fresh() and not self.sync(reader, SEARCH_CATCH_UP, setting):
+        known = self._known_outcome(setting)
+        fresh = known if known is not None else self.sync(reader, SEARCH_CATCH_UP, setting)
+        if not fresh:
             return None
         try:
             return self._top(words, limit)
@@ -157,13 +162,18 @@ class TextIndex:
             stamp.append((found.st_ino, found.st_size, found.st_mtime_ns))
         return tuple(stamp)
 
-    def _unchanged_since_fresh(self) -> bool:
-        if self._index is None or self._fresh_stamp is None:
-            return False
-        if time.monotonic() - self._fresh_at > FRESH_FOR_S or self._database_stamp() != self._fresh_stamp:
-            return False
-        self._index.reload()
-        return True
+    def _known_outcome(self, setting: str) -> bool | None:
+        """Fresh (True) or not wanted at this size (False) as last found, while the database files are as
+        they were then (at most FRESH_FOR_S); None: check again."""
+        if self._known_stamp is None or setting != self._known_setting:
+            return None
+        if time.monotonic() - self._known_at > FRESH_FOR_S or self._database_stamp() != self._known_stamp:
+            return None
+        if self._known_fresh:
+            if self._index is None:
+                return None
+            self._index.reload()
+        return self._known_fresh
 
     def _tokens(self, word: str) -> list[str]:
         # `user_id` is one word to kb's query and two tokens to both FTS5 and tantivy: FTS5 matches the
@@ -179,27 +189,33 @@ class TextIndex:
         with self._lock:
             try:
                 stamp = self._database_stamp()  # before the check: a commit after it changes the stamp
-                fresh = self._sync(reader, max_gap, setting)
-                self._fresh_stamp, self._fresh_at = (stamp, time.monotonic()) if fresh else (None, 0.0)
+                self._known_stamp = None
+                fresh, unwanted = self._sync(reader, max_gap, setting)
+                if fresh or unwanted:
+                    self._known_stamp, self._known_at = stamp, time.monotonic()
+                    self._known_setting, self._known_fresh = setting, fresh
                 return fresh
             except Exception as error:  # derived data: whatever went wrong, FTS5 answers
                 log.warning("full-text index %s not updated (%s): answering with FTS5", self.folder, error)
                 self._index = None
                 return False
 
-    def _sync(self, reader: Reader, max_gap: int | None, setting: str) -> bool:
+    def _sync(self, reader: Reader, max_gap: int | None, setting: str) -> tuple[bool, bool]:
+        """(fresh afterwards, not wanted at this size)."""
         database = Watermark(*fulltext.chunk_watermark(reader))
-        if not wanted(setting, database.count) or not self._open():
-            return False
+        if not wanted(setting, database.count):
+            return False, True
+        if not self._open():
+            return False, False
         mark = self._watermark()
         if mark == database:
-            return True
+            return True, False
         rebuild = mark.through > database.through or mark.updated > database.updated
         missing = (
             database.count if rebuild else max(database.count - mark.count, database.through - mark.through)
         )
         if max_gap is not None and missing > max_gap:
-            return False
+            return False, False
         writer = self._index.writer(_WRITER_HEAP, 1)  # ValueError when another process holds it
         try:
             fresh = self._catch_up(reader, writer, Watermark(0, 0, 0.0) if rebuild else mark, database)
@@ -207,7 +223,7 @@ class TextIndex:
             writer.rollback()
             raise
         writer.wait_merging_threads()  # and releases the writer's lock file
-        return fresh
+        return fresh, False
 
     def _catch_up(self, reader: Reader, writer: Any, mark: Watermark, database: Watermark) -> bool:
         """Add what the database has beyond `mark` (everything from an empty mark), then remove what it no
