@@ -77,6 +77,12 @@ class SpecFields(Protocol):
     def chunk_input(self) -> str: ...
 
 
+def spec_label(space: SpecFields) -> str:
+    """How messages name what a space holds: "local/wordllama-l2-supercat, 256d[, chunk text only]"."""
+    text_only = ", chunk text only" if space.chunk_input == ChunkInput.TEXT else ""
+    return f"{space.provider}/{space.model}, {space.dimensions}d{text_only}"
+
+
 def spec_of(space: SpecFields) -> SpaceSpec:
     """The spec of a stored space: what its vectors are comparable by."""
     return SpaceSpec(

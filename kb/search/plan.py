@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from kb.core.shares import percent
 from kb.errors import ConfigError, InputError
 from kb.providers.base import Embedder, Matrix
-from kb.records import ChunkInput, SearchMode, SearchResult, Space, SpaceSpec, SpaceState, spec_of
+from kb.records import SearchMode, SearchResult, Space, SpaceSpec, SpaceState, spec_label, spec_of
 from kb.search.hybrid import OpenReader, Remember, SearchSpace, run_search
 from kb.search.textindex import TextIndex, for_settings
 from kb.search.vectorindex import SpaceIndex
@@ -147,8 +147,7 @@ def search_space(
 ) -> SearchSpace:
     """How to search `space`: its embedder (or why there is none), its weight in hybrid fusion (the local
     model's vectors count half by default: they are weaker than full text), and its coverage if building."""
-    text_only = ", chunk text only" if space.chunk_input == ChunkInput.TEXT else ""
-    label = f"space #{space.id} ({space.provider}/{space.model}, {space.dimensions}d{text_only})"
+    label = f"space #{space.id} ({spec_label(space)})"
     paid = is_paid(space)
     try:
         model = embedder()

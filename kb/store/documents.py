@@ -14,6 +14,7 @@ from kb.core.inputs import embedding_input
 from kb.records import ChunkInput
 from kb.store import fulltext
 from kb.store.engine import bulk_insert
+from kb.store.readmodel import KEY_COLUMNS
 from kb.store.schema import Chunk, Document, table_of
 
 DOCUMENTS = table_of(Document)
@@ -117,7 +118,7 @@ def _document_values(record: DocumentRecord, now: float) -> dict[str, object]:
 
 def key_column(chunk_input: ChunkInput | str) -> "Column[str]":
     """The chunk column that a space's tasks are keyed by: the sha256 of what the space embeds."""
-    return CHUNKS.c.text_sha256 if chunk_input == ChunkInput.TEXT else CHUNKS.c.input_sha256
+    return CHUNKS.c[KEY_COLUMNS[ChunkInput(chunk_input)]]
 
 
 def input_tokens(chunk_input: ChunkInput | str, context: str, tokens: int) -> int:

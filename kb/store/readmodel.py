@@ -91,13 +91,13 @@ def active_space(reader: Reader) -> Space | None:
     return next((space for space in spaces(reader) if space.state == SpaceState.ACTIVE), None)
 
 
-# The chunk column a space's tasks are keyed by, per what it embeds (kb.store.documents.key_column).
-_KEY_COLUMNS = {ChunkInput.TEXT: "text_sha256", ChunkInput.HEADED: "input_sha256"}
+# The chunk column a space's tasks are keyed by: the sha256 of what the space embeds for a chunk.
+KEY_COLUMNS = {ChunkInput.TEXT: "text_sha256", ChunkInput.HEADED: "input_sha256"}
 
 
 def _key(reader: Reader, space_id: int) -> str:
     found = reader.rows("SELECT chunk_input FROM embedding_spaces WHERE id = :space", {"space": space_id})
-    return _KEY_COLUMNS[ChunkInput(found[0][0])] if found else "text_sha256"
+    return KEY_COLUMNS[ChunkInput(found[0][0])] if found else "text_sha256"
 
 
 def task_counts(reader: Reader, space_id: int) -> dict[str, int]:
@@ -225,7 +225,7 @@ def failed(reader: Reader, limit: int = 1000) -> list[FailedText]:
     for start in range(0, len(hashes), 500):
         batch = {f"h{n}": sha for n, sha in enumerate(hashes[start : start + 500])}
         names = ", ".join(f":{name}" for name in batch)
-        for key in _KEY_COLUMNS.values():  # a task's key is its text's or its headed input's
+        for key in KEY_COLUMNS.values():  # a task's key is its text's or its headed input's
             for sha, path in reader.rows(
                 f"SELECT DISTINCT c.{key}, d.source_path FROM chunks c "
                 f"JOIN documents d ON d.id = c.document_id WHERE c.{key} IN ({names})",
@@ -247,7 +247,7 @@ def chunks_of_tasks(
     """Per embedding task of a space of `chunk_input`, the chunks holding its input, as (chunk id, document
     path) in chunk order."""
     found: dict[int, list[tuple[int, str]]] = {}
-    key = _KEY_COLUMNS[ChunkInput(chunk_input)]
+    key = KEY_COLUMNS[ChunkInput(chunk_input)]
     for start in range(0, len(task_ids), 500):
         listed = ",".join(str(int(task_id)) for task_id in task_ids[start : start + 500])
         rows = reader.rows(

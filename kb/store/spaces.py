@@ -5,7 +5,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from kb.records import ChunkInput, SpaceSpec, SpaceState
+from kb.records import ChunkInput, SpaceSpec, SpaceState, spec_label
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL, KbSettings
 from kb.store.schema import EmbeddingSpace as EmbeddingSpace  # the row type callers outside the store use
 from kb.store.schema import table_of
@@ -126,9 +126,7 @@ def set_state(connection: Connection, space_id: int, state: SpaceState, now: flo
 
 
 def label(space: EmbeddingSpace) -> str:
-    text_only = ", chunk text only" if space.chunk_input == ChunkInput.TEXT else ""
-    spec = f"{space.provider}/{space.model}, {space.dimensions}d{text_only}"
-    return f"space #{space.id} ({spec}, {space.state})"
+    return f"space #{space.id} ({spec_label(space)}, {space.state})"
 
 
 def delete(connection: Connection, space_id: int) -> None:
