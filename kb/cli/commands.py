@@ -309,7 +309,8 @@ def eval_command(
     queries = evaluation.load_queries(queries_file)
     _require_existing(settings)
     modes = [mode] if mode else list(SearchMode)
-    scores = [evaluation.score(_EvalSearcher(settings), queries, m) for m in modes]
+    with _EvalSearcher(settings) as ours:
+        scores = [evaluation.score(ours, queries, m) for m in modes]
     if against is None:
         if as_json:
             ui.print_json(ui.eval_json(scores))
@@ -317,7 +318,8 @@ def eval_command(
             ui.render_eval(scores)
         return
     other, other_name = _comparison(settings, against)
-    theirs = [evaluation.score(other, queries, m) for m in modes]
+    with other:
+        theirs = [evaluation.score(other, queries, m) for m in modes]
     names = (_location(settings), other_name)
     if as_json:
         ui.print_json(ui.eval_comparison_json(scores, theirs, names))
@@ -332,18 +334,28 @@ class _EvalSearcher:
     def __init__(self, settings: "KbSettings", space: int | None = None) -> None:
         self._settings = settings
         self._space = space
+        self._kb: KnowledgeBase | None = None  # opened at the first paid question, kept for the others
+
+    def __enter__(self) -> "_EvalSearcher":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._kb is not None:
+            self._kb.close()
 
     def search(self, query: str, *, k: int = 10, mode: SearchMode | str = SearchMode.HYBRID) -> Any:
         from kb import readonly
-        from kb.app import KnowledgeBase
 
         found = readonly.search(
             self._settings, query, k=k, mode=SearchMode(mode), path=None, space=self._space
         )
-        if found is None:
-            with KnowledgeBase(settings=self._settings) as kb:
-                return kb.search(query, k=k, mode=mode, space=self._space)
-        return found
+        if found is not None:
+            return found
+        if self._kb is None:
+            from kb.app import KnowledgeBase
+
+            self._kb = KnowledgeBase(settings=self._settings)
+        return self._kb.search(query, k=k, mode=mode, space=self._space)
 
 
 def _location(settings: "KbSettings") -> str:
