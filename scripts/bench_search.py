@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import text
 
 from kb.app import KnowledgeBase
-from kb.records import SearchMode
+from kb.records import ChunkInput, SearchMode
 from kb.search.hybrid import SearchSpace, run_search
 from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
@@ -134,9 +134,13 @@ def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: s
         query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
         texts = [question(random.Random(q)) for q in range(queries)]
         by_text = {t: query_vectors[n : n + 1] for n, t in enumerate(texts)}
-        sqlite_space = SearchSpace(1, "bench", lambda text: by_text[text])
+        sqlite_space = SearchSpace(1, "bench", lambda text: by_text[text], chunk_input=ChunkInput.TEXT)
         memory_space = SearchSpace(
-            1, "bench", lambda text: by_text[text], index=SpaceIndex(1, dimensions, "memory")
+            1,
+            "bench",
+            lambda text: by_text[text],
+            index=SpaceIndex(1, dimensions, "memory"),
+            chunk_input=ChunkInput.TEXT,  # the tasks above key on text_sha256
         )
         for space in (sqlite_space, memory_space):  # warm caches (and load the in-memory index)
             run_search(kb.open_reader, texts[0], k=10, mode=SearchMode.HYBRID, space=space)
@@ -156,16 +160,31 @@ def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: s
             (SearchMode.VECTOR, " (quantized index, in memory)", memory_space),
             (SearchMode.HYBRID, " (quantized index, in memory)", memory_space),
         ]
+        unfiltered: dict[SearchMode, float] = {}
         for mode, label, space in runs:
-            samples = []
-            for text in texts:
-                started = time.perf_counter()
-                result = run_search(kb.open_reader, text, k=10, mode=mode, space=space)
-                samples.append(time.perf_counter() - started)
-                assert result.used == mode and result.hits, (mode, result.notes)
-            p50, p95 = percentiles(samples)
+            p50, p95 = time_searches(kb, texts, mode, space)
+            unfiltered.setdefault(mode, p50)
             name = f"kb search --mode {mode.value}{label}"
             print(f"  {name:<40} {_latency(p50, p95)}   ({p50 / floor_p50:.1f}x numpy p50)")
+        # --path: one directory of ten (10% of the chunks), then one document in a hundred (1%).
+        for glob, share in (("/bench/dir3/*", "10%"), ("/bench/dir3/doc*13.md", "1%")):
+            for mode in (SearchMode.TEXT, SearchMode.HYBRID):
+                p50, p95 = time_searches(kb, texts, mode, sqlite_space, glob)
+                name = f"  --mode {mode.value} --path ({share})"
+                print(f"  {name:<40} {_latency(p50, p95)}   ({p50 / unfiltered[mode]:.1f}x unfiltered p50)")
+
+
+def time_searches(
+    kb: KnowledgeBase, texts: list[str], mode: SearchMode, space: SearchSpace, glob: str | None = None
+) -> tuple[float, float]:
+    samples = []
+    for question_text in texts:
+        started = time.perf_counter()
+        result = run_search(kb.open_reader, question_text, k=10, mode=mode, space=space, path_glob=glob)
+        samples.append(time.perf_counter() - started)
+        assert result.used == mode, (mode, result.notes)
+        assert glob is not None or result.hits, (mode, result.notes)
+    return percentiles(samples)
 
 
 def main() -> None:

@@ -106,20 +106,45 @@ def search(reader: Reader, query: str, limit: int, path_glob: str | None = None)
     expression = match_expression(query)
     if expression is None:
         return []
-    rank = f"bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT})"
     if path_glob is None:  # FTS5 alone: joining every match to its chunk first costs 1.5x at 1M chunks
         sql = (
-            f"SELECT rowid, {rank} AS rank FROM chunks_fts WHERE chunks_fts MATCH :expression "
-            "ORDER BY rank LIMIT :limit"
+            f"SELECT rowid, {_BM25} AS rank FROM chunks_fts WHERE chunks_fts MATCH :expression ORDER BY rank"
         )
+        rows = reader.rows(sql + " LIMIT :limit", {"expression": expression, "limit": limit})
     else:
-        sql = (
-            f"SELECT c.id, {rank} AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-            "JOIN documents d ON d.id = c.document_id "
-            "WHERE chunks_fts MATCH :expression AND d.source_path GLOB :glob ORDER BY rank LIMIT :limit"
-        )
-    rows = reader.rows(sql, {"expression": expression, "limit": limit, "glob": path_glob})
+        rows = _search_in_paths(reader, expression, limit, path_glob)
     return [(int(chunk_id), -float(rank)) for chunk_id, rank in rows]
+
+
+_BM25 = f"bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT})"
+# The best `depth` matches ranked by FTS5 alone, then joined and filtered: one query that joins every match
+# before ranking lets SQLite walk documents first and cost seconds at 1M chunks.
+_RANKED_THEN_FILTERED = (
+    f"WITH ranked AS (SELECT rowid AS id, {_BM25} AS rank FROM chunks_fts"
+    " WHERE chunks_fts MATCH :expression ORDER BY rank LIMIT :depth) "
+    "SELECT r.id, r.rank FROM ranked r JOIN chunks c ON c.id = r.id JOIN documents d ON d.id = c.document_id "
+    "WHERE d.source_path GLOB :glob ORDER BY r.rank LIMIT :limit"
+)
+_FIRST_DEPTH = 20  # x limit: a glob keeping 5% of the chunks is answered by the first pass
+_WIDENING = 10
+
+
+def _search_in_paths(reader: Reader, expression: str, limit: int, path_glob: str) -> list[tuple[int, float]]:
+    """The best `limit` matches under `path_glob`, exactly: if fewer than `limit` of the best `depth` matches
+    are under it, rank deeper, until `limit` are or the depth covers every match."""
+    depth = limit * _FIRST_DEPTH
+    matches: int | None = None
+    while True:
+        params = {"expression": expression, "depth": depth, "glob": path_glob, "limit": limit}
+        rows = reader.rows(_RANKED_THEN_FILTERED, params)
+        if len(rows) >= limit:
+            return rows
+        if matches is None:
+            count = "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :expression"
+            matches = int(reader.rows(count, {"expression": expression})[0][0])
+        if depth >= matches:
+            return rows
+        depth = min(depth * _WIDENING, matches)
 
 
 # The stored `to_tsvector('english', text || ' ' || heading_path)` column of migration 0005.

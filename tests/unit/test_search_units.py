@@ -1,5 +1,6 @@
 """Search building blocks: FTS query building, rank fusion, path globs, request planning."""
 
+import fnmatch
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from kb.providers.gemini import MAX_REQUEST_BYTES, MAX_TEXTS_PER_REQUEST, plan_r
 from kb.records import SearchMode
 from kb.search.hybrid import SearchSpace, normalize_glob, rank_fusion, run_search
 from kb.search.vectorindex import SpaceIndex
-from kb.store import vectors
+from kb.store import fulltext, vectors
 from kb.store.engine import write_transaction
 from kb.store.fulltext import match_expression
 from tests.support.files import HANDBOOK
@@ -102,3 +103,26 @@ def test_vector_search_and_the_quantized_index_agree(kb: KnowledgeBase, tmp_path
             "SELECT text_sha256 FROM embedding_tasks WHERE id = ?", (task_ids[target],)
         ).scalar()
     assert by_scan.hits[0].text and sha
+
+
+def test_text_search_under_a_path_is_the_best_matches_there(kb: KnowledgeBase, tmp_path: Path) -> None:
+    """`--path` ranks matches first and filters after, widening as needed: the hits are still exactly the
+    best-ranked matches under the path, when the best matches overall are all elsewhere."""
+    for folder, files, tide in (("elsewhere", 40, 4), ("wanted", 3, 1)):
+        (tmp_path / folder).mkdir()
+        for number in range(files):
+            sections = [
+                f"## Part {number}-{section}\n\n" + "tide " * tide + "filler " * (number * 10 + section)
+                for section in range(10)
+            ]
+            (tmp_path / folder / f"f{number}.md").write_text("\n\n".join(sections), encoding="utf-8")
+    kb.ingest([tmp_path / "elsewhere", tmp_path / "wanted"])
+    with kb.open_reader() as reader:
+        everything = fulltext.search(reader, "tide", 10_000)
+        paths = dict(
+            reader.rows("SELECT c.id, d.source_path FROM chunks c JOIN documents d ON d.id = c.document_id")
+        )
+        wanted = [hit for hit in everything if fnmatch.fnmatchcase(paths[hit[0]], "*/wanted/*")]
+        assert len(wanted) > 20 and len(everything) > 300  # (chunking merges some of the short sections)
+        for limit in (5, 10, 40):  # 40: more than the chunks there, so every match is ranked
+            assert fulltext.search(reader, "tide", limit, "*/wanted/*") == wanted[:limit]
