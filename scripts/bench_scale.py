@@ -36,11 +36,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+from bench_serve import measure_served
 from benchdata import clustered, exact_top, random_unit, recall_at
 from benchjobs import succeeded_job, vectors_writer
 
 from kb.app import KnowledgeBase
 from kb.records import SearchMode
+from kb.search import textindex
 from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
 from kb.store import querycache, vectors
@@ -195,7 +197,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--reuse", action="store_true", help="search a knowledge base a kept --work folder already holds"
+    )
     args = parser.parse_args()
+    if args.reuse and args.work is None:
+        parser.error("--reuse needs --work")
     work = args.work or Path(tempfile.mkdtemp(prefix="kb-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"chunks": args.chunks, "dims": args.dims, "vectors": args.vectors}
@@ -211,6 +218,9 @@ def main() -> None:
 def bench(args: argparse.Namespace, work: Path, figures: dict[str, Any]) -> None:
     db, corpus = work / "kb.sqlite", work / "corpus"
     env = env_for(db)
+    if args.reuse:
+        reuse(args, work, env, figures)
+        return
     started = time.perf_counter()
     chunks = write_corpus(corpus, args.chunks, args.words)
     size = sum(p.stat().st_size for p in corpus.rglob("*.md"))
@@ -272,6 +282,21 @@ def bench(args: argparse.Namespace, work: Path, figures: dict[str, Any]) -> None
     search(args, work, settings, env, space.id, queries, matrix, task_ids, figures)
 
 
+def reuse(args: argparse.Namespace, work: Path, env: dict[str, str], figures: dict[str, Any]) -> None:
+    """The search half on a knowledge base a previous run kept: the same vectors, made again from the seed."""
+    db = work / "kb.sqlite"
+    settings = KbSettings(db=db, provider="gemini", gemini_api_key="bench-not-used", _env_file=None)  # type: ignore[call-arg]
+    with KnowledgeBase(settings=settings) as kb:
+        space = kb.status().spaces[0]
+        with kb.engine.connect() as connection:
+            task_ids = np.array(
+                [r[0] for r in connection.exec_driver_sql("SELECT id FROM embedding_tasks ORDER BY id")]
+            )
+    matrix = make_vectors(args.vectors, len(task_ids) + args.queries, args.dims)
+    queries, matrix = matrix[: args.queries], matrix[args.queries :]
+    search(args, work, settings, env, space.id, queries, matrix, task_ids, figures)
+
+
 def search(
     args: argparse.Namespace,
     work: Path,
@@ -319,6 +344,19 @@ def search(
             warm[mode.value] = percentiles(samples)
             print(f"warm {mode.value:<7} (Python API, {index.last_method}):   {ms(warm[mode.value])}")
         figures["warm"] = warm
+        corpus = work / "corpus"
+        under = f"{corpus}/d00[01]/*"  # 2 of the corpus's folders: 10% of its chunks at a million
+        for mode in (SearchMode.TEXT, SearchMode.HYBRID):
+            samples = []
+            for question in texts[2:]:
+                started = time.perf_counter()
+                kb.search(question, mode=mode, path=under)
+                samples.append(time.perf_counter() - started)
+            warm[f"{mode.value} --path"] = percentiles(samples)
+            filtered = warm[f"{mode.value} --path"]
+            ratio = filtered[0] / warm[mode.value][0]
+            print(f"warm {mode.value:<7} --path (10% of chunks):   {ms(filtered)}   {ratio:.2f}x unfiltered")
+        text_index_figures(kb, settings, texts, warm, figures)
         recalls: dict[str, float] = {}
         for setting in ("memory", "quantized", "exact"):
             probe = SpaceIndex(space_id, args.dims, setting)
@@ -335,16 +373,63 @@ def search(
             print(f"vector index {setting:<9} k=10: recall@10 {recalls[setting]:.3f}   {latency}")
         figures["recall"] = recalls
 
+    served(work / "kb.sqlite", env, texts[2:], warm, figures)
+
     cold: dict[str, tuple[float, float]] = {}
-    for mode in ("text", "vector", "hybrid"):
-        samples = [run([KB, "search", texts[n], "--mode", mode], env).seconds for n in range(args.cold_runs)]
-        cold[mode] = percentiles(samples)
-        print(f"cold kb search --mode {mode:<7} (fresh process): {ms(cold[mode])}")
+    for name in ("text", "vector", "hybrid"):
+        samples = [run([KB, "search", texts[n], "--mode", name], env).seconds for n in range(args.cold_runs)]
+        cold[name] = percentiles(samples)
+        print(f"cold kb search --mode {name:<7} (fresh process): {ms(cold[name])}")
     baseline = [
         run([sys.executable, "-c", "import sqlite3, numpy"], env).seconds for _ in range(args.cold_runs)
     ]
     print(f'python -c "import sqlite3, numpy":              {ms(percentiles(baseline))}')
     figures["cold"] = cold
+
+
+def text_index_figures(
+    kb: KnowledgeBase,
+    settings: KbSettings,
+    texts: list[str],
+    warm: dict[str, tuple[float, float]],
+    figures: dict[str, Any],
+) -> None:
+    """The full-text index beside the database: its disk, a rebuild from nothing, and FTS5's latency (the
+    baseline it replaces) in the same process."""
+    folder = textindex.folder_for(settings.db)
+    disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    rebuilt = Path(tempfile.mkdtemp(prefix="kb-text-", dir=folder.parent)) / "kb.sqlite.text"
+    index = textindex.TextIndex(rebuilt)
+    started = time.perf_counter()
+    with kb.open_reader() as reader:
+        assert index.sync(reader)
+    build = time.perf_counter() - started
+    shutil.rmtree(rebuilt.parent)
+    figures["text_index"] = {"disk_mb": disk / 1e6, "build_s": build}
+    print(f"full-text index: {disk / 1e6:,.0f} MB on disk, built from nothing in {build:.0f} s")
+    fts5 = KnowledgeBase(settings=settings.model_copy(update={"text_index": "fts5"}))
+    with fts5:
+        for mode in (SearchMode.TEXT, SearchMode.HYBRID):
+            fts5.search(texts[0], mode=mode)
+            samples = []
+            for question in texts[2:]:
+                started = time.perf_counter()
+                fts5.search(question, mode=mode)
+                samples.append(time.perf_counter() - started)
+            warm[f"{mode.value} fts5"] = percentiles(samples)
+            print(f"warm {mode.value:<7} with FTS5 (the baseline):   {ms(warm[f'{mode.value} fts5'])}")
+
+
+def served(
+    db: Path,
+    env: dict[str, str],
+    texts: list[str],
+    warm: dict[str, tuple[float, float]],
+    figures: dict[str, Any],
+) -> None:
+    """The same questions through `kb serve` (a fresh process, loopback HTTP), then 4 clients at once."""
+    baseline = {mode: warm[mode.value][0] for mode in (SearchMode.TEXT, SearchMode.VECTOR, SearchMode.HYBRID)}
+    figures["served"] = measure_served(db, texts, baseline, clients=4, env=env)
 
 
 if __name__ == "__main__":

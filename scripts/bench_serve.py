@@ -94,10 +94,19 @@ def measure_in_process(settings: KbSettings, texts: list[str]) -> dict[SearchMod
     return baseline
 
 
-def measure_served(db: Path, texts: list[str], baseline: dict[SearchMode, float], clients: int) -> None:
+def measure_served(
+    db: Path,
+    texts: list[str],
+    baseline: dict[SearchMode, float],
+    clients: int,
+    env: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """p50/p95 per mode over HTTP, then `clients` at once; `env`: the server's (default: the local model)."""
     port = free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("KB_")}
-    env |= {"KB_DB": str(db), "KB_PROVIDER": "local"}
+    if env is None:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("KB_")}
+        env |= {"KB_DB": str(db), "KB_PROVIDER": "local"}
+    figures: dict[str, object] = {}
     started = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(
@@ -110,20 +119,22 @@ def measure_served(db: Path, texts: list[str], baseline: dict[SearchMode, float]
             with httpx2.Client(base_url=url) as client:
                 for mode in MODES:
                     p50, p95 = percentiles([ask(client, text, mode) for text in [texts[0], *texts]][1:])
+                    figures[mode.value] = (p50, p95)
                     print(
                         f"  over HTTP   {'GET /search?mode=' + mode.value:<30}{latency(p50, p95)}   "
                         f"{p50 / baseline[mode]:.2f}x in process, +{(p50 - baseline[mode]) * 1000:.1f} ms"
                     )
-            at_once(url, texts, clients)
+            figures["at_once"] = at_once(url, texts, clients)
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
             if server.returncode not in (0, 130):
                 log.seek(0)
                 print(log.read().decode(errors="replace")[-2000:])
+    return figures
 
 
-def at_once(url: str, texts: list[str], clients: int) -> None:
+def at_once(url: str, texts: list[str], clients: int) -> dict[str, float]:
     """`clients` keep-alive clients asking the hybrid questions together, each its share."""
 
     def share(offset: int) -> list[float]:
@@ -137,6 +148,7 @@ def at_once(url: str, texts: list[str], clients: int) -> None:
     p50, p95 = percentiles(samples)
     asked = f"{clients} clients   GET /search?mode=hybrid"
     print(f"  {asked:<42}{latency(p50, p95)}   {rate:.0f} requests/s, all at once")
+    return {"clients": clients, "p50": p50, "p95": p95, "per_s": rate}
 
 
 def ask(client: httpx2.Client, text: str, mode: SearchMode) -> float:

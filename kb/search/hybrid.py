@@ -158,10 +158,10 @@ def _text_search(
     text_index: "TextIndex | None" = None,
     text_setting: str = "auto",
 ) -> list[tuple[int, float]]:
-    """FTS5's ranking, or the tantivy index's when it is fresh and wanted (never with a path filter)."""
+    """FTS5's ranking, or the tantivy index's when it is fresh and wanted."""
     with open_reader() as reader:
-        if text_index is not None and glob is None:
-            ranked = text_index.search(reader, query, depth, text_setting)
+        if text_index is not None:
+            ranked = text_index.search(reader, query, depth, text_setting, glob)
             if ranked is not None:
                 return ranked
         return fulltext.search(reader, query, depth, glob)

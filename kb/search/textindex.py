@@ -47,6 +47,10 @@ HEADING_COPIES = 2
 # the chunks (30 ms at a million), for at most this long: a commit within one tick of the file system's
 # clock could leave a file's size and mtime as they were.
 FRESH_FOR_S = 1.0
+# A path filter ranks this many times k first (a path holding 5% of the chunks is answered at once), then
+# this many times deeper each round: exact, and never the whole ranking of every match up front.
+PATH_FIRST_DEPTH = 20
+PATH_WIDENING = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +120,16 @@ class TextIndex:
     # -- searching ---------------------------------------------------------------------------------------
 
     def search(
-        self, reader: Reader, query: str, limit: int, setting: str = "tantivy"
+        self,
+        reader: Reader,
+        query: str,
+        limit: int,
+        setting: str = "tantivy",
+        path_glob: str | None = None,
     ) -> list[tuple[int, float]] | None:
-        """(chunk id, BM25) best first, like `fulltext.search`; None: FTS5 answers (`setting` prefers it
-        at this size, or the index is not fresh and too far behind to catch up now, or is unusable)."""
+        """(chunk id, BM25) best first, like `fulltext.search` (only chunks under `path_glob`, if given);
+        None: FTS5 answers (`setting` prefers it at this size, or the index is not fresh and too far behind to
+        catch up now, or is unusable)."""
         words = fulltext._meaningful_words(query)
         if not words:
             return []
@@ -128,7 +138,9 @@ class TextIndex:
         if not fresh:
             return None
         try:
-            return self._top(words, limit)
+            if path_glob is None:
+                return self._top(words, limit)
+            return self._top_under(reader, words, limit, path_glob)
         except Exception as error:  # derived data: whatever went wrong, FTS5 answers
             log.warning("full-text index %s unusable (%s): answering with FTS5", self.folder, error)
             return None
@@ -148,6 +160,20 @@ class TextIndex:
         hits = searcher.search(tantivy.Query.boolean_query(clauses), limit, count=False).hits
         ids = searcher.fast_field_values("chunk_id", [address for _, address in hits])
         return [(int(chunk_id), float(score)) for (score, _), chunk_id in zip(hits, ids, strict=True)]
+
+    def _top_under(
+        self, reader: Reader, words: list[str], limit: int, path_glob: str
+    ) -> list[tuple[int, float]]:
+        """The best `limit` under `path_glob`, exactly: rank `depth` deep, keep those under the path, and rank
+        deeper until `limit` are kept or the ranking has run out of matches."""
+        depth = limit * PATH_FIRST_DEPTH
+        while True:
+            ranked = self._top(words, depth)
+            kept = fulltext.under_paths(reader, [chunk_id for chunk_id, _ in ranked], path_glob)
+            found = [pair for pair in ranked if pair[0] in kept]
+            if len(found) >= limit or len(ranked) < depth:
+                return found[:limit]
+            depth *= PATH_WIDENING
 
     def _database_stamp(self) -> tuple[object, ...]:
         """The SQLite file's and its WAL's (inode, size, mtime): every commit changes one of them."""

@@ -7,6 +7,7 @@ trigger per row; triggers keep deletes and edits exact. Anything that inserts ch
 """
 
 import fnmatch
+import json
 import re
 from typing import TYPE_CHECKING
 
@@ -145,6 +146,18 @@ def _search_in_paths(reader: Reader, expression: str, limit: int, path_glob: str
         if depth >= matches:
             return rows
         depth = min(depth * _WIDENING, matches)
+
+
+def under_paths(reader: Reader, chunk_ids: list[int], path_glob: str) -> set[int]:
+    """Those of `chunk_ids` whose document's path matches `path_glob` (SQLite GLOB, as `search` filters)."""
+    if not chunk_ids:
+        return set()
+    sql = (
+        "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id "
+        "WHERE c.id IN (SELECT value FROM json_each(:ids)) AND d.source_path GLOB :glob"
+    )
+    rows = reader.rows(sql, {"ids": json.dumps(chunk_ids), "glob": path_glob})
+    return {int(chunk_id) for (chunk_id,) in rows}
 
 
 # The stored `to_tsvector('english', text || ' ' || heading_path)` column of migration 0005.

@@ -205,3 +205,28 @@ def test_an_edited_last_document_whose_chunks_reuse_their_ids_is_reindexed(
         assert _db_ids(kb) == before  # the same ids, now other text
         assert _tantivy_ranking(kb, "zebras") == []
         assert _tantivy_ranking(kb, "okapis") == sorted(before)
+
+
+def test_a_path_filter_is_answered_by_the_index_with_the_best_matches_under_the_path(
+    db_path: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    for folder in ("guide", "api"):
+        (docs / folder).mkdir(parents=True)
+    # Many strong matches outside the path, one weak match inside: the filter must rank deeper to find it.
+    for n in range(60):
+        (docs / "guide" / f"g{n}.md").write_text(f"# Otters {n}\n\nOtters otters otters float on kelp.\n")
+    (docs / "api" / "weak.md").write_text("# Reference\n\nA note that names otters once, among much else.\n")
+    with KnowledgeBase(settings=_settings(db_path, "tantivy")) as kb:
+        kb.ingest([docs])
+        index = textindex.for_database(kb.settings.db)
+        with kb.engine.connect() as connection:
+            reader = ConnectionReader(connection)
+            under_api = index.search(reader, "otters", 3, path_glob="*/api/*")
+            fts5_under_api = fulltext.search(reader, "otters", 3, "*/api/*")
+            under_guide = index.search(reader, "otters", 5, path_glob="*/guide/*")
+        assert under_api is not None and under_guide is not None  # tantivy answered, not FTS5
+        assert [chunk_id for chunk_id, _ in under_api] == [chunk_id for chunk_id, _ in fts5_under_api]
+        assert len(under_api) == 1 and len(under_guide) == 5
+        hits = kb.search("otters", mode="text", k=3, path="*/api/*").hits
+        assert [hit.path for hit in hits] == [str(docs / "api" / "weak.md")]
