@@ -174,3 +174,8 @@ def takes_task_type(model: str) -> bool:
     """Whether requests for `model` carry a task_type (unknown models: yes, as gemini-embedding-001)."""
     known = facts(model)
     return known is None or known.task_style == "task_type"
+
+
+def default_output_prices() -> dict[str, tuple[float, float]]:
+    """(online, batch) US dollars per million output tokens of generation models whose prices are known."""
+    return {}

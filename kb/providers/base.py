@@ -64,6 +64,21 @@ class BatchBackend(Protocol):
 
     def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus: ...
 
+    def upload_generation_input(
+        self,
+        display_name: str,
+        model: str,
+        lines: Sequence[tuple[str, str]],
+        folder: Path,
+        max_output_tokens: int,
+    ) -> str:
+        """The (key, prompt) lines of a generation batch as its input file (chunk contexts)."""
+        ...
+
+    def create_generation(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
+        """A generation batch job; get, find, cancel, download and delete_file serve both kinds."""
+        ...
+
     def get(self, name: str) -> RemoteStatus: ...
 
     def find(self, display_names: set[str]) -> dict[str, RemoteStatus]: ...

@@ -92,7 +92,12 @@ def active_space(reader: Reader) -> Space | None:
 
 
 # The chunk column a space's tasks are keyed by: the sha256 of what the space embeds for a chunk.
-KEY_COLUMNS = {ChunkInput.TEXT: "text_sha256", ChunkInput.HEADED: "input_sha256"}
+KEY_COLUMNS = {
+    ChunkInput.TEXT: "text_sha256",
+    ChunkInput.HEADED: "input_sha256",
+    ChunkInput.SITUATED: "situated_sha256",
+    ChunkInput.DOCUMENT: "context_key",
+}
 
 
 def _key(reader: Reader, space_id: int) -> str:
