@@ -283,6 +283,17 @@ class RemoteStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Generated:
+    """A text a generation model wrote, and the tokens the service billed for it: `input_tokens` its
+    promptTokenCount, `output_tokens` its candidates and thinking tokens (both billed at the output price).
+    0 where the service did not say."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobInfo:
     id: int
     display_name: str
