@@ -34,10 +34,10 @@ from kb.core.contexts import MAX_OUTPUT_TOKENS, OUTPUT_ESTIMATE
 from kb.core.results import (
     BadLine,
     ErrorKind,
-    GeneratedItem,
+    GenerationItem,
     ResultItem,
     classify,
-    parse_generated,
+    parse_generation_lines,
     parse_lines,
     saved_name,
 )
@@ -54,7 +54,7 @@ from kb.errors import (
     RetryableProviderError,
     StopRequested,
 )
-from kb.providers.base import BatchBackend
+from kb.providers.base import NO_LOCAL_GENERATION, BatchBackend, GenerationBatchBackend
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus
 from kb.store import claims, contexts, ledger, spaces, tasks, usage, vectors
 from kb.store.engine import serialize, write_transaction
@@ -272,7 +272,7 @@ class BatchManager:
         self, backend: BatchBackend, job: BatchJob, space: EmbeddingSpace, lines: list[tuple[str, str]]
     ) -> str:
         if spaces.writes_contexts(space):
-            return backend.upload_generation_input(
+            return _generating(backend).upload_generation_input(
                 job.display_name, space.model, lines, self.results_dir, MAX_OUTPUT_TOKENS
             )
         return backend.upload_input(job.display_name, space.model, space.dimensions, lines, self.results_dir)
@@ -281,7 +281,7 @@ class BatchManager:
         self, backend: BatchBackend, job: BatchJob, space: EmbeddingSpace, input_file: str
     ) -> RemoteStatus:
         if spaces.writes_contexts(space):
-            return backend.create_generation(job.display_name, space.model, input_file)
+            return _generating(backend).create_generation(job.display_name, space.model, input_file)
         return backend.create(job.display_name, space.model, input_file)
 
     def _lines_to_send(self, job: BatchJob) -> list[tuple[str, str]]:
@@ -478,6 +478,8 @@ class BatchManager:
                 )
             note = _job_summary(outcome, len(missing))
             ledger.mark_applied(connection, job.id, self.owner, now, outcome.tokens or None, note)
+            if writes_contexts:
+                contexts.fall_back(connection, space.id, now)
         self._clean_up(job)
         failpoints.hit("apply.after")
         report.applied.append(job.id)
@@ -575,6 +577,8 @@ class BatchManager:
                 self._record_lost(connection, job, [task_id for task_id, _ in held], now)
             self._hand_back(connection, job.id, held, reason, now)
             ledger.mark_ended(connection, job.id, self.owner, JobState(job.state), state, reason, now)
+            if spaces.writes_contexts(self._space(job.space_id)):
+                contexts.fall_back(connection, job.space_id, now)
         log.warning("job %s %s: %d texts handed back (%s)", job.id, state.value, len(held), reason)
 
     def _record_lost(self, connection: Connection, job: BatchJob, task_ids: list[int], now: float) -> None:
@@ -696,6 +700,13 @@ class BatchManager:
         return space
 
 
+def _generating(backend: BatchBackend) -> GenerationBatchBackend:
+    """The backend as a generation service: Gemini's serves both kinds; the local runner only embeds."""
+    if not isinstance(backend, GenerationBatchBackend):
+        raise NotConfiguredError(NO_LOCAL_GENERATION)
+    return backend
+
+
 def ledger_job(engine: Engine, job_id: int) -> BatchJob:
     with engine.connect() as connection:
         return ledger.job(connection, job_id)
@@ -790,7 +801,7 @@ def _read_contexts(path: Path, keys: dict[str, int]) -> _Outcome:
     outcome = _Outcome()
     seen: set[int] = set()
     with path.open("rb") as handle:
-        for item in parse_generated(handle):
+        for item in parse_generation_lines(handle):
             if isinstance(item, BadLine):
                 outcome.bad_lines += 1
                 continue
@@ -801,18 +812,19 @@ def _read_contexts(path: Path, keys: dict[str, int]) -> _Outcome:
             if task_id in seen:
                 continue
             seen.add(task_id)
-            if item.text is None:
+            generated = item.generated
+            if generated is None:
                 outcome.errors[task_id] = (classify(item.error_code, item.error_message), _error_text(item))
                 continue
             outcome.task_ids.append(task_id)
-            outcome.texts.append(item.text)
-            outcome.input_tokens.append(item.input_tokens)
-            outcome.output_tokens.append(item.output_tokens)
-            outcome.tokens += item.input_tokens
+            outcome.texts.append(generated.text.strip())
+            outcome.input_tokens.append(generated.input_tokens)
+            outcome.output_tokens.append(generated.output_tokens)
+            outcome.tokens += generated.input_tokens
     return outcome
 
 
-def _error_text(item: ResultItem | GeneratedItem) -> str:
+def _error_text(item: ResultItem | GenerationItem) -> str:
     code = f"{item.error_code} " if item.error_code is not None else ""
     return f"{code}{item.error_message or 'unknown error'}".strip()
 

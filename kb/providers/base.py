@@ -7,7 +7,7 @@ or `records.Generated` texts.
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -96,6 +96,10 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+NO_LOCAL_GENERATION = "chunk contexts are written by a Gemini model, which the local provider does not have"
+
+
+@runtime_checkable
 class GenerationBatchBackend(RemoteJobs, Protocol):
     """A batch text generation service (Gemini's Batch API, batchGenerateContent, in file mode). Results
     are read with `kb.core.results.parse_generation_lines`."""

@@ -34,7 +34,7 @@ import orjson
 from numpy.typing import NDArray
 
 from kb.core.results import saved_name
-from kb.errors import ConfigError, NotConfiguredError, RemoteGoneError
+from kb.errors import ConfigError, RemoteGoneError
 from kb.providers.base import Matrix, normalized
 from kb.records import JobState, RemoteStatus, SpaceSpec
 from kb.settings import LOCAL_DIMENSIONS, LOCAL_MODEL
@@ -258,9 +258,6 @@ def wordllama_folder() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-NO_LOCAL_GENERATION = "chunk contexts are written by a Gemini model, which the local provider does not have"
-
-
 class LocalBatchBackend:
     """Runs "batch jobs" in-process with the local model, so local texts take the same road as Gemini's:
     tasks, ledger, worker, results saved then applied. A job completes inside `create`, which writes its
@@ -285,19 +282,6 @@ class LocalBatchBackend:
     def discard_input(self, display_name: str) -> None:
         if self._folder is not None:
             (self._folder / f"{display_name}.input.jsonl").unlink(missing_ok=True)
-
-    def upload_generation_input(
-        self,
-        display_name: str,
-        model: str,
-        lines: Sequence[tuple[str, str]],
-        folder: Path,
-        max_output_tokens: int,
-    ) -> str:
-        raise NotConfiguredError(NO_LOCAL_GENERATION)
-
-    def create_generation(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
-        raise NotConfiguredError(NO_LOCAL_GENERATION)
 
     def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
         source = Path(input_file)

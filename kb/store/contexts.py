@@ -11,18 +11,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from kb.core import contexts
 from kb.core.inputs import embedding_input
-from kb.records import ChunkInput, SpaceSpec, SpaceState
+from kb.records import ChunkInput, SpaceSpec, SpaceState, TaskStatus
 from kb.store import spaces, tasks
 from kb.store.documents import CHUNKS, DOCUMENTS, ChunkRow, in_batches, input_tokens, text_sha256
 from kb.store.engine import bulk_insert
 from kb.store.schema import ChunkContext, EmbeddingSpace, table_of
 
 CONTEXTS = table_of(ChunkContext)
+TASKS = tasks.TASKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +162,6 @@ def situate(connection: Connection, space_id: int, keys: Sequence[str]) -> dict[
             updates.append({"chunk_id": chunk_id, "situation": situation, "situated_sha256": sha})
             queued[sha] = input_tokens(ChunkInput.SITUATED, str(context), int(tokens), situation)
     if updates:
-        from sqlalchemy import bindparam
-
         connection.execute(
             update(CHUNKS)
             .where(CHUNKS.c.id == bindparam("chunk_id"))
@@ -198,3 +197,47 @@ def queue_situated(connection: Connection, queued: Mapping[str, int], now: float
         if space.chunk_input == ChunkInput.SITUATED and queued:
             made += tasks.queue(connection, space.id, queued, now).tasks
     return made
+
+
+def fall_back(connection: Connection, space_id: int, now: float) -> int:
+    """Chunks whose context failed for good are embedded without one (headed, as before): a chunk is never
+    left out of a situated space. Returns how many chunks."""
+    failed = (
+        select(TASKS.c.text_sha256)
+        .where(TASKS.c.space_id == space_id, TASKS.c.status == TaskStatus.FAILED)
+        .scalar_subquery()
+    )
+    rows = connection.execute(
+        select(CHUNKS.c.id, CHUNKS.c.input_sha256, CHUNKS.c.context, CHUNKS.c.token_estimate).where(
+            CHUNKS.c.situated_sha256 == "", CHUNKS.c.context_key.in_(failed)
+        )
+    ).all()
+    if not rows:
+        return 0
+    for batch in in_batches([int(r[0]) for r in rows], 500):
+        connection.execute(
+            update(CHUNKS).where(CHUNKS.c.id.in_(batch)).values(situated_sha256=CHUNKS.c.input_sha256)
+        )
+    queue_situated(
+        connection,
+        {
+            str(sha): input_tokens(ChunkInput.HEADED, str(context), int(tokens))
+            for _, sha, context, tokens in rows
+        },
+        now,
+    )
+    return len(rows)
+
+
+def unfinished(connection: Connection) -> int:
+    """Context requests still to be answered (pending or in a job) in the current context space."""
+    space = current(connection)
+    if space is None:
+        return 0
+    counts = tasks.counts_by_status(connection, space.id)
+    return counts["pending"] + counts["submitted"]
+
+
+def unsituated(connection: Connection) -> int:
+    """Chunks with no situated input yet (their context not written, nor given up on)."""
+    return int(connection.execute(select(func.count()).where(CHUNKS.c.situated_sha256 == "")).scalar_one())
