@@ -96,3 +96,16 @@ def test_malformed_lines_are_bad_lines_not_crashes() -> None:
     ]
     assert [item.line_number for item in items if isinstance(item, BadLine)] == [1, 2, 3, 6]
     assert items[3] == GenerationItem("k", None, error_message="the answer is not a GenerateContentResponse")
+
+
+def test_generation_models_carry_prices_and_their_sources() -> None:
+    from kb.core import models
+
+    lite = models.generation_facts("models/gemini-2.5-flash-lite")
+    assert lite is not None and (lite.usd_online_input, lite.usd_online_output) == (0.10, 0.40)
+    assert models.generation_facts("gemini-2.5-flash") is not None
+    for facts in models.GENERATION_MODELS.values():
+        assert facts.sources and all(source.startswith("https://") for source in facts.sources)
+        assert facts.usd_batch_input == facts.usd_online_input / 2  # the Batch API's 50%
+        assert facts.usd_batch_output == facts.usd_online_output / 2
+        assert (facts.lifecycle == "retired") <= (facts.shut_down is not None)
