@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
+from kb.core.contexts import OUTPUT_ESTIMATE
 from kb.core.shares import percent
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
 from kb.report.views import display_path, pages_label
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # the types only: importing their modules would load the data
 
     from kb.embed.online import OnlineReport
     from kb.embed.worker import WorkerResult
+    from kb.lifecycle import enrich
     from kb.lifecycle.reindex import Estimate, ReindexStatus
     from kb.search.evaluation import ModeScore
     from kb.settings import KbSettings
@@ -382,6 +384,30 @@ def render_estimate(plan: "Estimate") -> None:
     out().print(f"  cost, batch      {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
     out().print(f"  cost, online     {_usd(plan.usd_online)}   (the same at online prices)")
     out().print(f"  batch jobs       {plan.jobs:,}")
+
+
+def enrich_estimate_json(plan: "enrich.Estimate") -> dict[str, Any]:
+    return {**asdict(plan), "window_share": round(plan.window_share, 4)}
+
+
+def render_enrich_estimate(plan: "enrich.Estimate") -> None:
+    out().print(
+        f"Chunk contexts by {escape(plan.model)}, each request {plan.window_tokens:,} tokens of its document:"
+    )
+    out().print(
+        f"  contexts to write {plan.to_write:,} of {plan.chunks:,} "
+        f"({plan.already_written:,} written already cost nothing)"
+    )
+    out().print(
+        f"  tokens in         {plan.input_tokens:,} (estimated; whole documents would be "
+        f"{plan.whole_document_tokens:,}, {percent(plan.window_share, 0)} of it is sent)"
+    )
+    out().print(f"  tokens out        {plan.output_tokens:,} (estimated, about {OUTPUT_ESTIMATE} a context)")
+    out().print(f"  cost, batch       {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
+    out().print(f"  cost, online      {_usd(plan.usd_online)}   (the same at online prices)")
+    out().print(f"  batch jobs        {plan.jobs:,}")
+    if plan.shut_down:
+        out().print(f"  [yellow]{escape(plan.model)} shuts down on {plan.shut_down}[/yellow]")
 
 
 def reindex_status_json(report: "ReindexStatus") -> dict[str, Any]:

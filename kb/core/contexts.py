@@ -98,4 +98,4 @@ def prompt_tokens(chunk_tokens: int, document_tokens: int, window_tokens: int) -
 
 
 def _headed(section: Section) -> str:
-    return f"{section.heading_path}\n\n{section.text}" if section.heading_path else section.text
+    return f"# {section.heading_path}\n\n{section.text}" if section.heading_path else section.text

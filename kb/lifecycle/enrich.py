@@ -41,7 +41,9 @@ class Estimate:
         return self.input_tokens / self.whole_document_tokens if self.whole_document_tokens else 1.0
 
 
-def estimate(engine: Engine, model: str, window_tokens: int, prices: PriceBook, texts_per_job: int) -> Estimate:
+def estimate(
+    engine: Engine, model: str, window_tokens: int, prices: PriceBook, texts_per_job: int
+) -> Estimate:
     with engine.connect() as connection:
         wanted = contexts.requests(connection, window_tokens)
         whole = contexts.requests(connection, 10**9)

@@ -41,6 +41,11 @@ def spec(model: str) -> SpaceSpec:
     return SpaceSpec("gemini", model, 0, contexts.PROMPT_VERSION, True, ChunkInput.DOCUMENT)
 
 
+def find(connection: Connection, model: str) -> EmbeddingSpace | None:
+    """The context space of `model` with this release's prompt, if there is one."""
+    return spaces.find(connection, spec(model))
+
+
 def current(connection: Connection) -> EmbeddingSpace | None:
     """The context space being filled (there is at most one)."""
     found = spaces.in_state(connection, SpaceState.CONTEXTS)
@@ -229,15 +234,15 @@ def fall_back(connection: Connection, space_id: int, now: float) -> int:
     return len(rows)
 
 
-def unfinished(connection: Connection) -> int:
-    """Context requests still to be answered (pending or in a job) in the current context space."""
-    space = current(connection)
-    if space is None:
-        return 0
-    counts = tasks.counts_by_status(connection, space.id)
-    return counts["pending"] + counts["submitted"]
-
-
-def unsituated(connection: Connection) -> int:
-    """Chunks with no situated input yet (their context not written, nor given up on)."""
-    return int(connection.execute(select(func.count()).where(CHUNKS.c.situated_sha256 == "")).scalar_one())
+def awaiting(connection: Connection) -> dict[str, int]:
+    """Chunks with no situated input yet, their context neither written nor given up on: their context
+    key -> the estimated tokens of the situated input they will have (headed text and a context)."""
+    rows = connection.execute(
+        select(CHUNKS.c.context_key, func.max(CHUNKS.c.token_estimate), func.max(CHUNKS.c.context))
+        .where(CHUNKS.c.situated_sha256 == "")
+        .group_by(CHUNKS.c.context_key)
+    )
+    return {
+        str(key): input_tokens(ChunkInput.HEADED, str(context), int(tokens)) + contexts.OUTPUT_ESTIMATE
+        for key, tokens, context in rows
+    }
