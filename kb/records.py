@@ -224,6 +224,8 @@ class SearchHit:
     # Every chunk the hit shows, in document order: consecutive chunks of one document are merged into one
     # passage (kb.search.shaping); `chunk_id` is the first of them.
     chunk_ids: list[int] = field(default_factory=list)
+    # The context a generation model wrote to situate the chunk in its document (`kb enrich`), if any.
+    context: str = ""
 
     def __post_init__(self) -> None:
         if not self.chunk_ids:

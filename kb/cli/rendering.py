@@ -375,7 +375,10 @@ def estimate_json(plan: "Estimate") -> dict[str, Any]:
 
 def render_estimate(plan: "Estimate") -> None:
     how = "counted by the model on a sample" if plan.tokens_calibrated else "estimated"
-    headers = "with chunk headers" if plan.spec.chunk_input == "headed" else "chunk text only"
+    headers = {
+        "headed": "with chunk headers",
+        "situated": "after the chunk contexts kb enrich writes",
+    }.get(plan.spec.chunk_input, "chunk text only")
     out().print(f"Reindex to {escape(plan.spec.model)} at {plan.spec.dimensions} dimensions, {headers}:")
     out().print(
         f"  texts to embed   {plan.texts:,} ({plan.already_embedded:,} already embedded there cost nothing)"
@@ -398,11 +401,14 @@ def render_enrich_estimate(plan: "enrich.Estimate") -> None:
         f"  contexts to write {plan.to_write:,} of {plan.chunks:,} "
         f"({plan.already_written:,} written already cost nothing)"
     )
+    how = "estimated, scaled by the bills so far" if plan.calibrated else "estimated"
     out().print(
-        f"  tokens in         {plan.input_tokens:,} (estimated; whole documents would be "
-        f"{plan.whole_document_tokens:,}, {percent(plan.window_share, 0)} of it is sent)"
+        f"  tokens in         {plan.input_tokens:,} ({how}; whole documents would be "
+        f"{plan.whole_document_tokens:,}: {percent(plan.window_share, 0)} of that is sent)"
     )
-    out().print(f"  tokens out        {plan.output_tokens:,} (estimated, about {OUTPUT_ESTIMATE} a context)")
+    calibrated = plan.calibrated and plan.to_write
+    per_context = plan.output_tokens // plan.to_write if calibrated else OUTPUT_ESTIMATE
+    out().print(f"  tokens out        {plan.output_tokens:,} ({how}, about {per_context} a context)")
     out().print(f"  cost, batch       {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
     out().print(f"  cost, online      {_usd(plan.usd_online)}   (the same at online prices)")
     out().print(f"  batch jobs        {plan.jobs:,}")

@@ -34,6 +34,7 @@ class Estimate:
     usd_online: float | None
     jobs: int
     shut_down: str | None  # the model's announced shutdown date, if any
+    calibrated: bool = False  # tokens scaled by what the service billed for this model's contexts so far
 
     @property
     def window_share(self) -> float:
@@ -49,9 +50,16 @@ def estimate(
         whole = contexts.requests(connection, 10**9)
         existing = contexts.find(connection, model)
         done = tasks.embedded_among(connection, existing.id, set(wanted)) if existing else set()
+        history = contexts.billed(connection, model)
     needed = [key for key in wanted if key not in done]
     input_tokens = sum(wanted[key] for key in needed)
+    whole_tokens = sum(whole[key] for key in needed)
     output_tokens = len(needed) * prompt.OUTPUT_ESTIMATE
+    calibrated = history.contexts > 0 and history.estimated_input > 0
+    if calibrated:  # what the service billed for this model's contexts so far says how far off kb is
+        factor = history.input_tokens / history.estimated_input
+        input_tokens, whole_tokens = round(input_tokens * factor), round(whole_tokens * factor)
+        output_tokens = round(len(needed) * history.output_tokens / history.contexts)
     found, output = prices.prices(model), prices.output_prices(model)
     known = found.batch is not None and output.batch is not None
     facts = models.GENERATION_MODELS.get(model)
@@ -63,11 +71,12 @@ def estimate(
         to_write=len(needed),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        whole_document_tokens=sum(whole[key] for key in needed),
+        whole_document_tokens=whole_tokens,
         usd_batch=prices.cost(model, input_tokens, True, output_tokens)[0] if known else None,
         usd_online=prices.cost(model, input_tokens, False, output_tokens)[0] if known else None,
         jobs=math.ceil(len(needed) / texts_per_job) if needed else 0,
         shut_down=facts.shut_down if facts else None,
+        calibrated=calibrated,
     )
 
 

@@ -20,7 +20,7 @@ from kb.records import ChunkInput, SpaceSpec, SpaceState, TaskStatus
 from kb.store import spaces, tasks
 from kb.store.documents import CHUNKS, DOCUMENTS, ChunkRow, in_batches, input_tokens, text_sha256
 from kb.store.engine import bulk_insert
-from kb.store.schema import ChunkContext, EmbeddingSpace, table_of
+from kb.store.schema import BatchJob, ChunkContext, EmbeddingSpace, UsageRecord, table_of
 
 CONTEXTS = table_of(ChunkContext)
 TASKS = tasks.TASKS
@@ -246,3 +246,32 @@ def awaiting(connection: Connection) -> dict[str, int]:
         str(key): input_tokens(ChunkInput.HEADED, str(context), int(tokens)) + contexts.OUTPUT_ESTIMATE
         for key, tokens, context in rows
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Billed:
+    """What the service billed for a model's contexts so far, beside kb's estimates of the same requests."""
+
+    contexts: int
+    estimated_input: int
+    input_tokens: int
+    output_tokens: int
+
+
+def billed(connection: Connection, model: str) -> Billed:
+    """The contexts of `model` applied so far: their input tokens as estimated and as billed, and output."""
+    space = find(connection, model)
+    if space is None:
+        return Billed(0, 0, 0, 0)
+    usage, jobs = table_of(UsageRecord), table_of(BatchJob)
+    row = connection.execute(
+        select(
+            func.coalesce(func.sum(usage.c.texts), 0),
+            func.coalesce(func.sum(jobs.c.token_estimate), 0),
+            func.coalesce(func.sum(usage.c.tokens), 0),
+            func.coalesce(func.sum(usage.c.output_tokens), 0),
+        )
+        .join(jobs, jobs.c.id == usage.c.job_id)
+        .where(usage.c.space_id == space.id, usage.c.kind == "batch", usage.c.tokens_reported)
+    ).one()
+    return Billed(*(int(value) for value in row))

@@ -357,9 +357,7 @@ def _judge_contexts(
         problems.append(f"drain {reason}: {errors[-1:]}")
     with kb.engine.connect() as connection:
         written = connection.execute(text("SELECT count(*) FROM chunk_contexts")).scalar_one()
-        unsituated = connection.execute(
-            text("SELECT count(*) FROM chunks WHERE situation = ''")
-        ).scalar_one()
+        unsituated = connection.execute(text("SELECT count(*) FROM chunks WHERE situation = ''")).scalar_one()
         states = dict(
             connection.execute(
                 text("SELECT status, count(*) FROM embedding_tasks WHERE space_id = 2 GROUP BY status")
