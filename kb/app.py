@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # services are imported by the methods that use them: each co
     from kb.embed.policy import OnlinePolicy
     from kb.embed.worker import Worker
     from kb.ingest import IngestOptions
-    from kb.lifecycle import reindex
+    from kb.lifecycle import enrich, reindex
     from kb.providers.base import Embedder, Matrix
     from kb.search.vectorindex import SpaceIndex
     from kb.store import usage
@@ -280,16 +280,55 @@ class KnowledgeBase:
                 share,
             )
 
+    # -- chunk contexts -------------------------------------------------------------------------------
+
+    def enrich_estimate(self, model: str | None = None) -> "enrich.Estimate":
+        """Contexts, tokens in and out, dollars (batch and online) and jobs that `enrich_start` would cost."""
+        from kb.lifecycle import enrich
+
+        return enrich.estimate(
+            self.engine,
+            model or self.settings.context_model,
+            self.settings.context_window_tokens,
+            self.prices,
+            self.settings.batch_max_texts,
+        )
+
+    def enrich_start(self, model: str | None = None) -> tuple[int, int]:
+        """Make `model`'s context space the one being filled and queue every context it lacks; `kb worker`
+        writes them through the Batch API. Returns (space id, contexts queued). Needs a Gemini key."""
+        from kb.lifecycle import enrich
+
+        self._require_generation()
+        space_id, queued = enrich.start(
+            self.engine, model or self.settings.context_model, self.settings.context_window_tokens
+        )
+        return space_id, queued.tasks
+
+    def _require_generation(self) -> None:
+        if self.settings.gemini_api_key is None:
+            raise ConfigError(
+                "chunk contexts are written by a Gemini model: set GEMINI_API_KEY (or KB_GEMINI_API_KEY). "
+                "Without one, chunks are still embedded headed by their title and headings (KB_CHUNK_HEADERS)"
+            )
+
     # -- reindex --------------------------------------------------------------------------------------
 
     def reindex_spec(
-        self, model: str | None = None, dimensions: int | None = None, headers: bool | None = None
+        self,
+        model: str | None = None,
+        dimensions: int | None = None,
+        headers: bool | None = None,
+        contexts: bool = False,
     ) -> SpaceSpec:
         """The target of a reindex: a Gemini model (default: the configured one) or the local model, its
-        chunks headed by title and heading path unless `headers` is False (default: the setting)."""
+        chunks headed by title and heading path unless `headers` is False (default: the setting), and
+        after the context `kb enrich` wrote for each if `contexts`."""
         model = model or self.settings.embedding_model
         headed = self.settings.chunk_headers if headers is None else headers
         chunk_input = ChunkInput.HEADED if headed else ChunkInput.TEXT
+        if contexts:
+            chunk_input = ChunkInput.SITUATED
         if model == LOCAL_MODEL:
             return SpaceSpec("local", LOCAL_MODEL, LOCAL_DIMENSIONS, chunk_input=chunk_input)
         return SpaceSpec(

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
-from kb.core import sources
+from kb.core import contexts, sources
 from kb.core.chunking import ChunkingOptions, TextChunk, chunk_document, with_pages
 from kb.core.inputs import context_line, embedding_input
 from kb.records import ChunkInput, IngestReport, SkippedFile, SpaceSpec
 from kb.settings import KbSettings
 from kb.store import documents as store
 from kb.store import spaces, tasks
+from kb.store.contexts import situated_rows
 from kb.store.engine import write_transaction
 
 ProgressCallback = Callable[[int, int], None]
@@ -44,6 +45,7 @@ class IngestOptions:
     dry_run: bool = False
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_bytes: int = 64 * 1024 * 1024
+    context_window_tokens: int = contexts.DEFAULT_WINDOW_TOKENS  # of the requests for chunk contexts
 
     @classmethod
     def from_settings(cls, settings: KbSettings, **overrides: object) -> "IngestOptions":
@@ -53,7 +55,11 @@ class IngestOptions:
             max_tokens=settings.chunk_max_tokens,
             overlap_tokens=settings.chunk_overlap_tokens,
         )
-        values: dict[str, object] = {"chunking": chunking, "max_file_bytes": settings.max_file_bytes}
+        values: dict[str, object] = {
+            "chunking": chunking,
+            "max_file_bytes": settings.max_file_bytes,
+            "context_window_tokens": settings.context_window_tokens,
+        }
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
 
@@ -64,13 +70,15 @@ class _ChunkKeys:
     text_sha256: str
     context: str
     input_sha256: str
+    context_key: str  # what the chunk's context (kb.core.contexts) is requested and kept under
 
     @classmethod
-    def of(cls, chunk: TextChunk, title: str) -> "_ChunkKeys":
-        context = context_line(title, chunk.heading_path)
+    def of(cls, chunk: TextChunk, record: store.DocumentRecord) -> "_ChunkKeys":
+        context = context_line(record.title, chunk.heading_path)
         headed = embedding_input(ChunkInput.HEADED, context, chunk.text)
         text_sha = store.text_sha256(chunk.text)
-        return cls(text_sha, context, text_sha if headed == chunk.text else store.text_sha256(headed))
+        input_sha = text_sha if headed == chunk.text else store.text_sha256(headed)
+        return cls(text_sha, context, input_sha, contexts.context_key(record.content_sha256, text_sha))
 
 
 @dataclass(slots=True)
@@ -85,19 +93,41 @@ class _Change:
 
     def __post_init__(self) -> None:
         if self.chunks and not self.keys:
-            self.keys = [_ChunkKeys.of(chunk, self.record.title) for chunk in self.chunks]
+            self.keys = [_ChunkKeys.of(chunk, self.record) for chunk in self.chunks]
 
     def rows(self, document_id: int) -> list[store.ChunkRow]:
         return [
-            store.ChunkRow(document_id, chunk, keys.text_sha256, keys.context, keys.input_sha256)
+            store.ChunkRow(
+                document_id, chunk, keys.text_sha256, keys.context, keys.input_sha256, keys.context_key
+            )
             for chunk, keys in zip(self.chunks or (), self.keys, strict=True)
         ]
 
 
-def _estimates(rows: Sequence[store.ChunkRow], chunk_input: str) -> dict[str, int]:
+def _estimates(rows: Sequence[store.ChunkRow], chunk_input: str, window_tokens: int) -> dict[str, int]:
     """The task keys of these chunks in a space of `chunk_input`, with their token estimates."""
     if chunk_input == ChunkInput.TEXT:
         return {row.text_sha256: row.chunk.token_estimate for row in rows}
+    if chunk_input == ChunkInput.DOCUMENT:  # the request for each chunk's context
+        document_tokens: dict[int, int] = {}
+        for row in rows:
+            document_tokens[row.document_id] = (
+                document_tokens.get(row.document_id, 0) + row.chunk.token_estimate
+            )
+        return {
+            row.context_key: contexts.prompt_tokens(
+                row.chunk.token_estimate, document_tokens[row.document_id], window_tokens
+            )
+            for row in rows
+        }
+    if chunk_input == ChunkInput.SITUATED:  # only chunks whose context is written have an input yet
+        return {
+            row.situated_sha256: store.input_tokens(
+                chunk_input, row.context, row.chunk.token_estimate, row.situation
+            )
+            for row in rows
+            if row.situated_sha256
+        }
     return {
         row.input_sha256: store.input_tokens(chunk_input, row.context, row.chunk.token_estimate)
         for row in rows
@@ -109,11 +139,14 @@ class _Writer:
     batch is written (SQLite works without the GIL), the next is read and chunked. At most one batch waits,
     so memory stays at two batches; a failed write is raised at the next `add` or `flush`."""
 
-    def __init__(self, engine: Engine, spec: SpaceSpec, report: IngestReport, now: float) -> None:
+    def __init__(
+        self, engine: Engine, spec: SpaceSpec, report: IngestReport, now: float, window_tokens: int
+    ) -> None:
         self._engine = engine
         self._spec = spec
         self._report = report
         self._now = now
+        self._window_tokens = window_tokens
         self._buffer: list[_Change] = []
         self._buffered_chunks = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-ingest-writer")
@@ -174,12 +207,13 @@ class _Writer:
                 new_ids[id(change)] if change.existing is None else self._update_document(connection, change)
             )
             rows.extend(change.rows(document_id))
+        rows = situated_rows(connection, rows)
         store.insert_chunks(connection, rows)
         self._report.chunks_written += len(rows)
         kept: set[str] = set()
         active_id = space_ids[0][0]
         for space_id, chunk_input in space_ids:
-            estimates = _estimates(rows, chunk_input)
+            estimates = _estimates(rows, chunk_input, self._window_tokens)
             kept.update(estimates)
             queued = tasks.queue(connection, space_id, estimates, self._now)
             self._report.tasks_queued += queued.tasks
@@ -229,7 +263,11 @@ def ingest_paths(
     with engine.connect() as connection:
         stored = store.stored_documents(connection)
     planner = _Planner(stored, options, report)
-    sink = _DryRun(engine, spec, report) if options.dry_run else _Writer(engine, spec, report, time.time())
+    sink = (
+        _DryRun(engine, spec, report)
+        if options.dry_run
+        else _Writer(engine, spec, report, time.time(), options.context_window_tokens)
+    )
     try:
         for done, candidate in enumerate(candidates, start=1):
             change = planner.plan(candidate)
@@ -267,7 +305,11 @@ def ingest_bytes(
     with engine.connect() as connection:
         stored = store.stored_documents(connection)
     planner = _Planner(stored, options, report)
-    sink = _DryRun(engine, spec, report) if options.dry_run else _Writer(engine, spec, report, time.time())
+    sink = (
+        _DryRun(engine, spec, report)
+        if options.dry_run
+        else _Writer(engine, spec, report, time.time(), options.context_window_tokens)
+    )
     try:
         change = planner.plan_loaded(loaded, source_path)
         if change is not None:
@@ -346,7 +388,8 @@ class _DryRun:
     def flush(self) -> None:
         with self._engine.connect() as connection:
             space = spaces.active(connection) or spaces.find(connection, self._spec)
-            estimates = _estimates(self._rows, space.chunk_input if space else self._spec.chunk_input)
+            chunk_input = space.chunk_input if space else self._spec.chunk_input
+            estimates = _estimates(self._rows, chunk_input, contexts.DEFAULT_WINDOW_TOKENS)
             hashes = list(estimates)
             new = tasks.missing(connection, space.id, hashes) if space else hashes
         self._report.tasks_queued = len(new)

@@ -16,11 +16,14 @@ class TaskStatus(StrEnum):
 
 
 class SpaceState(StrEnum):
-    """An embedding space is filled while `building`, searched while `active`, kept while `retired`."""
+    """An embedding space is filled while `building`, searched while `active`, kept while `retired`. A
+    space of chunk contexts (written by a generation model, kb.core.contexts) is filled while `contexts`
+    and never searched."""
 
     BUILDING = "building"
     ACTIVE = "active"
     RETIRED = "retired"
+    CONTEXTS = "contexts"
 
 
 class ChunkInput(StrEnum):
@@ -29,6 +32,10 @@ class ChunkInput(StrEnum):
 
     TEXT = "text"
     HEADED = "headed"
+    # The chunk headed, after the context a generation model wrote to situate it (contextual retrieval).
+    SITUATED = "situated"
+    # What a context space reads: the chunk within its document (its tasks write contexts, not vectors).
+    DOCUMENT = "document"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +86,10 @@ class SpecFields(Protocol):
 
 def spec_label(space: SpecFields) -> str:
     """How messages name what a space holds: "local/wordllama-l2-supercat, 256d[, chunk text only]"."""
-    text_only = ", chunk text only" if space.chunk_input == ChunkInput.TEXT else ""
-    return f"{space.provider}/{space.model}, {space.dimensions}d{text_only}"
+    if space.chunk_input == ChunkInput.DOCUMENT:
+        return f"{space.provider}/{space.model}, chunk contexts ({space.task_type.lower()})"
+    note = {ChunkInput.TEXT: ", chunk text only", ChunkInput.SITUATED: ", with chunk contexts"}
+    return f"{space.provider}/{space.model}, {space.dimensions}d{note.get(ChunkInput(space.chunk_input), '')}"
 
 
 def spec_of(space: SpecFields) -> SpaceSpec:
@@ -215,6 +224,8 @@ class SearchHit:
     # Every chunk the hit shows, in document order: consecutive chunks of one document are merged into one
     # passage (kb.search.shaping); `chunk_id` is the first of them.
     chunk_ids: list[int] = field(default_factory=list)
+    # The context a generation model wrote to situate the chunk in its document (`kb enrich`), if any.
+    context: str = ""
 
     def __post_init__(self) -> None:
         if not self.chunk_ids:
@@ -271,6 +282,17 @@ class RemoteStatus:
     output_file: str | None
     end_time: float | None = None  # when it ended, by the service's clock (batch `endTime`)
     update_time: float | None = None  # its last change (`updateTime`)
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """A text a generation model wrote, and the tokens the service billed for it: `input_tokens` its
+    promptTokenCount, `output_tokens` its candidates and thinking tokens (both billed at the output price).
+    0 where the service did not say."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,10 @@ class KbSettings(BaseSettings):
         default_factory=models.default_prices,
         description="US dollars per million input tokens, (online, batch), per model.",
     )
+    output_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=models.default_output_prices,
+        description="US dollars per million output tokens, (online, batch), per generation model.",
+    )
     max_spend_usd: float | None = Field(
         None, ge=0, description="Stop submitting new work once this many US dollars have been spent in all."
     )
@@ -187,6 +191,16 @@ class KbSettings(BaseSettings):
         True,
         description="New embedding spaces embed each chunk headed by its document title and heading path "
         "(existing spaces keep what they embed; kb reindex moves to another).",
+    )
+    context_model: str = Field(
+        "gemini-2.5-flash-lite",
+        description="The Gemini generation model `kb enrich` writes chunk contexts with (docs/search.md).",
+    )
+    context_window_tokens: int = Field(
+        2000,
+        ge=100,
+        description="How much of its document a chunk's context request carries: the title, the outline and "
+        "the chunk's neighbours up to this many tokens (the whole document costs far more: docs/search.md).",
     )
     max_file_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Files larger than this are skipped at ingest."

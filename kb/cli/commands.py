@@ -476,6 +476,13 @@ def reindex_command(
             help="Embed each chunk headed by its title and heading path [default: KB_CHUNK_HEADERS].",
         ),
     ] = None,
+    contexts: Annotated[
+        bool,
+        typer.Option(
+            "--contexts",
+            help="Embed each chunk after the context `kb enrich` writes for it (contextual retrieval).",
+        ),
+    ] = False,
     estimate_only: Annotated[
         bool, typer.Option("--estimate", help="Print what the reindex would cost; change nothing.")
     ] = False,
@@ -525,7 +532,7 @@ def reindex_command(
                 f"database {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB"
             )
             return
-        spec = kb.reindex_spec(model, dimensions, headers)
+        spec = kb.reindex_spec(model, dimensions, headers, contexts)
         plan = kb.reindex_estimate(spec)
         if as_json:
             ui.print_json(ui.estimate_json(plan))
@@ -542,6 +549,40 @@ def reindex_command(
     ui.out().print(
         f"space #{space_id} is being built: `kb worker` fills it through the Batch API and switches search "
         "to it when it is complete (`kb reindex --status` shows progress)"
+    )
+
+
+@app.command()
+def enrich(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Generation model [default: KB_CONTEXT_MODEL].")
+    ] = None,
+    estimate_only: Annotated[
+        bool, typer.Option("--estimate", help="Print what writing the contexts would cost; send nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --estimate: JSON.")] = False,
+) -> None:
+    """Have a Gemini model write a short context for every chunk, at batch price (then `kb reindex
+    --contexts` embeds chunks after them)."""
+    with _open(ctx) as kb:
+        plan = kb.enrich_estimate(model)
+        if as_json:
+            ui.print_json(ui.enrich_estimate_json(plan))
+        else:
+            ui.render_enrich_estimate(plan)
+        if estimate_only:
+            return
+        if plan.to_write and not yes:
+            if not sys.stdin.isatty():
+                raise InputError("not sending context requests without confirmation: add --yes")
+            if not typer.confirm("Write the contexts?", default=False):
+                raise typer.Exit(1)
+        space_id, queued = kb.enrich_start(model)
+    ui.out().print(
+        f"space #{space_id} collects chunk contexts: {queued:,} requested; `kb worker` sends them through "
+        "the Batch API and keeps each as it arrives; `kb reindex --contexts` then embeds chunks after them"
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
+from kb.core.contexts import OUTPUT_ESTIMATE
 from kb.core.shares import percent
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
 from kb.report.views import display_path, pages_label
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # the types only: importing their modules would load the data
 
     from kb.embed.online import OnlineReport
     from kb.embed.worker import WorkerResult
+    from kb.lifecycle import enrich
     from kb.lifecycle.reindex import Estimate, ReindexStatus
     from kb.search.evaluation import ModeScore
     from kb.settings import KbSettings
@@ -373,7 +375,10 @@ def estimate_json(plan: "Estimate") -> dict[str, Any]:
 
 def render_estimate(plan: "Estimate") -> None:
     how = "counted by the model on a sample" if plan.tokens_calibrated else "estimated"
-    headers = "with chunk headers" if plan.spec.chunk_input == "headed" else "chunk text only"
+    headers = {
+        "headed": "with chunk headers",
+        "situated": "after the chunk contexts kb enrich writes",
+    }.get(plan.spec.chunk_input, "chunk text only")
     out().print(f"Reindex to {escape(plan.spec.model)} at {plan.spec.dimensions} dimensions, {headers}:")
     out().print(
         f"  texts to embed   {plan.texts:,} ({plan.already_embedded:,} already embedded there cost nothing)"
@@ -382,6 +387,33 @@ def render_estimate(plan: "Estimate") -> None:
     out().print(f"  cost, batch      {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
     out().print(f"  cost, online     {_usd(plan.usd_online)}   (the same at online prices)")
     out().print(f"  batch jobs       {plan.jobs:,}")
+
+
+def enrich_estimate_json(plan: "enrich.Estimate") -> dict[str, Any]:
+    return {**asdict(plan), "window_share": round(plan.window_share, 4)}
+
+
+def render_enrich_estimate(plan: "enrich.Estimate") -> None:
+    out().print(
+        f"Chunk contexts by {escape(plan.model)}, each request {plan.window_tokens:,} tokens of its document:"
+    )
+    out().print(
+        f"  contexts to write {plan.to_write:,} of {plan.chunks:,} "
+        f"({plan.already_written:,} written already cost nothing)"
+    )
+    how = "estimated, scaled by the bills so far" if plan.calibrated else "estimated"
+    out().print(
+        f"  tokens in         {plan.input_tokens:,} ({how}; whole documents would be "
+        f"{plan.whole_document_tokens:,}: {percent(plan.window_share, 0)} of that is sent)"
+    )
+    calibrated = plan.calibrated and plan.to_write
+    per_context = plan.output_tokens // plan.to_write if calibrated else OUTPUT_ESTIMATE
+    out().print(f"  tokens out        {plan.output_tokens:,} ({how}, about {per_context} a context)")
+    out().print(f"  cost, batch       {_usd(plan.usd_batch)}   (what kb pays: the worker uses the Batch API)")
+    out().print(f"  cost, online      {_usd(plan.usd_online)}   (the same at online prices)")
+    out().print(f"  batch jobs        {plan.jobs:,}")
+    if plan.shut_down:
+        out().print(f"  [yellow]{escape(plan.model)} shuts down on {plan.shut_down}[/yellow]")
 
 
 def reindex_status_json(report: "ReindexStatus") -> dict[str, Any]:

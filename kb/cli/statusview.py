@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from kb.cli import terminal
 from kb.core.shares import percent
-from kb.records import StatusReport
+from kb.records import SpaceSummary, StatusReport
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,7 +59,7 @@ def _spaces(report: StatusReport, console: "Console") -> None:
         counts = space.tasks
         table.add_row(
             f"#{space.id}",
-            escape(f"{space.model} {space.dimensions}d{' text only' * (space.chunk_input == 'text')}"[:34]),
+            escape(_model_cell(space)[:34]),
             f"{space.state} {percent(space.coverage)}",
             f"{counts['pending']:,}",
             f"{counts['submitted']:,}",
@@ -129,3 +129,13 @@ def _worker(report: StatusReport, console: "Console") -> None:
         console.print(f"        and {len(silent)} silent (presumed dead; their jobs are taken over)")
     if not report.workers:
         console.print("Worker: none running (start `kb worker`)")
+
+
+_NOTES = {"text": " text only", "situated": " +contexts"}
+
+
+def _model_cell(space: SpaceSummary) -> str:
+    """The model and what its space holds: vectors (dimensions; what is embedded) or chunk contexts."""
+    if space.chunk_input == "document":
+        return f"{space.model} contexts"
+    return f"{space.model} {space.dimensions}d{_NOTES.get(space.chunk_input, '')}"

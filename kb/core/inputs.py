@@ -31,8 +31,11 @@ def context_line(title: str, heading_path: Sequence[str]) -> str:
     return SEPARATOR.join(parts)
 
 
-def embedding_input(chunk_input: ChunkInput | str, context: str, text: str) -> str:
-    """The text a space of `chunk_input` embeds for a chunk (its context line, a blank line, its text)."""
+def embedding_input(chunk_input: ChunkInput | str, context: str, text: str, situation: str = "") -> str:
+    """The text a space of `chunk_input` embeds for a chunk: its context line, a blank line, its text; in a
+    `situated` space, after the context a generation model wrote for it (kb.core.contexts)."""
+    if chunk_input == ChunkInput.SITUATED and situation:
+        return f"{situation}\n\n{embedding_input(ChunkInput.HEADED, context, text)}"
     if chunk_input == ChunkInput.TEXT or not context:
         return text
     return f"{context}\n\n{text}"

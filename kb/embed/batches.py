@@ -30,7 +30,17 @@ import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
 from kb import failpoints
-from kb.core.results import BadLine, ErrorKind, ResultItem, classify, parse_lines, saved_name
+from kb.core.contexts import MAX_OUTPUT_TOKENS, OUTPUT_ESTIMATE
+from kb.core.results import (
+    BadLine,
+    ErrorKind,
+    GenerationItem,
+    ResultItem,
+    classify,
+    parse_generation_lines,
+    parse_lines,
+    saved_name,
+)
 from kb.embed.policy import BatchPolicy
 from kb.errors import (
     ClaimLostError,
@@ -44,9 +54,9 @@ from kb.errors import (
     RetryableProviderError,
     StopRequested,
 )
-from kb.providers.base import BatchBackend
+from kb.providers.base import NO_LOCAL_GENERATION, BatchBackend, GenerationBatchBackend
 from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus
-from kb.store import claims, ledger, spaces, tasks, usage, vectors
+from kb.store import claims, contexts, ledger, spaces, tasks, usage, vectors
 from kb.store.engine import serialize, write_transaction
 from kb.store.ledger import BatchJob
 from kb.store.spaces import EmbeddingSpace
@@ -148,11 +158,11 @@ class BatchManager:
             items = _within_tokens(due, self.policy.max_tokens)
             if not items:
                 return None
-            cost, _ = self.prices.cost(space.model, sum(i.token_estimate for i in items), batch=True)
+            cost = self._estimated_cost(space, sum(i.token_estimate for i in items), len(items))
             # Jobs in flight will be billed too: count them, or one flush could commit far past the cap.
-            models = {s.id: s.model for s in spaces.all_spaces(connection)}
+            by_id = {s.id: s for s in spaces.all_spaces(connection)}
             committed = sum(
-                self.prices.cost(models[job.space_id], job.token_estimate, batch=True)[0]
+                self._estimated_cost(by_id[job.space_id], job.token_estimate, job.item_count)
                 for job in ledger.live_jobs(connection)
             )
             refusal = self.budget.refusal(connection, cost + committed, now)
@@ -165,6 +175,11 @@ class BatchManager:
             job_id = ledger.create_job(connection, space.id, backend.mode, items, now, self.policy.deadline_s)
         log.info("job %s recorded: %d texts for space %s", job_id, len(items), space.id)
         return job_id
+
+    def _estimated_cost(self, space: EmbeddingSpace, tokens: int, texts: int) -> float:
+        """The batch price of a job before it is sent: a context space also pays for what it writes."""
+        written = texts * OUTPUT_ESTIMATE if spaces.writes_contexts(space) else 0
+        return self.prices.cost(space.model, tokens, batch=True, output_tokens=written)[0]
 
     # -- submit and reconcile ------------------------------------------------------------------------
 
@@ -224,21 +239,13 @@ class BatchManager:
                 with self._commit() as connection:
                     ledger.begin_remote_call(connection, job.id, self.owner, "upload")
                 self.results_dir.mkdir(parents=True, exist_ok=True)
-                uploaded = self._call(
-                    job.id,
-                    "upload",
-                    lambda: backend.upload_input(
-                        job.display_name, space.model, space.dimensions, lines, self.results_dir
-                    ),
-                )
+                uploaded = self._call(job.id, "upload", lambda: self._upload(backend, job, space, lines))
                 with self._commit() as connection:
                     ledger.record_upload(connection, job.id, self.owner, uploaded)
                 input_file = uploaded
             with self._commit() as connection:
                 ledger.begin_remote_call(connection, job.id, self.owner, "create")
-            remote = self._call(
-                job.id, "create", lambda: backend.create(job.display_name, space.model, input_file)
-            )
+            remote = self._call(job.id, "create", lambda: self._create(backend, job, space, input_file))
         except InputFileGoneError as error:
             if upload_again:  # expired or deleted since the upload: nothing was created, no attempt counted
                 log.warning("job %s: %s; uploading the input again", job.id, error.message)
@@ -261,12 +268,28 @@ class BatchManager:
         log.info("job %s submitted as %s (%d texts)", job.id, remote.name, job.item_count)
         return True
 
+    def _upload(
+        self, backend: BatchBackend, job: BatchJob, space: EmbeddingSpace, lines: list[tuple[str, str]]
+    ) -> str:
+        if spaces.writes_contexts(space):
+            return _generating(backend).upload_generation_input(
+                job.display_name, space.model, lines, self.results_dir, MAX_OUTPUT_TOKENS
+            )
+        return backend.upload_input(job.display_name, space.model, space.dimensions, lines, self.results_dir)
+
+    def _create(
+        self, backend: BatchBackend, job: BatchJob, space: EmbeddingSpace, input_file: str
+    ) -> RemoteStatus:
+        if spaces.writes_contexts(space):
+            return _generating(backend).create_generation(job.display_name, space.model, input_file)
+        return backend.create(job.display_name, space.model, input_file)
+
     def _lines_to_send(self, job: BatchJob) -> list[tuple[str, str]]:
         """The job's (key, text) lines, without texts no chunk holds any more (nothing to embed, nothing
         paid); a job left with none ends here."""
         with self._commit() as connection:
             dropped = ledger.drop_orphans(connection, job.id)
-            lines = ledger.manifest_texts(connection, job.id)
+            lines = ledger.manifest_texts(connection, job.id, self.policy.context_window_tokens)
             if not lines:
                 ledger.mark_empty(connection, job.id, self.owner, self.clock())
         if dropped:
@@ -412,17 +435,24 @@ class BatchManager:
         space = self._space(job.space_id)
         with self.engine.connect() as connection:
             keys = ledger.manifest(connection, job.id)
-        outcome = _read_results(Path(job.result_path), keys, space.dimensions)
+        path = Path(job.result_path)
+        writes_contexts = spaces.writes_contexts(space)
+        outcome = (
+            _read_contexts(path, keys) if writes_contexts else _read_results(path, keys, space.dimensions)
+        )
         now = self.clock()
         with self._commit("apply") as connection:
             self._still_held(connection, job.id)  # and the job row stays locked until this commits
             held = dict(ledger.held_tasks(connection, job.id))
             kept = [n for n, task_id in enumerate(outcome.task_ids) if task_id in held]
             embedded = [outcome.task_ids[n] for n in kept]
-            unchanged = len(kept) == len(outcome.task_ids)  # the common case: no copy of the vectors
-            vectors.write(
-                connection, space.id, embedded, outcome.matrix if unchanged else outcome.matrix[kept]
-            )
+            if writes_contexts:
+                self._write_contexts(connection, job, space, outcome, kept, now)
+            else:
+                unchanged = len(kept) == len(outcome.task_ids)  # the common case: no copy of the vectors
+                vectors.write(
+                    connection, space.id, embedded, outcome.matrix if unchanged else outcome.matrix[kept]
+                )
             tasks.embed_held(connection, job.id, embedded, now)
             answered = set(embedded)
             failed = self._settle_errors(connection, job.id, outcome.errors, held, answered, now)
@@ -444,9 +474,12 @@ class BatchManager:
                     space_id=space.id,
                     job_id=job.id,
                     now=now,
+                    output_tokens=sum(outcome.output_tokens[n] for n in kept) if writes_contexts else 0,
                 )
             note = _job_summary(outcome, len(missing))
             ledger.mark_applied(connection, job.id, self.owner, now, outcome.tokens or None, note)
+            if writes_contexts:
+                contexts.fall_back(connection, space.id, now)
         self._clean_up(job)
         failpoints.hit("apply.after")
         report.applied.append(job.id)
@@ -459,6 +492,28 @@ class BatchManager:
             len(outcome.errors),
             len(missing),
         )
+
+    def _write_contexts(
+        self,
+        connection: Connection,
+        job: BatchJob,
+        space: EmbeddingSpace,
+        outcome: "_Outcome",
+        kept: list[int],
+        now: float,
+    ) -> None:
+        """Keep the contexts written, situate the chunks that hold them, and queue what they now embed in
+        the spaces that embed situated chunks."""
+        keys = ledger.task_keys(connection, job.id)
+        written = [
+            contexts.Written(
+                keys[outcome.task_ids[n]], outcome.texts[n], outcome.input_tokens[n], outcome.output_tokens[n]
+            )
+            for n in kept
+        ]
+        contexts.save(connection, space.id, written, now)
+        situated = contexts.situate(connection, space.id, [w.key for w in written])
+        contexts.queue_situated(connection, situated, now)
 
     def _clean_up(self, job: BatchJob) -> None:
         """After a committed apply, the saved results and the uploaded input are no longer needed (remote
@@ -522,6 +577,8 @@ class BatchManager:
                 self._record_lost(connection, job, [task_id for task_id, _ in held], now)
             self._hand_back(connection, job.id, held, reason, now)
             ledger.mark_ended(connection, job.id, self.owner, JobState(job.state), state, reason, now)
+            if spaces.writes_contexts(self._space(job.space_id)):
+                contexts.fall_back(connection, job.space_id, now)
         log.warning("job %s %s: %d texts handed back (%s)", job.id, state.value, len(held), reason)
 
     def _record_lost(self, connection: Connection, job: BatchJob, task_ids: list[int], now: float) -> None:
@@ -643,6 +700,13 @@ class BatchManager:
         return space
 
 
+def _generating(backend: BatchBackend) -> GenerationBatchBackend:
+    """The backend as a generation service: Gemini's serves both kinds; the local runner only embeds."""
+    if not isinstance(backend, GenerationBatchBackend):
+        raise NotConfiguredError(NO_LOCAL_GENERATION)
+    return backend
+
+
 def ledger_job(engine: Engine, job_id: int) -> BatchJob:
     with engine.connect() as connection:
         return ledger.job(connection, job_id)
@@ -678,6 +742,10 @@ class _Outcome:
     matrix: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
     errors: dict[int, tuple[ErrorKind, str]] = field(default_factory=dict)
     tokens: int = 0
+    # Of a generation job, in the order of `task_ids`: what was written, and the tokens each was billed.
+    texts: list[str] = field(default_factory=list)
+    input_tokens: list[int] = field(default_factory=list)
+    output_tokens: list[int] = field(default_factory=list)
     unknown_keys: int = 0
     bad_lines: int = 0
     invalid: int = 0
@@ -728,7 +796,35 @@ def _read_results(path: Path, keys: dict[str, int], dimensions: int) -> _Outcome
     return outcome
 
 
-def _error_text(item: ResultItem) -> str:
+def _read_contexts(path: Path, keys: dict[str, int]) -> _Outcome:
+    """Stream a generation job's saved results, joined by key; a blocked or empty answer is its error."""
+    outcome = _Outcome()
+    seen: set[int] = set()
+    with path.open("rb") as handle:
+        for item in parse_generation_lines(handle):
+            if isinstance(item, BadLine):
+                outcome.bad_lines += 1
+                continue
+            task_id = keys.get(item.key)
+            if task_id is None:
+                outcome.unknown_keys += 1
+                continue
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            generated = item.generated
+            if generated is None:
+                outcome.errors[task_id] = (classify(item.error_code, item.error_message), _error_text(item))
+                continue
+            outcome.task_ids.append(task_id)
+            outcome.texts.append(generated.text.strip())
+            outcome.input_tokens.append(generated.input_tokens)
+            outcome.output_tokens.append(generated.output_tokens)
+            outcome.tokens += generated.input_tokens
+    return outcome
+
+
+def _error_text(item: ResultItem | GenerationItem) -> str:
     code = f"{item.error_code} " if item.error_code is not None else ""
     return f"{code}{item.error_message or 'unknown error'}".strip()
 

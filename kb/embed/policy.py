@@ -26,6 +26,7 @@ class BatchPolicy:
     # How long a succeeded job's results can be fetched after it ended (result files expire after 48 h).
     # Until then a refused (403/404) or failing download is not proof they are gone: the job is kept.
     results_kept_s: float = 48 * 3600.0
+    context_window_tokens: int = 2000  # how much of its document a chunk's context request carries
 
     @classmethod
     def from_settings(cls, s: KbSettings) -> "BatchPolicy":
@@ -42,6 +43,7 @@ class BatchPolicy:
             retry_max_s=s.task_retry_max_s,
             submit_retry_s=s.poll_initial_s,
             max_step_failures=s.job_max_step_failures,
+            context_window_tokens=s.context_window_tokens,
         )
 
     @property

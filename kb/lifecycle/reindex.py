@@ -17,8 +17,8 @@ from sqlalchemy.engine import Connection, Engine
 from kb.core.chunking import estimate_tokens
 from kb.errors import InputError
 from kb.records import ChunkInput, SpaceSpec, SpaceState, spec_of
+from kb.store import contexts, ledger, spaces, tasks, vectors
 from kb.store import documents as store
-from kb.store import ledger, spaces, tasks, vectors
 from kb.store.engine import serialize, write_transaction
 from kb.store.usage import Prices
 
@@ -71,6 +71,8 @@ def estimate(
     """What building `spec` would cost now: only texts the space does not have yet count."""
     with engine.connect() as connection:
         wanted = store.distinct_texts(connection, spec.chunk_input)
+        if spec.chunk_input == ChunkInput.SITUATED:  # chunks whose context is still to be written, too
+            wanted |= contexts.awaiting(connection)
         existing = spaces.find(connection, spec)
         embedded = tasks.embedded_among(connection, existing.id, set(wanted)) if existing else set()
         sample = store.sample_texts(connection, 200, spec.chunk_input) if count_tokens else []
@@ -113,6 +115,8 @@ def start(engine: Engine, spec: SpaceSpec) -> int:
                 f"the active space already is {spec.model} at {spec.dimensions} dimensions, {headers} "
                 "chunk headers"
             )
+        if spec.chunk_input == ChunkInput.SITUATED and contexts.current(connection) is None:
+            raise InputError("no chunk contexts are being written: run `kb enrich` first")
         target = spaces.find(connection, spec)
         if target is None:
             space_id = spaces.create(connection, spec, SpaceState.BUILDING)
@@ -136,6 +140,10 @@ def status(engine: Engine, space_id: int | None = None) -> ReindexStatus | None:
             return None
         counts = tasks.counts_by_status(connection, space.id)
         total = len(store.distinct_texts(connection, space.chunk_input))
+        if space.chunk_input == ChunkInput.SITUATED:  # a chunk waiting for its context waits here too
+            awaiting = len(contexts.awaiting(connection))
+            total += awaiting
+            counts = {**counts, "pending": counts["pending"] + awaiting}
         in_flight = ledger.live_count(connection, space.id)
         eta = _eta(connection, space.id, counts["pending"] + counts["submitted"])
         previous = spaces.active(connection) if space.state == SpaceState.BUILDING else None
@@ -200,6 +208,8 @@ def activate_if_complete(engine: Engine, min_coverage: float = 0.995, strict: bo
         if not candidates:
             return None
         counts = tasks.counts_by_status(connection, candidates[-1].id)
+        if candidates[-1].chunk_input == ChunkInput.SITUATED and contexts.awaiting(connection):
+            return None  # contexts are still being written: their chunks are not embedded yet
     if counts["pending"] or counts["submitted"] or (strict and counts["failed"]):
         return None
     if coverage(counts) < min_coverage:

@@ -1,17 +1,19 @@
-"""The protocols every provider implements (Embedder, BatchBackend), and the vector checks they share.
+"""The protocols providers implement (Embedder, BatchBackend; Generator, GenerationBatchBackend for text
+generation), and the vector checks they share.
 
-Nothing above a provider sees an SDK type: providers take strings and return float32 matrices of unit rows.
+Nothing above a provider sees an SDK type: providers take strings and return float32 matrices of unit rows,
+or `records.Generated` texts.
 """
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from kb.errors import InvalidResponseError
-from kb.records import RemoteStatus, SpaceSpec
+from kb.records import Generated, RemoteStatus, SpaceSpec
 
 Matrix = NDArray[np.float32]
 
@@ -49,24 +51,18 @@ class Embedder(Protocol):
         ...
 
 
-class BatchBackend(Protocol):
-    """A batch embedding service (Gemini's Batch API, or kb's in-process local runner)."""
-
-    mode: str
-
-    def upload_input(
-        self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
-    ) -> str: ...
+class RemoteJobs(Protocol):
+    """What embedding and generation batches share: remote jobs and their files, by name."""
 
     def discard_input(self, display_name: str) -> None:
         """Delete input files an interrupted upload may have left under this display name (best effort)."""
         ...
 
-    def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus: ...
-
     def get(self, name: str) -> RemoteStatus: ...
 
-    def find(self, display_names: set[str]) -> dict[str, RemoteStatus]: ...
+    def find(self, display_names: set[str]) -> dict[str, RemoteStatus]:
+        """The remote jobs (of either kind) with these display names."""
+        ...
 
     def cancel(self, name: str) -> None: ...
 
@@ -75,6 +71,53 @@ class BatchBackend(Protocol):
     def delete_file(self, file_name: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class BatchBackend(RemoteJobs, Protocol):
+    """A batch embedding service (Gemini's Batch API, or kb's in-process local runner)."""
+
+    mode: str
+
+    def upload_input(
+        self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
+    ) -> str: ...
+
+    def create(self, display_name: str, model: str, input_file: str) -> RemoteStatus: ...
+
+
+class Generator(Protocol):
+    """Writes one text for one prompt, online (Gemini's generateContent)."""
+
+    def generate(self, prompt: str, *, max_output_tokens: int) -> Generated:
+        """The model's text and the tokens billed; a prompt the model will not answer (blocked, stopped
+        for safety, no text) is an `InvalidRequestError` with the reason."""
+        ...
+
+    def close(self) -> None: ...
+
+
+NO_LOCAL_GENERATION = "chunk contexts are written by a Gemini model, which the local provider does not have"
+
+
+@runtime_checkable
+class GenerationBatchBackend(RemoteJobs, Protocol):
+    """A batch text generation service (Gemini's Batch API, batchGenerateContent, in file mode). Results
+    are read with `kb.core.results.parse_generation_lines`."""
+
+    def upload_generation_input(
+        self,
+        display_name: str,
+        model: str,
+        lines: Sequence[tuple[str, str]],
+        folder: Path,
+        max_output_tokens: int,
+    ) -> str:
+        """Write the (key, prompt) lines as a JSONL request file and upload it; the remote file name."""
+        ...
+
+    def create_generation(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
+        """Create the job (never retried: the caller looks for it by display name first)."""
+        ...
 
 
 def checked_unit_rows(rows: Sequence[Sequence[float]], expected_count: int, dimensions: int) -> Matrix:

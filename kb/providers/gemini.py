@@ -9,8 +9,10 @@ and the version that answered is remembered for that route.
 `GeminiEmbedder` embeds online: `embed_content` sends one `batchEmbedContents` request per call and does
 not split, so texts go in requests of at most 100 and well under the 4 MiB payload limit, one Content per
 text (the SDK folds a list of strings into ONE embedding for gemini-embedding-2). How a model is told a
-document from a query (a task_type, or a prompt prefix) comes from `kb.core.models`. `GeminiBatchBackend` runs
-Batch API jobs in file mode. Nothing above this module sees an SDK type.
+document from a query (a task_type, or a prompt prefix) comes from `kb.core.models`. `GeminiGenerator`
+writes one text per prompt online (`generateContent`). `GeminiBatchBackend` runs Batch API jobs in file
+mode, embedding (`asyncBatchEmbedContent`) and generation (`batchGenerateContent`) alike. Nothing above
+this module sees an SDK type.
 """
 
 import contextlib
@@ -38,6 +40,7 @@ from google.genai.pagers import Pager
 from kb.core import models
 from kb.core.chunking import estimate_tokens
 from kb.core.ratelimit import RateLimiter
+from kb.core.results import read_generation
 from kb.core.retry import RetryPolicy, call_with_retries
 from kb.errors import (
     AuthenticationError,
@@ -54,7 +57,7 @@ from kb.errors import (
     RouteNotServedError,
 )
 from kb.providers.base import Matrix, checked_unit_rows
-from kb.records import JobState, RemoteStatus, SpaceSpec
+from kb.records import Generated, JobState, RemoteStatus, SpaceSpec
 
 T = TypeVar("T")
 log = logging.getLogger("kb.providers.gemini")
@@ -72,6 +75,8 @@ EMBED = "embed"  # models.embed_content -> :batchEmbedContents
 COUNT_TOKENS = "count_tokens"  # models.count_tokens -> :countTokens
 MODEL_GET = "models.get"  # models.get -> GET models/{m}
 BATCH_CREATE = "batches.create"  # batches.create_embeddings -> :asyncBatchEmbedContent
+GENERATE = "generate"  # models.generate_content -> :generateContent
+GENERATION_CREATE = "batches.create_generation"  # batches.create -> :batchGenerateContent
 BATCH_GET, BATCH_LIST, BATCH_CANCEL, BATCH_DELETE = (
     "batches.get",
     "batches.list",
@@ -318,6 +323,45 @@ class GeminiEmbedder:
         self._api.close()
 
 
+# -- online generation ------------------------------------------------------------------------------------
+
+
+class GeminiGenerator:
+    """Online text generation (`generateContent`): one prompt, one text, the tokens the service billed."""
+
+    def __init__(self, api: GeminiApi, model: str, limiter: RateLimiter | None = None) -> None:
+        self._api = api
+        self._model = model
+        self._limiter = limiter
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    def generate(self, prompt: str, *, max_output_tokens: int) -> Generated:
+        """The model's text for `prompt`; retried on 429/5xx like every call. A prompt the model will not
+        answer (blocked, stopped for safety, no text) is an `InvalidRequestError` naming the reason: paid
+        or not, asking again gives the same answer."""
+        if self._limiter is not None:
+            self._limiter.acquire(estimate_tokens(prompt) + max_output_tokens)
+        config = types.GenerateContentConfig(max_output_tokens=max_output_tokens)
+
+        def send(client: genai.Client) -> Generated | str:
+            response = client.models.generate_content(model=self._model, contents=prompt, config=config)
+            wire = response.model_dump(
+                mode="json", by_alias=True, exclude_none=True, exclude={"sdk_http_response"}
+            )
+            return read_generation(wire)
+
+        outcome = self._api.call(GENERATE, self._model, send)
+        if isinstance(outcome, str):
+            raise InvalidRequestError(f"{self._model} wrote no text: {outcome}")
+        return outcome
+
+    def close(self) -> None:
+        self._api.close()
+
+
 # -- errors -----------------------------------------------------------------------------------------------
 
 
@@ -347,7 +391,8 @@ class SdkFailureError(ProviderUnavailableError):
     the call may have done its work (an upload whose finalize answer lacked `file`)."""
 
 
-_MODEL_ROUTES = frozenset({EMBED, COUNT_TOKENS, MODEL_GET, BATCH_CREATE})
+_MODEL_ROUTES = frozenset({EMBED, COUNT_TOKENS, MODEL_GET, BATCH_CREATE, GENERATE, GENERATION_CREATE})
+_CREATE_ROUTES = frozenset({BATCH_CREATE, GENERATION_CREATE})
 _FILE_ROUTES = frozenset({FILE_UPLOAD, FILE_LIST, FILE_DOWNLOAD, FILE_DELETE})
 _JOB_ROUTES = frozenset({BATCH_GET, BATCH_CANCEL, BATCH_DELETE})
 
@@ -385,7 +430,7 @@ def classify(route: str, code: int, status: str, reasons: frozenset[str], messag
         return RemoteGoneError
     if route in _JOB_ROUTES and code == 404:
         return BatchJobNotFoundError
-    if route == BATCH_CREATE and code in (403, 404) and _names_input_file(text):
+    if route in _CREATE_ROUTES and code in (403, 404) and _names_input_file(text):
         return InputFileGoneError
     if code == 404 and route in _MODEL_ROUTES:
         return ModelNotFoundError
@@ -501,8 +546,18 @@ def request_line(key: str, model: str, dimensions: int, text: str) -> dict[str, 
     return {"key": key, "request": request}
 
 
+def generation_request_line(key: str, prompt: str, max_output_tokens: int) -> dict[str, Any]:
+    """One JSONL input line of a generation batch job: a GenerateContentRequest under its key."""
+    request = {
+        "contents": [{"parts": [{"text": prompt}], "role": "user"}],
+        "generationConfig": {"maxOutputTokens": max_output_tokens},
+    }
+    return {"key": key, "request": request}
+
+
 class GeminiBatchBackend:
-    """Gemini's Batch API through google-genai: upload, create, get, list, cancel, download."""
+    """Gemini's Batch API through google-genai: upload, create, get, list, cancel, download; embedding and
+    generation jobs share everything but their input lines and their create call."""
 
     mode = "file"
 
@@ -517,12 +572,27 @@ class GeminiBatchBackend:
         self, display_name: str, model: str, dimensions: int, lines: Sequence[tuple[str, str]], folder: Path
     ) -> str:
         """Write the JSONL request file and upload it; returns the remote file name (`files/...`)."""
+        requests = (request_line(key, model, dimensions, text) for key, text in lines)
+        return self._upload_lines(display_name, requests, folder)
+
+    def upload_generation_input(
+        self,
+        display_name: str,
+        model: str,
+        lines: Sequence[tuple[str, str]],
+        folder: Path,
+        max_output_tokens: int,
+    ) -> str:
+        """Write the (key, prompt) lines as GenerateContentRequests and upload them; the remote file name.
+        (`model` is in the create call's URL, not in the lines.)"""
+        requests = (generation_request_line(key, prompt, max_output_tokens) for key, prompt in lines)
+        return self._upload_lines(display_name, requests, folder)
+
+    def _upload_lines(self, display_name: str, requests: Iterator[dict[str, Any]], folder: Path) -> str:
         path = folder / f"{display_name}.{os.getpid()}.{secrets.token_hex(4)}.input.jsonl"
         with path.open("w", encoding="utf-8") as handle:
-            for key, text in lines:
-                handle.write(
-                    json.dumps(request_line(key, model, dimensions, text), ensure_ascii=False) + "\n"
-                )
+            for request in requests:
+                handle.write(json.dumps(request, ensure_ascii=False) + "\n")
         config = types.UploadFileConfig(mime_type="jsonl", display_name=display_name)
         try:
             uploaded = self._api.call(
@@ -544,6 +614,16 @@ class GeminiBatchBackend:
                 return _remote(client.batches.create_embeddings(model=model, src=source, config=config))
 
         return self._api.call(BATCH_CREATE, model, send, retried=False)
+
+    def create_generation(self, display_name: str, model: str, input_file: str) -> RemoteStatus:
+        """Create a generation job (`batchGenerateContent`) on the uploaded file. Never retried here, as
+        `create`: the caller looks for it by display name before trying again."""
+        config = types.CreateBatchJobConfig(display_name=display_name)
+
+        def send(client: genai.Client) -> RemoteStatus:
+            return _remote(client.batches.create(model=model, src=input_file, config=config))
+
+        return self._api.call(GENERATION_CREATE, model, send, retried=False)
 
     def get(self, name: str) -> RemoteStatus:
         return self._api.call(BATCH_GET, name, lambda client: _remote(client.batches.get(name=name)))

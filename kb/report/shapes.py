@@ -10,6 +10,8 @@ class SearchHitJson(TypedDict):
     """One hit of `kb search --json`, `GET /search` and the MCP `search` tool. `page_start` and `page_end`
     are set for documents with pages (PDF); `text_rank` and `vector_rank` say where each half ranked it."""
 
+    context: str  # what `kb enrich` wrote to situate the chunk; empty if nothing was
+
     rank: int
     score: float
     path: str

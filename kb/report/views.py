@@ -57,6 +57,7 @@ def search_json(result: SearchResult) -> list["SearchHitJson"]:
             "page_end": hit.page_end,
             "text_rank": hit.text_rank,
             "vector_rank": hit.vector_rank,
+            "context": hit.context,
         }
         for hit in result.hits
     ]

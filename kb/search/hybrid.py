@@ -264,6 +264,7 @@ def _hydrate(
                 page_end=chunk.page_end,
                 text_rank=text_ranks.get(chunk_id),
                 vector_rank=vector_ranks.get(chunk_id),
+                context=chunk.situation,
             )
         )
     return hits, ordinals

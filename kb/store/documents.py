@@ -121,22 +121,24 @@ def key_column(chunk_input: ChunkInput | str) -> "Column[str]":
     return CHUNKS.c[KEY_COLUMNS[ChunkInput(chunk_input)]]
 
 
-def input_tokens(chunk_input: ChunkInput | str, context: str, tokens: int) -> int:
-    """The estimated tokens of a chunk's input in a space: its text's, plus its context line's."""
+def input_tokens(chunk_input: ChunkInput | str, context: str, tokens: int, situation: str = "") -> int:
+    """The estimated tokens of a chunk's input in a space: its text's, plus its context line's (and, in a
+    situated space, its written context's)."""
+    extra = estimate_tokens(situation) + 1 if chunk_input == ChunkInput.SITUATED and situation else 0
     if chunk_input == ChunkInput.TEXT or not context:
-        return tokens
-    return tokens + estimate_tokens(context) + 1
+        return tokens + extra
+    return tokens + estimate_tokens(context) + 1 + extra
+
+
+_KEYS = tuple(CHUNKS.c[name] for name in KEY_COLUMNS.values())
 
 
 def chunk_hashes(connection: Connection, document_ids: Sequence[int]) -> set[str]:
-    """Every task key the documents' chunks hold (of their texts and of their headed inputs)."""
+    """Every task key the documents' chunks hold (of each kind of space: readmodel.KEY_COLUMNS)."""
     hashes: set[str] = set()
     for batch in in_batches(document_ids, 500):
-        rows = connection.execute(
-            select(CHUNKS.c.text_sha256, CHUNKS.c.input_sha256).where(CHUNKS.c.document_id.in_(batch))
-        )
-        for text_sha, input_sha in rows:
-            hashes.update((text_sha, input_sha))
+        for row in connection.execute(select(*_KEYS).where(CHUNKS.c.document_id.in_(batch))):
+            hashes.update(key for key in row if key)
     return hashes
 
 
@@ -154,6 +156,9 @@ class ChunkRow:
     text_sha256: str
     context: str
     input_sha256: str
+    context_key: str = ""
+    situation: str = ""  # a context already written for this chunk of this document (kb.store.contexts)
+    situated_sha256: str = ""
 
 
 _CHUNK_COLUMNS = (
@@ -165,6 +170,9 @@ _CHUNK_COLUMNS = (
     "heading_path",
     "context",
     "input_sha256",
+    "context_key",
+    "situation",
+    "situated_sha256",
     "start_offset",
     "end_offset",
     "page_start",
@@ -191,6 +199,9 @@ def insert_chunks(connection: Connection, rows: Sequence[ChunkRow]) -> None:
                 HEADING_SEPARATOR.join(row.chunk.heading_path),
                 row.context,
                 row.input_sha256,
+                row.context_key,
+                row.situation,
+                row.situated_sha256,
                 row.chunk.start,
                 row.chunk.end,
                 row.chunk.page_start,
@@ -208,10 +219,10 @@ def delete_documents(connection: Connection, document_ids: Sequence[int]) -> Non
 
 
 def referenced_hashes(connection: Connection, hashes: Iterable[str]) -> set[str]:
-    """The subset of `hashes` that some chunk still holds, as its text's key or its headed input's."""
+    """The subset of `hashes` that some chunk still holds, as a key of any kind of space."""
     found: set[str] = set()
     for batch in in_batches(list(hashes), 500):
-        for column in (CHUNKS.c.text_sha256, CHUNKS.c.input_sha256):
+        for column in _KEYS:
             rows = connection.execute(select(column).where(column.in_(batch)).distinct())
             found.update(row[0] for row in rows)
     return found
@@ -226,10 +237,12 @@ def in_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 def distinct_texts(connection: Connection, chunk_input: ChunkInput | str) -> dict[str, int]:
     """Every distinct input a space of `chunk_input` embeds (its key) with its token estimate."""
     key = key_column(chunk_input)
-    rows = connection.execute(
-        select(key, func.max(CHUNKS.c.token_estimate), func.max(CHUNKS.c.context)).group_by(key)
-    )
-    return {str(sha): input_tokens(chunk_input, str(context), int(tokens)) for sha, tokens, context in rows}
+    columns = (func.max(CHUNKS.c.token_estimate), func.max(CHUNKS.c.context), func.max(CHUNKS.c.situation))
+    rows = connection.execute(select(key, *columns).where(key != "").group_by(key))
+    return {
+        str(sha): input_tokens(chunk_input, str(context), int(tokens), str(situation))
+        for sha, tokens, context, situation in rows
+    }
 
 
 def sample_texts(connection: Connection, limit: int, chunk_input: ChunkInput | str) -> list[str]:
@@ -246,7 +259,9 @@ def inputs_by_key(
     for batch in in_batches(sorted(set(keys)), 500):
         one_chunk = select(func.min(CHUNKS.c.id)).where(key.in_(batch)).group_by(key).scalar_subquery()
         rows = connection.execute(
-            select(key, CHUNKS.c.context, CHUNKS.c.text).where(CHUNKS.c.id.in_(one_chunk))
+            select(key, CHUNKS.c.context, CHUNKS.c.text, CHUNKS.c.situation).where(CHUNKS.c.id.in_(one_chunk))
         )
-        found.update({str(sha): embedding_input(chunk_input, str(c), str(t)) for sha, c, t in rows})
+        found.update(
+            {str(sha): embedding_input(chunk_input, str(c), str(t), str(s)) for sha, c, t, s in rows}
+        )
     return found

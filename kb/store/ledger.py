@@ -17,8 +17,8 @@ from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from kb.errors import ClaimLostError
-from kb.records import LIVE_JOB_STATES, JobState, RemoteStatus, TaskStatus
-from kb.store import spaces
+from kb.records import LIVE_JOB_STATES, ChunkInput, JobState, RemoteStatus, TaskStatus
+from kb.store import contexts, spaces
 from kb.store.documents import in_batches, inputs_by_key, key_column
 from kb.store.engine import insert_ignoring_conflicts
 from kb.store.schema import BatchJob as BatchJob  # the row type callers outside the store use
@@ -190,8 +190,9 @@ def applied_throughput(connection: Connection, space_id: int) -> tuple[int, floa
     return int(row[0] or 0), row[1], row[2]
 
 
-def manifest_texts(connection: Connection, job_id: int) -> list[tuple[str, str]]:
-    """(request key, text) for every item of the job, in key order (one chunk's copy of each text)."""
+def manifest_texts(connection: Connection, job_id: int, window_tokens: int) -> list[tuple[str, str]]:
+    """(request key, text) for every item of the job, in key order (one chunk's copy of each text); for a
+    context space, the request that asks for each chunk's context (its document `window_tokens` wide)."""
     rows = connection.execute(
         select(ITEMS.c.key, TASKS.c.text_sha256, TASKS.c.space_id)
         .join(TASKS, TASKS.c.id == ITEMS.c.task_id)
@@ -200,8 +201,23 @@ def manifest_texts(connection: Connection, job_id: int) -> list[tuple[str, str]]
     ).all()
     if not rows:
         return []
-    inputs = inputs_by_key(connection, spaces.chunk_input_of(connection, rows[0][2]), [r[1] for r in rows])
+    chunk_input = spaces.chunk_input_of(connection, rows[0][2])
+    shas = [r[1] for r in rows]
+    if chunk_input == ChunkInput.DOCUMENT:
+        inputs = contexts.prompts(connection, shas, window_tokens)
+    else:
+        inputs = inputs_by_key(connection, chunk_input, shas)
     return [(str(key), inputs[sha]) for key, sha, _ in rows if sha in inputs]
+
+
+def task_keys(connection: Connection, job_id: int) -> dict[int, str]:
+    """Task id -> the key it is stored under (its text's sha256, or a context's key), for the job's items."""
+    rows = connection.execute(
+        select(TASKS.c.id, TASKS.c.text_sha256)
+        .join(ITEMS, ITEMS.c.task_id == TASKS.c.id)
+        .where(ITEMS.c.job_id == job_id)
+    )
+    return {int(task_id): str(sha) for task_id, sha in rows}
 
 
 def manifest(connection: Connection, job_id: int) -> dict[str, int]:

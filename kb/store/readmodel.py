@@ -92,7 +92,12 @@ def active_space(reader: Reader) -> Space | None:
 
 
 # The chunk column a space's tasks are keyed by: the sha256 of what the space embeds for a chunk.
-KEY_COLUMNS = {ChunkInput.TEXT: "text_sha256", ChunkInput.HEADED: "input_sha256"}
+KEY_COLUMNS = {
+    ChunkInput.TEXT: "text_sha256",
+    ChunkInput.HEADED: "input_sha256",
+    ChunkInput.SITUATED: "situated_sha256",
+    ChunkInput.DOCUMENT: "context_key",
+}
 
 
 def _key(reader: Reader, space_id: int) -> str:
@@ -272,6 +277,7 @@ class HitChunk:
     page_start: int | None
     page_end: int | None
     ordinal: int = 0  # its place in its document: consecutive hits are merged (kb.search.shaping)
+    situation: str = ""  # the context a generation model wrote for it (kb enrich), if any
 
 
 def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitChunk]:
@@ -281,7 +287,8 @@ def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitCh
     listed = ",".join(str(int(chunk_id)) for chunk_id in chunk_ids)
     rows = reader.rows(
         "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title, "
-        "c.page_start, c.page_end, c.ordinal FROM chunks c JOIN documents d ON d.id = c.document_id "
+        "c.page_start, c.page_end, c.ordinal, c.situation "
+        "FROM chunks c JOIN documents d ON d.id = c.document_id "
         f"WHERE c.id IN ({listed})"
     )
     return {
@@ -296,6 +303,7 @@ def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitCh
             row[8],
             row[9],
             int(row[10]),
+            row[11] or "",
         )
         for row in rows
     }

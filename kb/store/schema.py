@@ -67,6 +67,11 @@ class Chunk(Base):
     # input that spaces with chunk_input 'headed' embed: their tasks are keyed by it.
     context: Mapped[str] = mapped_column(Text, default="", server_default="")
     input_sha256: Mapped[str] = mapped_column(String(64), index=True, server_default="")
+    # Chunk contexts (kb.core.contexts): the key a context space's tasks are keyed by (the document's and
+    # the chunk's sha256), the context written for it, and the sha256 of what 'situated' spaces embed.
+    context_key: Mapped[str] = mapped_column(String(64), index=True, server_default="")
+    situation: Mapped[str] = mapped_column(Text, default="", server_default="")
+    situated_sha256: Mapped[str] = mapped_column(String(64), index=True, server_default="")
     start_offset: Mapped[int] = mapped_column(Integer)
     end_offset: Mapped[int] = mapped_column(Integer)
     # The pages the chunk spans (1-based, inclusive) in documents that have pages; NULL elsewhere.
@@ -199,9 +204,26 @@ class UsageRecord(Base):
     texts: Mapped[int] = mapped_column(Integer)
     tokens: Mapped[int] = mapped_column(Integer)
     tokens_reported: Mapped[bool] = mapped_column(Boolean)  # counted by the API, not estimated by kb
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # generation only
     usd: Mapped[float] = mapped_column(Float)
     usd_online_equivalent: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class ChunkContext(Base):
+    """A context a generation model wrote for a chunk in its document, kept for as long as its space: an
+    unchanged chunk of an unchanged document is never sent again, even after its chunk row was rewritten."""
+
+    __tablename__ = "chunk_contexts"
+
+    space_id: Mapped[int] = mapped_column(
+        ForeignKey("embedding_spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    context_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class QueryEmbedding(Base):

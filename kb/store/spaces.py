@@ -47,16 +47,22 @@ def active(connection: Connection) -> EmbeddingSpace | None:
     return None if row is None else EmbeddingSpace(**row._mapping)
 
 
-_FILLING = (SpaceState.ACTIVE, SpaceState.BUILDING)
+_FILLING = (SpaceState.ACTIVE, SpaceState.BUILDING, SpaceState.CONTEXTS)
+
+
+def writes_contexts(space: EmbeddingSpace) -> bool:
+    """A space whose tasks write chunk contexts with a generation model (kb.store.contexts), not vectors."""
+    return space.chunk_input == ChunkInput.DOCUMENT
 
 
 def filling(connection: Connection) -> list[int]:
-    """Ids of the spaces new texts are queued for: the active one and any being built."""
+    """Ids of the spaces new texts are queued for: the active one, any being built, and chunk contexts."""
     return [space.id for space in being_filled(connection)]
 
 
 def being_filled(connection: Connection) -> list[EmbeddingSpace]:
-    """The spaces new texts are queued for (and embedded in): the active one and any being built."""
+    """The spaces new texts are queued for (and embedded in): the active one, any being built, and the
+    space of chunk contexts being written."""
     rows = connection.execute(select(SPACES).where(SPACES.c.state.in_(_FILLING)).order_by(SPACES.c.id))
     return [EmbeddingSpace(**row._mapping) for row in rows]
 
@@ -81,7 +87,8 @@ def create(connection: Connection, spec: SpaceSpec, state: SpaceState) -> int:
     ).scalar_one()
     from kb.store import vectors
 
-    vectors.create_table(connection, space_id, spec.dimensions)
+    if spec.chunk_input != ChunkInput.DOCUMENT:  # a context space holds no vectors
+        vectors.create_table(connection, space_id, spec.dimensions)
     return int(space_id)
 
 
@@ -140,6 +147,7 @@ def delete(connection: Connection, space_id: int) -> None:
         ("batch_jobs", "space_id"),
         ("embedding_tasks", "space_id"),
         ("query_embeddings", "space_id"),
+        ("chunk_contexts", "space_id"),
         ("embedding_spaces", "id"),
     ):
         connection.execute(text(f"DELETE FROM {table} WHERE {column} = :id"), {"id": space_id})

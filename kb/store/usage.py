@@ -40,21 +40,28 @@ class Prices:
 @dataclass(frozen=True, slots=True)
 class PriceBook:
     by_model: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    output_by_model: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # generation models
 
     @classmethod
     def from_settings(cls, settings: KbSettings) -> "PriceBook":
-        return cls(settings.model_prices)
+        return cls(settings.model_prices, settings.output_prices)
 
     def prices(self, model: str) -> Prices:
         found = self.by_model.get(model)
         return Prices(None, None) if found is None else Prices(online=found[0], batch=found[1])
 
-    def cost(self, model: str, tokens: int, batch: bool) -> tuple[float, float]:
-        """(dollars at the price paid, dollars at the online price); unknown prices count as 0."""
-        prices = self.prices(model)
-        online = (prices.online or 0.0) * tokens / 1e6
-        paid = (prices.batch or 0.0) * tokens / 1e6 if batch else online
-        return paid, online
+    def cost(self, model: str, tokens: int, batch: bool, output_tokens: int = 0) -> tuple[float, float]:
+        """(dollars at the price paid, dollars at the online price) of `tokens` in (and, for generation
+        models, `output_tokens` out); unknown prices count as 0."""
+        prices, output = self.prices(model), self.output_prices(model)
+        online = ((prices.online or 0.0) * tokens + (output.online or 0.0) * output_tokens) / 1e6
+        paid = ((prices.batch or 0.0) * tokens + (output.batch or 0.0) * output_tokens) / 1e6
+        return (paid if batch else online), online
+
+    def output_prices(self, model: str) -> Prices:
+        """Per million output tokens (generation models only)."""
+        found = self.output_by_model.get(model)
+        return Prices(None, None) if found is None else Prices(online=found[0], batch=found[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +97,9 @@ def record(
     space_id: int | None = None,
     job_id: int | None = None,
     now: float | None = None,
+    output_tokens: int = 0,
 ) -> None:
-    usd, online = prices.cost(model, tokens, batch=kind in (BATCH, LOST))
+    usd, online = prices.cost(model, tokens, batch=kind in (BATCH, LOST), output_tokens=output_tokens)
     if kind == LOST:
         online = 0.0  # nothing was embedded for it: it takes from what the Batch API saved
     connection.execute(
@@ -102,6 +110,7 @@ def record(
             job_id=job_id,
             texts=texts,
             tokens=tokens,
+            output_tokens=output_tokens,
             tokens_reported=tokens_reported,
             usd=usd,
             usd_online_equivalent=online,

@@ -224,6 +224,8 @@ def test_unknown_and_shut_down_models_are_404(emu: GeminiEmulator, client: genai
     assert [model.name for model in client.models.list()] == [
         "models/gemini-embedding-001",
         "models/gemini-embedding-2",
+        "models/gemini-2.5-flash-lite",
+        "models/gemini-2.5-flash",
     ]
 
 

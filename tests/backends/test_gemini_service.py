@@ -18,6 +18,7 @@ from kb.embed.worker import ExitReason
 from kb.errors import (
     AuthenticationError,
     ConfigError,
+    InputFileGoneError,
     InvalidRequestError,
     KbError,
     ModelNotFoundError,
@@ -326,6 +327,36 @@ ERROR_TABLE = [
         "File files/abc is not in an ACTIVE state.",
         InvalidRequestError,
         "job refused, texts back (attempt counted)",
+    ),
+    # Text generation reads errors the same way.
+    (gemini.GENERATE, 429, "RESOURCE_EXHAUSTED", _RETRY, "Quota exceeded.", RateLimitedError, "retried"),
+    (
+        gemini.GENERATE,
+        503,
+        "UNAVAILABLE",
+        None,
+        "The model is overloaded.",
+        ProviderUnavailableError,
+        "retried",
+    ),
+    (gemini.GENERATE, 400, "INVALID_ARGUMENT", None, "Bad field.", InvalidRequestError, "the text fails"),
+    (
+        gemini.GENERATE,
+        404,
+        "NOT_FOUND",
+        None,
+        "models/gemini-0 is not found for API version v1beta, or is not supported for generateContent.",
+        ModelNotFoundError,
+        "model gone",
+    ),
+    (
+        gemini.GENERATION_CREATE,
+        404,
+        "NOT_FOUND",
+        None,
+        "Input file files/abc was not found.",
+        InputFileGoneError,
+        "input uploaded again",
     ),
 ]
 

@@ -106,7 +106,7 @@ def test_a_job_created_remotely_but_not_recorded_is_adopted(
         with kb.engine.connect() as connection:
             from kb.store import ledger
 
-            lines = ledger.manifest_texts(connection, job_id)
+            lines = ledger.manifest_texts(connection, job_id, 2000)
         kb.results_dir.mkdir(exist_ok=True)
         input_file = backend.upload_input(
             job.display_name, "gemini-embedding-001", 768, lines, kb.results_dir

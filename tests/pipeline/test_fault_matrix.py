@@ -322,3 +322,76 @@ def test_online_fault_matrix(tmp_path: Path) -> None:
     assert not failed, failed
     assert all(repaid[(point, action)] == 0 for point in BOUNDARIES for action in ACTIONS), repaid
     assert all(repaid[(point, action)] <= 100 for point in WINDOW for action in ACTIONS), repaid
+
+
+# -- chunk contexts: the same job's life, for generation jobs ------------------------------------------------
+
+CONTEXT_POINTS = _around(
+    "record.commit", "upload", "create", "submitted.commit", "get", "download", "apply", "apply.commit"
+)
+
+
+def _run_context_cell(cell: Cell, root: Path) -> None:
+    """The corpus embedded first (no fault), then its contexts written by a faulty worker and a drain."""
+    with GeminiEmulator(api_key=EMULATOR_KEY) as emu:
+        settings = _settings(root / "kb.sqlite", emu, {})
+        write_corpus(root / "corpus", 3, 4, seed=len(cell.point))
+        with KnowledgeBase(settings=settings) as kb:
+            kb.ingest([root / "corpus"])
+            kb.worker().run(once=True, timeout_s=600)
+            _, wanted = kb.enrich_start()
+        scenario = Scenario("contexts", CONTEXT_POINTS)
+        if not _faulty_worker(cell, settings, emu, root, scenario):
+            cell.outcome = "NOT REACHED"
+            return
+        with KnowledgeBase(settings=settings) as kb:
+            result = kb.worker().run(once=True, timeout_s=600)
+            cell.outcome = _judge_contexts(kb, emu, wanted, result.reason, result.errors)
+
+
+def _judge_contexts(
+    kb: KnowledgeBase, emu: GeminiEmulator, wanted: int, reason: ExitReason, errors: list[str]
+) -> str:
+    problems = []
+    if reason != ExitReason.DRAINED:
+        problems.append(f"drain {reason}: {errors[-1:]}")
+    with kb.engine.connect() as connection:
+        written = connection.execute(text("SELECT count(*) FROM chunk_contexts")).scalar_one()
+        unsituated = connection.execute(text("SELECT count(*) FROM chunks WHERE situation = ''")).scalar_one()
+        states = dict(
+            connection.execute(
+                text("SELECT status, count(*) FROM embedding_tasks WHERE space_id = 2 GROUP BY status")
+            ).all()
+        )
+        integrity = connection.execute(text("PRAGMA integrity_check")).scalar_one()
+    if written != wanted or unsituated:
+        problems.append(f"{written} of {wanted} contexts written, {unsituated} chunks without one")
+    if states != {"embedded": wanted}:
+        problems.append(f"context tasks {states}")
+    if integrity != "ok":
+        problems.append(f"integrity {integrity}")
+    billed = Counter(record.text for record in emu.generations())
+    if len(billed) != wanted or sum(billed.values()) != wanted:
+        problems.append(f"billed {sum(billed.values())} generations for {len(billed)} prompts")
+    if any(n > 1 for n in Counter(job.display_name for job in emu.jobs()).values()):
+        problems.append("a display name created twice")
+    return "; ".join(problems) or "ok"
+
+
+@pytest.mark.slow
+def test_context_fault_matrix_on_sqlite(tmp_path: Path) -> None:
+    """Every step of a generation job's life interrupted three ways: each chunk's context is written and
+    paid for exactly once after a fresh worker drains."""
+    started = time.monotonic()
+    cells = []
+    for point in CONTEXT_POINTS:
+        for action in ACTIONS:
+            cell = Cell(point, action)
+            try:
+                _run_context_cell(cell, tmp_path / f"{point}-{action}")
+            except Exception as error:
+                cell.outcome = f"{type(error).__name__}: {error}"
+            cells.append(cell)
+    _print(f"chunk contexts (generation jobs), SQLite ({time.monotonic() - started:.0f} s)", cells)
+    failed = {(c.point, c.action): c.outcome for c in cells if not c.ok}
+    assert not failed, failed

@@ -1,4 +1,5 @@
-"""A stateful, faithful local emulator of the Gemini API (embeddings, batches, files) for google-genai 3.x.
+"""A stateful, faithful local emulator of the Gemini API (embeddings, text generation, batches, files) for
+google-genai 3.x.
 
     from kb.testing.gemini_emulator import GeminiEmulator, JobPlan, Fault
 

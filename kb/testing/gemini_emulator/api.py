@@ -21,6 +21,9 @@ from .parsing import (
     parse_batch_embed,
     parse_count_tokens,
     parse_embed_request,
+    parse_generate_batch_create,
+    parse_generate_jsonl,
+    parse_generate_request,
     parse_json,
     parse_jsonl,
     parse_upload_start,
@@ -203,6 +206,15 @@ def _describe(route: str | None, body: dict[str, Any], state: EmulatorState) -> 
         stored = state.files.find(spec.file_name or "")
         lines = [] if stored is None else parse_jsonl(stored.data, strict_fields=False)
         return [line.item or EmbedItem("") for line in lines]
+    if route == "generateContent":  # prompts are logged as the request's texts
+        return [EmbedItem(parse_generate_request(body, "", strict_fields=False).text)]
+    if route == "batchGenerateContent":
+        generate_spec = parse_generate_batch_create(body, strict_fields=False)
+        if generate_spec.inline is not None:
+            return [EmbedItem(entry.item.text) for entry in generate_spec.inline]
+        stored = state.files.find(generate_spec.file_name or "")
+        prompts = [] if stored is None else parse_generate_jsonl(stored.data, strict_fields=False)
+        return [EmbedItem(line.item.text if line.item else "") for line in prompts]
     return []
 
 
@@ -238,6 +250,21 @@ def _async_batch_embed(call: _Call) -> HttpResponse:
     spec = parse_batch_create(call.json(), strict_fields=call.state.settings.strict_fields)
     rule = call.state.served_model(call.model, call.version, "asyncBatchEmbedContent")
     return json_response(wire.operation(call.state.create_batch(rule, spec)))
+
+
+def _generate_content(call: _Call) -> HttpResponse:
+    call.check_payload(call.state.settings.max_inline_batch_bytes)  # generateContent takes up to 20 MB
+    item = parse_generate_request(call.json(), "", strict_fields=call.state.settings.strict_fields)
+    rule = call.state.served_model(call.model, call.version, "generateContent")
+    answer = call.state.generate_one(rule, item)
+    return json_response(wire.generate_response(answer, rule.name, call.state.new_id(22)))
+
+
+def _batch_generate_content(call: _Call) -> HttpResponse:
+    call.check_payload(call.state.settings.max_inline_batch_bytes)
+    spec = parse_generate_batch_create(call.json(), strict_fields=call.state.settings.strict_fields)
+    rule = call.state.served_model(call.model, call.version, "batchGenerateContent")
+    return json_response(wire.operation(call.state.create_generate_batch(rule, spec)))
 
 
 def _get_model(call: _Call) -> HttpResponse:
@@ -361,6 +388,8 @@ _ENDPOINTS: dict[str, Callable[[_Call], HttpResponse]] = {
     "embedContent": _embed_content,
     "countTokens": _count_tokens,
     "asyncBatchEmbedContent": _async_batch_embed,
+    "generateContent": _generate_content,
+    "batchGenerateContent": _batch_generate_content,
     "models.get": _get_model,
     "models.list": _list_models,
     "batches.get": _get_batch,

@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 from .clock import DEFAULT_START, Clock
 from .faults import FaultBook
 from .files import StoredFile
+from .generation import generated_text
 from .jobs import BatchJob, JobPlan
 from .models import ModelRegistry
 from .records import BillingRecord, LoggedRequest, Mode
@@ -150,7 +151,19 @@ class GeminiEmulator:
         self, model: str | None = None, mode: Mode | None = None
     ) -> list[tuple[str, str, str]]:
         """(model, mode, text) of every text embedded and delivered, in billing order."""
-        return [(record.model, record.mode, record.text) for record in self.billing(model, mode)]
+        return [
+            (record.model, record.mode, record.text)
+            for record in self.billing(model, mode)
+            if record.work == "embed"
+        ]
+
+    def generations(self, model: str | None = None, mode: Mode | None = None) -> list[BillingRecord]:
+        """Every prompt answered and delivered (online, or in a SUCCEEDED batch job), in billing order."""
+        return [record for record in self.billing(model, mode) if record.work == "generate"]
+
+    def generated_text(self, prompt: str) -> str:
+        """The text the emulator's model writes for `prompt` (no output limit, no request, no billing)."""
+        return generated_text(prompt)
 
     def billed_tokens(self, model: str | None = None, mode: Mode | None = None) -> int:
         return sum(record.tokens for record in self.billing(model, mode))

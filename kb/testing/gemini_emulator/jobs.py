@@ -11,7 +11,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .parsing import EmbedItem
+from .generation import Generation
+from .parsing import EmbedItem, GenerateItem
+from .records import Work
 
 PENDING = "BATCH_STATE_PENDING"
 RUNNING = "BATCH_STATE_RUNNING"
@@ -78,26 +80,35 @@ class JobPlan:
 
 @dataclass(frozen=True)
 class BatchEntry:
-    """A job's request: `key` (file mode) or `metadata` (inline); the request or why it is unreadable."""
+    """A job's request: `key` (file mode) or `metadata` (inline); the request (`item` to embed, `prompt`
+    to answer) or why it is unreadable."""
 
     item: EmbedItem | None
     key: Any = None
     metadata: Any = None
     error: str | None = None
+    prompt: GenerateItem | None = None
+
+    @property
+    def text(self) -> str:
+        """What the entry bills as input: the text to embed, or the prompt (system instruction too)."""
+        request = self.item or self.prompt
+        return "" if request is None else request.text
 
 
 @dataclass
 class ItemResult:
-    """The outcome of one entry: a vector or an error (code, message)."""
+    """The outcome of one entry: a vector, a generation, or an error (code, message)."""
 
     entry: BatchEntry
     values: NDArray[np.float64] | None = None
     token_count: int = 0
     error: tuple[int, str] | None = None
+    generation: Generation | None = None
 
     @property
     def text(self) -> str:
-        return "" if self.entry.item is None else self.entry.item.text
+        return self.entry.text
 
 
 @dataclass
@@ -120,6 +131,7 @@ class BatchJob:
     output: dict[str, Any] | None = None  # the EmbedContentBatchOutput JSON, built once when SUCCEEDED
     output_file: str | None = None
     reports_usage: bool = False  # the model's result lines carry usageMetadata (gemini-embedding-2)
+    work: Work = "embed"  # an embedding batch (asyncBatchEmbedContent) or a generation batch
 
     def __post_init__(self) -> None:
         self.update_time = self.update_time or self.create_time

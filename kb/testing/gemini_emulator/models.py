@@ -1,7 +1,15 @@
-"""The model registry: which embedding models exist, their dimensions and limits, batch support, shutdown."""
+"""The model registry: which models exist (embedding and text generation), their limits, batch support,
+shutdown."""
 
 import threading
 from dataclasses import dataclass
+from typing import Literal
+
+ModelKind = Literal["embedding", "generation"]
+# The methods each kind serves; any other method on the model is a 404, as live ("... or is not supported
+# for embedContent").
+EMBEDDING_METHODS = frozenset({"embedContent", "countTokens", "asyncBatchEmbedContent", "get"})
+GENERATION_METHODS = frozenset({"generateContent", "countTokens", "batchGenerateContent", "get"})
 
 
 def bare_model_name(name: str) -> str:
@@ -28,10 +36,29 @@ class ModelRule:
     # Online answers carry usageMetadata.promptTokenCount, and batch result lines carry it too (emb-2).
     reports_usage: bool = False
     normalises: bool = False
+    # A text generation model (generateContent, batchGenerateContent) instead of an embedding model.
+    kind: ModelKind = "embedding"
+    max_output_tokens: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_dims <= self.default_dims <= self.max_dims:
             raise ValueError(f"{self.name}: need 1 <= min_dims <= default_dims <= max_dims")
+
+    def serves(self, method: str) -> bool:
+        return method in (GENERATION_METHODS if self.kind == "generation" else EMBEDDING_METHODS)
+
+
+def generation_rule(name: str, display_name: str = "", *, batch: bool = True) -> ModelRule:
+    """A text model: 1,048,576 input and 65,536 output tokens (the limits of gemini-2.5-flash-lite and
+    gemini-2.5-flash on ai.google.dev/gemini-api/docs/models)."""
+    return ModelRule(
+        name,
+        batch=batch,
+        max_input_tokens=1_048_576,
+        display_name=display_name,
+        kind="generation",
+        max_output_tokens=65_536,
+    )
 
 
 def default_rules() -> list[ModelRule]:
@@ -54,6 +81,8 @@ def default_rules() -> list[ModelRule]:
             max_dims=768,
             display_name="Text Embedding 004",
         ),
+        generation_rule("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite"),
+        generation_rule("gemini-2.5-flash", "Gemini 2.5 Flash"),
     ]
 
 
@@ -74,18 +103,24 @@ class ModelRegistry:
         max_dims: int | None = None,
         min_dims: int | None = None,
         max_input_tokens: int = 2048,
+        kind: ModelKind = "embedding",
     ) -> ModelRule:
-        """Adds or replaces a model. `max_dims` defaults to `default_dims`; `min_dims` to 1."""
-        native = default_dims if max_dims is None else max_dims
-        rule = ModelRule(
-            name=bare_model_name(name),
-            batch=batch,
-            shutdown=shutdown,
-            default_dims=default_dims,
-            min_dims=1 if min_dims is None else min_dims,
-            max_dims=native,
-            max_input_tokens=max_input_tokens,
-        )
+        """Adds or replaces a model. `max_dims` defaults to `default_dims`; `min_dims` to 1. A generation
+        model (`kind="generation"`) has the limits of `generation_rule`."""
+        if kind == "generation":
+            rule = generation_rule(bare_model_name(name), batch=batch)
+            rule.shutdown = shutdown
+        else:
+            native = default_dims if max_dims is None else max_dims
+            rule = ModelRule(
+                name=bare_model_name(name),
+                batch=batch,
+                shutdown=shutdown,
+                default_dims=default_dims,
+                min_dims=1 if min_dims is None else min_dims,
+                max_dims=native,
+                max_input_tokens=max_input_tokens,
+            )
         with self._lock:
             self._rules[rule.name] = rule
         return rule

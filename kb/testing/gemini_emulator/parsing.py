@@ -26,6 +26,22 @@ TASK_TYPES = frozenset(
     }
 )
 _EMBED_REQUEST_FIELDS = frozenset({"model", "content", "taskType", "title", "outputDimensionality"})
+# GenerateContentRequest (ai.google.dev/api/generate-content); the emulator reads contents, the system
+# instruction, maxOutputTokens and cachedContent, and accepts the rest without acting on it.
+_GENERATE_REQUEST_FIELDS = frozenset(
+    {
+        "model",
+        "contents",
+        "systemInstruction",
+        "generationConfig",
+        "safetySettings",
+        "tools",
+        "toolConfig",
+        "cachedContent",
+        "labels",
+        "serviceTier",
+    }
+)
 _TASK_TYPE_PROTO = "type.googleapis.com/google.ai.generativelanguage.v1beta.TaskType"
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -42,8 +58,30 @@ class EmbedItem:
 
 
 @dataclass(frozen=True)
+class GenerateItem:
+    """One GenerateContentRequest. `prompt` joins the text parts of every content with newlines; `text` is
+    what billing and token budgets count (the system instruction too)."""
+
+    prompt: str
+    system: str = ""
+    max_output_tokens: int | None = None
+    cached_content: str | None = None
+    model: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.system}\n{self.prompt}" if self.system else self.prompt
+
+
+@dataclass(frozen=True)
 class InlineEntry:
     item: EmbedItem
+    metadata: Any = None
+
+
+@dataclass(frozen=True)
+class GenerateEntry:
+    item: GenerateItem
     metadata: Any = None
 
 
@@ -57,11 +95,29 @@ class BatchSpec:
 
 
 @dataclass(frozen=True)
+class GenerateBatchSpec:
+    """A batchGenerateContent body: exactly one of `inline` and `file_name` is set."""
+
+    display_name: str | None
+    inline: list[GenerateEntry] | None
+    file_name: str | None
+
+
+@dataclass(frozen=True)
 class FileLine:
     """One line of a JSONL batch input: a request, or why it could not be read."""
 
     key: Any
     item: EmbedItem | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerateLine:
+    """One line of a JSONL generation batch input: a request, or why it could not be read."""
+
+    key: Any
+    item: GenerateItem | None
     error: str | None = None
 
 
@@ -188,6 +244,92 @@ def parse_upload_start(body: Any, headers: dict[str, str]) -> UploadMeta:
         mime_type=_optional_string(mime, "file.mime_type"),
         size_bytes=_optional_int(size, "file.size_bytes"),
     )
+
+
+def parse_generate_request(message: Any, where: str, *, strict_fields: bool = True) -> GenerateItem:
+    request = _require_object(message, where)
+    if strict_fields:
+        _reject_unknown_fields(request, _GENERATE_REQUEST_FIELDS, where)
+    contents = get_field(request, "contents")
+    if not isinstance(contents, list) or not contents:
+        raise invalid_argument(f"* {_at(where, 'contents')}: contents is not specified", "contents")
+    texts = [_content_text(content, _at(where, f"contents[{n}]")) for n, content in enumerate(contents)]
+    system = get_field(request, "systemInstruction")
+    config = get_field(request, "generationConfig")
+    config = _require_object(config, _at(where, "generation_config")) if config is not None else {}
+    return GenerateItem(
+        prompt="\n".join(texts),
+        system="" if system is None else _content_text(system, _at(where, "system_instruction")),
+        max_output_tokens=_optional_int(
+            get_field(config, "maxOutputTokens"), _at(where, "generation_config.max_output_tokens")
+        ),
+        cached_content=_optional_string(get_field(request, "cachedContent"), _at(where, "cached_content")),
+        model=_optional_string(get_field(request, "model"), _at(where, "model")),
+    )
+
+
+def parse_generate_batch_create(body: Any, *, strict_fields: bool = True) -> GenerateBatchSpec:
+    """`{"batch": {"inputConfig": {"fileName": ...} | {"requests": {"requests": [...]}}, "displayName"}}`."""
+    batch = get_field(_require_object(body, ""), "batch")
+    if not isinstance(batch, dict):
+        raise invalid_argument("* BatchGenerateContentRequest.batch: batch is required", "batch")
+    input_config = get_field(batch, "inputConfig")
+    if not isinstance(input_config, dict):
+        raise invalid_argument(
+            "* GenerateContentBatch.input_config: input_config is required", "batch.input_config"
+        )
+    file_name = _optional_string(get_field(input_config, "fileName"), "batch.input_config.file_name")
+    requests = get_field(input_config, "requests")
+    if (file_name is None) == (requests is None):
+        raise invalid_argument(
+            "* GenerateContentBatch.input_config: exactly one of file_name and requests must be set",
+            "batch.input_config",
+        )
+    display_name = _optional_string(get_field(batch, "displayName"), "batch.display_name")
+    inline = None if requests is None else _generate_entries(requests, strict_fields)
+    return GenerateBatchSpec(display_name=display_name, inline=inline, file_name=file_name)
+
+
+def parse_generate_jsonl(data: bytes, *, strict_fields: bool = True) -> list[GenerateLine]:
+    """Each non-blank line `{"key": ..., "request": GenerateContentRequest}`; a bad line becomes an error."""
+    lines: list[GenerateLine] = []
+    for number, raw_line in enumerate(data.splitlines(), start=1):
+        if raw_line.strip():
+            lines.append(_generate_line(raw_line, number, strict_fields))
+    return lines
+
+
+def _generate_line(raw_line: bytes, number: int, strict_fields: bool) -> GenerateLine:
+    try:
+        line = json.loads(raw_line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return GenerateLine(key=None, item=None, error=f"Line {number}: invalid JSON.")
+    if not isinstance(line, dict):
+        return GenerateLine(key=None, item=None, error=f"Line {number}: expected a JSON object.")
+    key = line.get("key")
+    if "request" not in line:
+        return GenerateLine(key=key, item=None, error=f"Line {number}: missing field 'request'.")
+    try:
+        item = parse_generate_request(line["request"], "request", strict_fields=strict_fields)
+    except ApiError as error:  # in a file, a bad request fails its line, not the job
+        return GenerateLine(key=key, item=None, error=error.message)
+    return GenerateLine(key=key, item=item)
+
+
+def _generate_entries(requests: Any, strict_fields: bool) -> list[GenerateEntry]:
+    where = "batch.input_config.requests"
+    listed = get_field(_require_object(requests, where), "requests")
+    if not isinstance(listed, list):
+        return []
+    entries = []
+    for index, entry in enumerate(listed):
+        entry_where = f"{where}.requests[{index}]"
+        wrapper = _require_object(entry, entry_where)
+        item = parse_generate_request(
+            get_field(wrapper, "request"), f"{entry_where}.request", strict_fields=strict_fields
+        )
+        entries.append(GenerateEntry(item=item, metadata=get_field(wrapper, "metadata")))
+    return entries
 
 
 def _file_line(raw_line: bytes, number: int, strict_fields: bool) -> FileLine:

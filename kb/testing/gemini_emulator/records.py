@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Mode = Literal["online", "batch"]
+Work = Literal["embed", "generate"]
 REDACTED = "REDACTED"
 
 
@@ -34,7 +35,9 @@ class LoggedRequest:
 
 @dataclass(frozen=True)
 class BillingRecord:
-    """One text embedded and delivered: online when answered, batch when its job SUCCEEDED."""
+    """One text embedded, or one prompt answered, and delivered: online when answered, batch when its job
+    SUCCEEDED. `tokens` are input tokens; a generation also bills `output_tokens`, and `output` is its
+    text."""
 
     model: str
     mode: Mode
@@ -42,3 +45,6 @@ class BillingRecord:
     tokens: int
     time: float
     job: str | None = None
+    work: Work = "embed"
+    output_tokens: int = 0
+    output: str = ""

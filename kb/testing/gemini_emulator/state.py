@@ -32,6 +32,7 @@ from .errors import (
 )
 from .faults import FaultBook
 from .files import FileStore, StoredFile
+from .generation import Generation, generate
 from .jobs import (
     CANCELLED,
     EXPIRED,
@@ -46,8 +47,8 @@ from .jobs import (
     JobPlan,
 )
 from .models import ModelRegistry, ModelRule, bare_model_name
-from .parsing import BatchSpec, EmbedItem, parse_jsonl
-from .records import BillingRecord, LoggedRequest, Mode
+from .parsing import BatchSpec, EmbedItem, GenerateBatchSpec, GenerateItem, parse_generate_jsonl, parse_jsonl
+from .records import BillingRecord, LoggedRequest, Mode, Work
 from .tokens import count_tokens, truncate_to_tokens
 from .vectors import Vectorizer
 
@@ -81,6 +82,10 @@ class Settings:
     # Texts containing this marker are refused as invalid, like a text the live service cannot embed: the
     # whole online request fails with 400 INVALID_ARGUMENT, and in a batch job that one item errs (code 3).
     rejected_texts_containing: str | None = None
+    # Prompts containing this marker are blocked (promptFeedback.blockReason SAFETY, no candidates); those
+    # containing the other stop with finishReason SAFETY and no content. Online and in batch lines alike.
+    blocked_prompts_containing: str | None = None
+    safety_stops_containing: str | None = None
     # Quotas per model on the emulated clock (None = unlimited): online calls and their tokens per minute,
     # and the tokens of a model's pending and running batch jobs (the "enqueued tokens" limit).
     requests_per_minute: int | None = None
@@ -133,8 +138,9 @@ class EmulatorState:
             raise api_key_invalid()
 
     def served_model(self, name: str, api_version: str, method: str) -> ModelRule:
+        """A served model that serves `method` (an embedding model does not generate, and vice versa)."""
         rule = self.models.get(name)
-        if rule is None:
+        if rule is None or not rule.serves(method):
             raise model_not_found(bare_model_name(name), api_version, method)
         return rule
 
@@ -228,7 +234,92 @@ class EmulatorState:
             vectors = [np.round(vector / (float(np.linalg.norm(vector)) or 1.0), 9) for vector in vectors]
         return vectors
 
+    # Generation -------------------------------------------------------------------------------------------
+
+    def generate_one(self, rule: ModelRule, item: GenerateItem) -> Generation:
+        """Answers one generateContent request: checked, charged against the quotas, billed."""
+        self.check_generate(rule, item, "GenerateContentRequest")
+        self._charge_quota(rule.name, count_tokens(item.text))
+        answer = self.generation(item)
+        self._bill_generation(rule, "online", item, answer, self.clock.now())
+        return answer
+
+    def check_generate(self, rule: ModelRule, item: GenerateItem, label: str) -> None:
+        """A 400 for a request the model cannot take; a 404 for a cache the emulator does not hold."""
+        if self.settings.check_request_model and item.model and bare_model_name(item.model) != rule.name:
+            raise invalid_argument(
+                f"* {label}.model: Model in the request ({item.model}) does not match the model in the URL "
+                f"(models/{rule.name}).",
+                "model",
+            )
+        tokens = count_tokens(item.text)
+        if tokens > rule.max_input_tokens:
+            raise invalid_argument(
+                f"The input token count ({tokens}) exceeds the maximum number of tokens allowed "
+                f"({rule.max_input_tokens})."
+            )
+        limit = item.max_output_tokens
+        if limit is not None and not 1 <= limit <= rule.max_output_tokens:
+            raise invalid_argument(
+                f"* {label}.generation_config.max_output_tokens: must be between 1 and "
+                f"{rule.max_output_tokens} for models/{rule.name}, got {limit}.",
+                "generation_config.max_output_tokens",
+            )
+        if item.cached_content is not None:  # the emulator keeps no caches (no cachedContents API)
+            raise not_found(f"CachedContent not found (or permission denied): {item.cached_content}")
+
+    def generation(self, item: GenerateItem) -> Generation:
+        """The deterministic answer (see `generation`), with the scripted blocks and safety stops."""
+        blocked, safety = self.settings.blocked_prompts_containing, self.settings.safety_stops_containing
+        return generate(
+            item.text,
+            item.prompt,
+            item.max_output_tokens,
+            blocked=bool(blocked and blocked in item.text),
+            safety=bool(safety and safety in item.text),
+        )
+
+    def _bill_generation(
+        self,
+        rule: ModelRule,
+        mode: Mode,
+        item: GenerateItem,
+        answer: Generation,
+        at: float,
+        job: str | None = None,
+    ) -> None:
+        self.billing.append(
+            BillingRecord(
+                rule.name,
+                mode,
+                item.text,
+                answer.prompt_tokens,
+                at,
+                job,
+                work="generate",
+                output_tokens=answer.output_tokens,
+                output=answer.text,
+            )
+        )
+
     # Batches ----------------------------------------------------------------------------------------------
+
+    def create_generate_batch(self, rule: ModelRule, spec: GenerateBatchSpec) -> BatchJob:
+        if not rule.batch:
+            raise invalid_argument(f"models/{rule.name} does not support batchGenerateContent.", "model")
+        if spec.inline is not None:
+            entries = [BatchEntry(item=None, metadata=e.metadata, prompt=e.item) for e in spec.inline]
+            input_file = None
+        else:
+            stored = self.files.get(spec.file_name or "")
+            if stored.state != "ACTIVE":
+                raise failed_precondition(f"File {stored.name} is not in an ACTIVE state.")
+            lines = parse_generate_jsonl(stored.data, strict_fields=self.settings.strict_fields)
+            entries = [
+                BatchEntry(item=None, key=line.key, error=line.error, prompt=line.item) for line in lines
+            ]
+            input_file = stored.name
+        return self._new_job(rule, entries, input_file, spec.display_name, "generate")
 
     def create_batch(self, rule: ModelRule, spec: BatchSpec) -> BatchJob:
         if not rule.batch:
@@ -239,11 +330,21 @@ class EmulatorState:
                 "model",
             )
         entries, input_file = self._batch_entries(spec)
+        return self._new_job(rule, entries, input_file, spec.display_name, "embed")
+
+    def _new_job(
+        self,
+        rule: ModelRule,
+        entries: list[BatchEntry],
+        input_file: str | None,
+        display_name: str | None,
+        work: Work,
+    ) -> BatchJob:
         limit = self.settings.max_batch_requests
         if len(entries) > limit:
+            kind = "EmbedContentBatch" if work == "embed" else "GenerateContentBatch"
             raise invalid_argument(
-                f"* EmbedContentBatch.input_config: a batch can hold at most {limit} requests, "
-                f"got {len(entries)}.",
+                f"* {kind}.input_config: a batch can hold at most {limit} requests, got {len(entries)}.",
                 "batch.input_config",
             )
         self._check_enqueued_tokens(rule.name, entries)
@@ -259,9 +360,10 @@ class EmulatorState:
             entries=entries,
             plan=self.planned.popleft() if self.planned else self.job_plan,
             create_time=self.clock.now(),
-            display_name=spec.display_name,
+            display_name=display_name,
             input_file=input_file,
             reports_usage=rule.reports_usage,
+            work=work,
         )
         self.batches[job.job_id] = job
         return job
@@ -344,7 +446,8 @@ class EmulatorState:
         if job.input_file is not None and not self.files.existed_at(job.input_file, job.run_start):
             return 5, f"The input file {job.input_file} was deleted or expired before the batch started."
         if self.settings.bad_jsonl_fails_job and any(entry.error for entry in job.entries):
-            return 3, "The input file contains lines that are not valid embedding requests."
+            kind = "embedding" if job.work == "embed" else "generateContent"
+            return 3, f"The input file contains lines that are not valid {kind} requests."
         return None
 
     def _finish(self, job: BatchJob, state: str, at: float, error: tuple[int, str] | None = None) -> None:
@@ -363,13 +466,15 @@ class EmulatorState:
             job.state, job.error = FAILED, (5, f"models/{job.model} is not found.")
             return
         if job.processed is None:
-            job.processed = self._process(rule, job)
+            job.processed = self._process(rule, job) if job.work == "embed" else self._answer(rule, job)
             job.results = _deliver(job.processed, job.plan)
             for result in job.results:
                 if result.values is not None:
                     self.billing.append(
                         BillingRecord(rule.name, "batch", result.text, result.token_count, at, job.name)
                     )
+                elif result.generation is not None and result.entry.prompt is not None:
+                    self._bill_generation(rule, "batch", result.entry.prompt, result.generation, at, job.name)
         results = job.results or []
         if job.mode == "inline":
             job.output = wire.inline_output(results, job)
@@ -397,6 +502,33 @@ class EmulatorState:
         for (result, *_), values in zip(todo, vectors, strict=True):
             result.values = values
         return results
+
+    def _answer(self, rule: ModelRule, job: BatchJob) -> list[ItemResult]:
+        """One generation or one error per entry of a generation job, in input order."""
+        results: list[ItemResult] = []
+        for entry in job.entries:
+            result = ItemResult(entry)
+            results.append(result)
+            try:
+                prompt = self._checked_prompt(rule, entry, job.plan)
+            except _ItemFailure as failure:
+                result.error = (failure.code, failure.message)
+                continue
+            result.generation = self.generation(prompt)
+            result.token_count = result.generation.prompt_tokens
+        return results
+
+    def _checked_prompt(self, rule: ModelRule, entry: BatchEntry, plan: JobPlan) -> GenerateItem:
+        if entry.prompt is None:
+            raise _ItemFailure(3, entry.error or "Request contains an invalid argument.")
+        scripted = plan.item_errors(entry.prompt.text) if plan.item_errors else None
+        if scripted is not None:
+            raise _ItemFailure(*scripted)
+        try:
+            self.check_generate(rule, entry.prompt, "GenerateContentRequest")
+        except ApiError as error:
+            raise _ItemFailure(5 if error.code == 404 else 3, error.message) from None
+        return entry.prompt
 
     def _prepare_entry(self, rule: ModelRule, entry: BatchEntry, plan: JobPlan) -> tuple[str, int, int]:
         if entry.item is None:
@@ -441,7 +573,7 @@ class EmulatorState:
 
 
 def _entry_tokens(entries: list[BatchEntry]) -> int:
-    return sum(count_tokens(entry.item.text) for entry in entries if entry.item is not None)
+    return sum(count_tokens(entry.text) for entry in entries)
 
 
 def _wire_state(state: str) -> str:
@@ -468,4 +600,4 @@ def _deliver(processed: list[ItemResult], plan: JobPlan) -> list[ItemResult]:
 
 
 def public_state(job: BatchJob) -> dict[str, Any]:
-    return {"name": job.name, "state": job.state, "model": job.model, "mode": job.mode}
+    return {"name": job.name, "state": job.state, "model": job.model, "mode": job.mode, "work": job.work}

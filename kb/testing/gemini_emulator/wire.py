@@ -3,16 +3,19 @@
 proto3 JSON conventions throughout: lowerCamelCase, int64 as strings, RFC 3339 timestamps, zero/unset omitted.
 """
 
+import hashlib
 import json
 from typing import Any
 
 from .clock import rfc3339
 from .errors import ApiError
 from .files import StoredFile
+from .generation import Generation
 from .jobs import CANCELLED, FAILED, SUCCEEDED, BatchJob, ItemResult
 from .models import ModelRule
 
 EMBED_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatch"
+GENERATE_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 CANCELLED_CODE = 1  # google.rpc.Code.CANCELLED: what a cancelled operation's error carries (batch-api docs)
 _HTML_502 = (
     "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error 502 (Server Error)!!1</title>\n"
@@ -70,23 +73,49 @@ def file_resource(stored: StoredFile, base_url: str) -> dict[str, Any]:
 
 
 def model_resource(rule: ModelRule) -> dict[str, Any]:
-    methods = ["embedContent", "countTextTokens", "countTokens"] + (
-        ["asyncBatchEmbedContent"] if rule.batch else []
-    )
+    if rule.kind == "generation":
+        methods = ["generateContent", "countTokens"] + (["batchGenerateContent"] if rule.batch else [])
+        description = "A text model served by the local Gemini emulator (deterministic answers)."
+    else:
+        methods = ["embedContent", "countTextTokens", "countTokens"] + (
+            ["asyncBatchEmbedContent"] if rule.batch else []
+        )
+        description = "An embedding model served by the local Gemini emulator."
     return {
         "name": f"models/{rule.name}",
         "version": rule.name.rsplit("-", 1)[-1],
         "displayName": rule.display_name or rule.name,
-        "description": "An embedding model served by the local Gemini emulator.",
+        "description": description,
         "inputTokenLimit": rule.max_input_tokens,
-        "outputTokenLimit": 1,
+        "outputTokenLimit": rule.max_output_tokens,
         "supportedGenerationMethods": methods,
     }
 
 
+def generate_response(answer: Generation, model: str, response_id: str) -> dict[str, Any]:
+    """A GenerateContentResponse: one candidate (none for a blocked prompt), usageMetadata, modelVersion."""
+    response: dict[str, Any] = {}
+    if answer.blocked is not None:
+        response["promptFeedback"] = {"blockReason": answer.blocked}
+    else:
+        candidate: dict[str, Any] = {}
+        if answer.text:
+            candidate["content"] = {"parts": [{"text": answer.text}], "role": "model"}
+        candidate |= {"finishReason": answer.finish_reason, "index": 0}
+        response["candidates"] = [candidate]
+    usage: dict[str, Any] = {"promptTokenCount": answer.prompt_tokens}
+    if answer.output_tokens:
+        usage["candidatesTokenCount"] = answer.output_tokens
+    usage["totalTokenCount"] = answer.prompt_tokens + answer.output_tokens
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": answer.prompt_tokens}]
+    response |= {"usageMetadata": usage, "modelVersion": model, "responseId": response_id}
+    return response
+
+
 def operation(job: BatchJob, *, with_output: bool = True) -> dict[str, Any]:
     """A batch as a google.longrunning.Operation; listings leave the output out, like the live API."""
-    metadata: dict[str, Any] = {"@type": EMBED_BATCH_TYPE, "model": f"models/{job.model}"}
+    batch_type = EMBED_BATCH_TYPE if job.work == "embed" else GENERATE_BATCH_TYPE
+    metadata: dict[str, Any] = {"@type": batch_type, "model": f"models/{job.model}"}
     if job.display_name:
         metadata["displayName"] = job.display_name
     shows_output = with_output and job.state == SUCCEEDED and job.output is not None
@@ -103,7 +132,7 @@ def operation(job: BatchJob, *, with_output: bool = True) -> dict[str, Any]:
     if job.done:
         result["done"] = True
     if shows_output and job.output is not None:
-        result["response"] = {"@type": EMBED_BATCH_TYPE, **job.output}
+        result["response"] = {"@type": batch_type, **job.output}
     if job.state in (FAILED, CANCELLED) and job.error is not None:
         result["error"] = {"code": job.error[0], "message": job.error[1]}
     return result
@@ -124,12 +153,16 @@ def batch_stats(job: BatchJob) -> dict[str, str]:
 
 
 def result_item(result: ItemResult, job: BatchJob) -> dict[str, Any]:
-    """One InlinedEmbedContentResponse (without its key/metadata)."""
+    """One InlinedEmbedContentResponse or InlinedResponse (without its key/metadata)."""
     if result.error is not None:
         error: dict[str, Any] = {"code": result.error[0], "message": result.error[1]}
         if job.plan.item_error_details is not None:
             error["details"] = list(job.plan.item_error_details)
         return {"error": error}
+    if result.generation is not None:
+        seed = f"{job.job_id}|{result.entry.key}|{result.text}".encode()
+        response_id = hashlib.sha256(seed).hexdigest()[:22]
+        return {"response": generate_response(result.generation, job.model, response_id)}
     response: dict[str, Any] = {
         "embedding": values_json(result.values),
         "tokenCount": str(result.token_count),

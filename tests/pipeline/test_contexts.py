@@ -1,0 +1,142 @@
+"""Chunk contexts (contextual retrieval) through the batch ledger: written once per chunk of a document by a
+generation model at batch price, kept, embedded after the chunk in a new space, and never paid twice."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from kb.app import KnowledgeBase
+from kb.cli.commands import app
+from kb.errors import ConfigError
+from kb.settings import KbSettings
+from kb.testing.gemini_emulator import GeminiEmulator
+from tests.support.files import HANDBOOK
+from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS
+
+TUTORIAL = HANDBOOK / "tutorial"
+
+
+@pytest.fixture
+def headed(gemini_settings: KbSettings, emulator: GeminiEmulator) -> KbSettings:
+    """The tutorial ingested and embedded (headed chunks), with the emulator's log and bill cleared."""
+    # A window smaller than the tutorial's pages (the default, 2,000 tokens, holds each page whole).
+    settings = gemini_settings.model_copy(update={**FAST_SETTINGS, "context_window_tokens": 300})
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([TUTORIAL])
+        kb.worker().run(once=True, timeout_s=60)
+    emulator.reset_log()
+    emulator.reset_billing()
+    return settings
+
+
+def _one(kb: KnowledgeBase, sql: str) -> object:
+    with kb.engine.connect() as connection:
+        return connection.execute(text(sql)).scalar_one()
+
+
+def _generated(emulator: GeminiEmulator) -> int:
+    """Prompts the emulator answered and delivered (what the service bills)."""
+    return len(emulator.generations())
+
+
+def _context_bill(kb: KnowledgeBase, space_id: int) -> float:
+    spent = _one(kb, f"SELECT coalesce(sum(usd), 0) FROM usage_records WHERE space_id = {space_id}")
+    return float(str(spent))
+
+
+def test_contexts_are_written_once_embedded_after_the_chunk_and_searched(
+    headed: KbSettings, emulator: GeminiEmulator, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    with KnowledgeBase(settings=headed) as kb:
+        plan = kb.enrich_estimate()
+        distinct = _one(kb, "SELECT count(DISTINCT context_key) FROM chunks")
+        assert plan.to_write == distinct and plan.already_written == 0 and plan.usd_batch
+        assert plan.input_tokens < plan.whole_document_tokens  # the bounded window sends less
+        space_id, queued = kb.enrich_start()
+        assert queued == distinct
+        result = kb.worker().run(once=True, timeout_s=60)
+        assert not result.errors, result.errors
+        assert _one(kb, f"SELECT count(*) FROM chunk_contexts WHERE space_id = {space_id}") == distinct
+        assert _generated(emulator) == distinct  # one billed request per context, none twice
+        assert not [r for r in emulator.log if r.route == "generateContent"]  # all through the Batch API
+        wrong = _one(
+            kb,
+            "SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE c.situation NOT LIKE 'Context: ' || d.title || '%'",
+        )
+        assert wrong == 0  # every chunk holds what the emulator's model wrote for its own document
+        billed = _one(kb, f"SELECT sum(output_tokens) FROM usage_records WHERE space_id = {space_id}")
+        assert billed == sum(record.output_tokens for record in emulator.generations())
+
+        reindex = kb.reindex_spec(contexts=True)
+        new_space = kb.reindex_start(reindex)
+        kb.worker().run(once=True, timeout_s=60)
+        states = {s.id: s.state for s in kb.status().spaces}
+        assert states[new_space] == "active" and states[space_id] == "contexts"
+        embedded = [t for r in emulator.log if r.route == "asyncBatchEmbedContent" for t in r.texts]
+        assert embedded and all(t.startswith("Context: ") for t in embedded)
+
+        emulator.reset_log()
+        kb.ingest([TUTORIAL])  # unchanged: no generation, no embedding
+        kb.worker().run(once=True, timeout_s=60)
+        assert _generated(emulator) == distinct
+        assert not [r for r in emulator.log if r.route in ("batchGenerateContent", "asyncBatchEmbedContent")]
+
+    monkeypatch.setenv("GEMINI_API_KEY", EMULATOR_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("KB_DB", str(headed.db))
+    found = runner.invoke(app, ["search", "How do I enable CORS?", "--json", "-k", "3"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)
+    assert hits[0]["path"].endswith("cors.md") and hits[0]["context"].startswith("Context: ")
+
+
+def test_an_edited_document_asks_again_for_its_own_chunks_only_and_the_estimate_meets_the_bill(
+    gemini_settings: KbSettings, emulator: GeminiEmulator, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(TUTORIAL, docs)
+    later = sorted(docs.glob("*.md"))[::2]  # half the pages arrive after the first contexts are billed
+    parked = tmp_path / "later"
+    parked.mkdir()
+    for page in later:
+        page.rename(parked / page.name)
+    settings = gemini_settings.model_copy(update=FAST_SETTINGS)
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([docs])
+        space_id, _ = kb.enrich_start()
+        kb.worker().run(once=True, timeout_s=60)
+        first_bill = _context_bill(kb, space_id)
+
+        for page in later:
+            (parked / page.name).rename(page)
+        kb.ingest([docs])
+        plan = kb.enrich_estimate()
+        assert plan.calibrated and plan.to_write > 0
+        kb.worker().run(once=True, timeout_s=60)
+        second_bill = _context_bill(kb, space_id) - first_bill
+        assert plan.usd_batch is not None and abs(plan.usd_batch - second_bill) <= 0.10 * second_bill
+
+        before = len(emulator.generations())
+        page = later[0]
+        chunks = _one(
+            kb,
+            "SELECT count(DISTINCT c.context_key) FROM chunks c JOIN documents d ON d.id = c.document_id "
+            f"WHERE d.source_path LIKE '%{page.name}'",
+        )
+        page.write_text(page.read_text() + "\n\nOne more sentence at the end.\n")
+        kb.ingest([docs])
+        kb.worker().run(once=True, timeout_s=60)
+        again = len(emulator.generations()) - before
+        assert chunks <= again <= chunks + 1  # that page's chunks (its last one changed), nothing else
+
+
+def test_without_a_gemini_key_contexts_are_refused_with_the_reason(db_path: Path) -> None:
+    with KnowledgeBase(settings=KbSettings(db=db_path, provider="local")) as kb:
+        kb.ingest([TUTORIAL])
+        with pytest.raises(ConfigError, match="GEMINI_API_KEY"):
+            kb.enrich_start()
