@@ -215,6 +215,8 @@ class SearchHit:
     # Every chunk the hit shows, in document order: consecutive chunks of one document are merged into one
     # passage (kb.search.shaping); `chunk_id` is the first of them.
     chunk_ids: list[int] = field(default_factory=list)
+    # Its document's metadata: front matter, document properties, `kb ingest --meta` (kb.core.metadata).
+    metadata: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.chunk_ids:
