@@ -177,29 +177,29 @@ def parse_where(spec: WhereSpec | None) -> Where | None:
 def parse_condition(text: str) -> Condition:
     match = _CONDITION.fullmatch(text)
     if match is None or not _key(match["key"]):
-        raise InputError(f"--where {text!r}: {_SYNTAX}")
+        raise InputError(f"invalid where condition {text!r}: {_SYNTAX}")
     key, op, value = _key(match["key"]), match["op"] or _PRESENT, (match["value"] or "").strip()
     if op == _PRESENT:
         return Condition(key)
     if not value:
-        raise InputError(f"--where {text!r}: a value is needed after {op!r} ({_SYNTAX})")
+        raise InputError(f"invalid where condition {text!r}: a value is needed after {op!r} ({_SYNTAX})")
     if value[0] in "=!<>":
-        raise InputError(f"--where {text!r}: {value[0]!r} after {op!r} ({_SYNTAX})")
+        raise InputError(f"invalid where condition {text!r}: {value[0]!r} after {op!r} ({_SYNTAX})")
     values = tuple(part.strip() for part in value.split(",")) if op in ("=", "!=") else (value,)
     if not all(values):
-        raise InputError(f"--where {text!r}: an empty value in the list ({_SYNTAX})")
+        raise InputError(f"invalid where condition {text!r}: an empty value in the list ({_SYNTAX})")
     return Condition(key, op, values)
 
 
 def _from_mapping(key: str, value: object) -> Condition:
     if not _key(key):
-        raise InputError(f"where: an empty key ({_SYNTAX})")
+        raise InputError(f"invalid where condition: an empty key ({_SYNTAX})")
     if value is None:
         return Condition(_key(key))
     items = value if isinstance(value, list | tuple | set | frozenset) else [value]
     values = tuple(_text(scalar) for scalar in map(_scalar, items) if scalar is not None)
     if not values:
-        raise InputError(f"where: {key!r} needs a value")
+        raise InputError(f"invalid where condition: {key!r} needs a value")
     return Condition(_key(key), "=", values)
 
 
