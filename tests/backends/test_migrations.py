@@ -145,8 +145,9 @@ def test_metadata_stored_before_where_is_made_flat(db_path: Path) -> None:
     with engine.begin() as connection:
         for number, metadata in ((1, nested), (2, {})):
             connection.exec_driver_sql(
-                "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns, size,"
-                " metadata, created_at, updated_at) VALUES (?, ?, '', 'Guide', 'markdown', 0, 0, ?, 0, 0)",
+                "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
+                " size, metadata, created_at, updated_at)"
+                " VALUES (?, ?, '', 'Guide', 'markdown', 0, 0, ?, 0, 0)",
                 (number, f"/d/{number}.md", json.dumps(metadata)),
             )
     migrate.upgrade(engine)

@@ -367,8 +367,9 @@ def test_metadata_stored_before_where_is_made_flat_on_both_backends(backend: KbS
     with engine.begin() as connection:
         connection.execute(
             sa.text(
-                "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns, size,"
-                " metadata, created_at, updated_at) VALUES (1, '/d/g.md', '', 'Guide', 'markdown', 0, 0, :m, 0, 0)"
+                "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
+                " size, metadata, created_at, updated_at)"
+                " VALUES (1, '/d/g.md', '', 'Guide', 'markdown', 0, 0, :m, 0, 0)"
             ),
             {"m": json.dumps(nested)},
         )
