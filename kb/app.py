@@ -2,7 +2,7 @@
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from kb.store.engine import create_engine, database_size, safe_url, write_transa
 from kb.store.reader import ConnectionReader, Reader
 
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
+    from kb.core.metadata import WhereSpec
     from kb.embed import online
     from kb.embed.batches import BatchManager
     from kb.embed.policy import OnlinePolicy
@@ -155,13 +156,16 @@ class KnowledgeBase:
         path: str | None = None,
         space: int | None = None,
         per_document: int | None = None,
+        where: "WhereSpec | None" = None,
     ) -> SearchResult:
         """The best chunks for a question: vectors and full text fused (hybrid), or either alone.
 
         Vectors come from the active space (or `space`). If its question cannot be embedded (its model shut
         down, say) the part of a space being built that is already embedded is used instead, and the result's
         notes say so. At most `per_document` chunks of one document (None: the setting
-        KB_HITS_PER_DOCUMENT; 0: any); consecutive chunks of a document come back as one hit."""
+        KB_HITS_PER_DOCUMENT; 0: any); consecutive chunks of a document come back as one hit. `where`: only
+        documents whose metadata matches, as `{"tag": "api"}` (a list value: any of) or `kb search --where`
+        strings such as `["tag=api", "date>=2024-01-01"]` (docs/search.md)."""
         from kb.search import plan
 
         with self.open_reader() as reader:
@@ -181,6 +185,7 @@ class KnowledgeBase:
             path=path,
             remember=self._remember_query,
             per_document=self.settings.hits_per_document if per_document is None else per_document,
+            where=where,
         )
 
     @contextmanager
@@ -476,12 +481,14 @@ class KnowledgeBase:
         prune: bool = False,
         dry_run: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
+        meta: Mapping[str, object] | None = None,
     ) -> IngestReport:
-        """Ingest files and folders; unchanged files cost nothing."""
+        """Ingest files and folders; unchanged files cost nothing. `meta` is metadata for every document
+        (a file's own front matter or properties win over it); with it, every file is read."""
         from kb.ingest import ingest_paths  # the format readers (HTML, YAML) only when ingesting
 
         options = self.ingest_options(
-            include=tuple(include), exclude=tuple(exclude), prune=prune, dry_run=dry_run
+            include=tuple(include), exclude=tuple(exclude), prune=prune, dry_run=dry_run, meta=meta or {}
         )
         report = ingest_paths(self.engine, [Path(p) for p in paths], self.space_spec, options, on_progress)
         if not dry_run:
@@ -489,13 +496,18 @@ class KnowledgeBase:
         return report
 
     def ingest_text(
-        self, data: bytes | str, name: str = "stdin.md", *, dry_run: bool = False
+        self,
+        data: bytes | str,
+        name: str = "stdin.md",
+        *,
+        dry_run: bool = False,
+        meta: Mapping[str, object] | None = None,
     ) -> IngestReport:
         """Ingest one document held in memory, stored under `stdin:<name>`."""
         from kb.ingest import ingest_bytes
 
         raw = data.encode("utf-8") if isinstance(data, str) else data
-        options = self.ingest_options(dry_run=dry_run)
+        options = self.ingest_options(dry_run=dry_run, meta=meta or {})
         report = ingest_bytes(self.engine, raw, name, self.space_spec, options)
         if not dry_run:
             self.sync_text_index()

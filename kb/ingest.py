@@ -10,14 +10,14 @@ when the file name is not, and mapped back to the exact file by `sources.text_to
 import errno
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
-from kb.core import contexts, sources
+from kb.core import contexts, metadata, sources
 from kb.core.chunking import ChunkingOptions, TextChunk, chunk_document, with_pages
 from kb.core.inputs import context_line, embedding_input
 from kb.records import ChunkInput, IngestReport, SkippedFile, SpaceSpec
@@ -46,6 +46,8 @@ class IngestOptions:
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_bytes: int = 64 * 1024 * 1024
     context_window_tokens: int = contexts.DEFAULT_WINDOW_TOKENS  # of the requests for chunk contexts
+    # `kb ingest --meta`: metadata for every document of the run, under each file's own (kb.core.metadata).
+    meta: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: KbSettings, **overrides: object) -> "IngestOptions":
@@ -225,8 +227,8 @@ class _Writer:
     def _update_document(self, connection: Connection, change: _Change) -> int:
         assert change.existing is not None
         document_id = change.existing.id
-        if change.chunks is None:
-            store.touch_document(connection, document_id, change.record.size, change.record.mtime_ns)
+        if change.chunks is None:  # the same text: its metadata may still have changed, its chunks have not
+            store.touch_document(connection, document_id, change.record)
         else:
             store.update_document(connection, document_id, change.record, self._now)
             store.delete_chunks(connection, document_id)
@@ -340,6 +342,7 @@ class _Planner:
             existing is not None
             and existing.size == candidate.size
             and existing.mtime_ns == candidate.mtime_ns
+            and not self._options.meta  # with --meta, every file is read: its metadata may change
         ):
             self._report.unchanged.append(source_path)
             return None
@@ -358,7 +361,7 @@ class _Planner:
             source_format=loaded.source_format,
             size=loaded.size,
             mtime_ns=loaded.mtime_ns,
-            metadata=dict(loaded.metadata),
+            metadata=metadata.merged(self._options.meta, loaded.metadata),
         )
         if existing is not None and existing.content_sha256 == loaded.content_sha256:
             self._report.unchanged.append(source_path)

@@ -10,12 +10,16 @@ remembered), its functions return None and the caller opens `KnowledgeBase`, whi
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from kb.records import SearchMode, SearchResult, StatusReport
 from kb.report.status import StatusOptions, collect
 from kb.settings import KbSettings
 from kb.store import dbapi, migrate, readmodel
 from kb.store.reader import DriverReader
+
+if TYPE_CHECKING:
+    from kb.core.metadata import WhereSpec
 
 
 @contextmanager
@@ -64,6 +68,7 @@ def search(
     space: int | None,
     pay_unrecorded: bool | None = None,
     per_document: int | None = None,
+    where: "WhereSpec | None" = None,
 ) -> SearchResult | None:
     """The search, if it needs nothing written: spaces of the local model (whose questions are free), or
     a question already paid for and cached. None otherwise, unless `pay_unrecorded` (default: the database
@@ -82,7 +87,9 @@ def search(
             return None  # a paid question: the full path pays for it once and remembers it
         searched = plan.plan(reader, found, settings)
     cap = settings.hits_per_document if per_document is None else per_document
-    result = searched.run(lambda: _reader(settings), query, k=k, mode=mode, path=path, per_document=cap)
+    result = searched.run(
+        lambda: _reader(settings), query, k=k, mode=mode, path=path, per_document=cap, where=where
+    )
     if unpaid and result.vector_index is not None:
         result.notes.append("the database is read-only: this question's vector and cost were not recorded")
     return result

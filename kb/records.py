@@ -226,6 +226,8 @@ class SearchHit:
     chunk_ids: list[int] = field(default_factory=list)
     # The context a generation model wrote to situate the chunk in its document (`kb enrich`), if any.
     context: str = ""
+    # Its document's metadata: front matter, document properties, `kb ingest --meta` (kb.core.metadata).
+    metadata: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.chunk_ids:

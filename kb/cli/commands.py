@@ -213,12 +213,16 @@ def ingest(
         bool,
         typer.Option("--now", help="Embed the new texts right away online (full price) instead of in batch."),
     ] = False,
+    meta: Annotated[list[str] | None, typer.Option("--meta", help=views.META_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Read documents, chunk them, and queue new text for embedding. Unchanged files cost nothing."""
+    from kb.core.metadata import parse_assignments
+
+    run_meta = parse_assignments(meta or ())  # a malformed --meta fails before anything is opened
     with _open(ctx, announce=True, create=True) as kb:
         if [str(p) for p in paths] == ["-"]:
-            report = kb.ingest_text(sys.stdin.buffer.read(), stdin_name, dry_run=dry_run)
+            report = kb.ingest_text(sys.stdin.buffer.read(), stdin_name, dry_run=dry_run, meta=run_meta)
         else:
             with ui.progress("Ingesting") as on_progress:
                 report = kb.ingest(
@@ -228,6 +232,7 @@ def ingest(
                     prune=prune,
                     dry_run=dry_run,
                     on_progress=on_progress,
+                    meta=run_meta,
                 )
         quote = kb.quote(report.tokens_queued, report.tasks_queued)
         embedded = None
@@ -255,23 +260,25 @@ def search_command(
     per_document: Annotated[
         int | None, typer.Option("--per-document", min=0, help=views.PER_DOCUMENT_HELP)
     ] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help=views.WHERE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Find the chunks that best answer a question."""
     from kb import readonly
+    from kb.core.metadata import parse_where
 
     settings: KbSettings = ctx.obj
     _require_existing(settings)
+    parse_where(where)  # a malformed --where fails before anything is opened
+    options: dict[str, Any] = {"path": path, "space": space, "per_document": per_document, "where": where}
     # Read-only and without the database layer when nothing must be written (scripts/bench_cli.py), or
     # when nothing can be (read-only media: a new question is paid for, but cannot be remembered).
-    result = readonly.search(
-        settings, query, k=k, mode=mode, path=path, space=space, per_document=per_document
-    )
+    result = readonly.search(settings, query, k=k, mode=mode, **options)
     if result is not None:
         _hint(settings.legacy_hint(readonly.active_model(settings)))
     else:
         with _open(ctx) as kb:
-            result = kb.search(query, k=k, mode=mode, path=path, space=space, per_document=per_document)
+            result = kb.search(query, k=k, mode=mode, **options)
     ui.announce_space(result, settings)
     for note in result.notes:
         ui.err().print(f"[yellow]note:[/yellow] {ui.escape(note)}", soft_wrap=True)

@@ -9,7 +9,8 @@ malformed files raise `UnreadableDocument` with a reason for the ingest summary;
 import logging
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from kb.core.formats import (
     collapse_whitespace,
     escape_markdown_structure,
 )
+from kb.core.metadata import keywords
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -124,16 +126,36 @@ def _title(reader: "PdfReader") -> str | None:
 
 
 def _metadata(reader: "PdfReader") -> dict[str, object]:
+    """The page count and the document properties: title, author, subject, keywords (a list), created,
+    modified (ISO moments). A property that cannot be read is left out; the document is kept."""
     metadata: dict[str, object] = {"pages": len(reader.pages)}
     try:
         info = reader.metadata
-        if info is not None:
-            for key, value in (("author", info.author), ("subject", info.subject)):
-                if value and collapse_whitespace(str(value)):
-                    metadata[key] = collapse_whitespace(str(value))
     except Exception:
-        pass  # a broken info dictionary loses the extras, not the document
+        return metadata
+    if info is None:
+        return metadata
+    for key, read in _PROPERTIES:
+        try:
+            value = read(info)
+        except Exception:  # a broken entry (a malformed date, say) loses itself, not the others
+            continue
+        if isinstance(value, datetime):
+            metadata[key] = value.isoformat()
+        elif value and collapse_whitespace(str(value)):
+            text = collapse_whitespace(str(value))
+            metadata[key] = keywords(text) if key == "keywords" else text
     return metadata
+
+
+_PROPERTIES: tuple[tuple[str, Callable[[Any], object]], ...] = (
+    ("title", lambda info: info.title),
+    ("author", lambda info: info.author),
+    ("subject", lambda info: info.subject),
+    ("keywords", lambda info: info.keywords),
+    ("created", lambda info: info.creation_date),
+    ("modified", lambda info: info.modification_date),
+)
 
 
 def _broken(error: Exception) -> str:

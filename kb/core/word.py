@@ -17,6 +17,7 @@ from kb.core.formats import (
     collapse_whitespace,
     escape_markdown_structure,
 )
+from kb.core.metadata import keywords
 
 if TYPE_CHECKING:
     from docx.document import Document
@@ -118,10 +119,15 @@ def _table(table: "Table") -> str:
 
 
 def _metadata(document: "Document") -> dict[str, object]:
+    """The core properties: title, author, subject, keywords (a list), category, created, modified."""
     properties = document.core_properties
     metadata: dict[str, object] = {}
-    if collapse_whitespace(properties.author or ""):
-        metadata["author"] = collapse_whitespace(properties.author or "")
-    if properties.created is not None:
-        metadata["created"] = properties.created.isoformat()
+    for key in ("title", "author", "subject", "keywords", "category"):
+        text = collapse_whitespace(getattr(properties, key) or "")
+        if text:
+            metadata[key] = keywords(text) if key == "keywords" else text
+    for key in ("created", "modified"):
+        moment = getattr(properties, key)
+        if moment is not None:
+            metadata[key] = moment.isoformat()
     return metadata

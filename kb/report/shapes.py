@@ -26,6 +26,7 @@ class SearchHitJson(TypedDict):
     page_end: int | None
     text_rank: int | None
     vector_rank: int | None
+    metadata: dict[str, Any]  # the document's: front matter, document properties, `kb ingest --meta`
 
 
 class StatusJson(TypedDict):

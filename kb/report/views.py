@@ -19,6 +19,12 @@ K_HELP = f"How many chunks to return (1 to {MAX_HITS})."
 MODE_HELP = "hybrid (vectors + full text), vector, or text."
 PATH_HELP = "Only documents whose path matches this glob, e.g. 'tutorial/*'."
 PER_DOCUMENT_HELP = "At most this many chunks of one document (0: no limit; default KB_HITS_PER_DOCUMENT, 2)."
+WHERE_HELP = (
+    "Only documents whose metadata matches (repeatable, all must hold): key=value (on a list: contains), "
+    "key!=value, key>=value, key<=value, key>value, key<value (dates and numbers compare as such), "
+    "key=a,b (any of), or key alone (present)."
+)
+META_HELP = "Metadata for every document of this run, key=value (repeatable); a file's own wins."
 SPACE_HELP = "Search this embedding space (id from `kb status`) instead of the active one."
 
 
@@ -58,6 +64,7 @@ def search_json(result: SearchResult) -> list["SearchHitJson"]:
             "text_rank": hit.text_rank,
             "vector_rank": hit.vector_rank,
             "context": hit.context,
+            "metadata": hit.metadata,
         }
         for hit in result.hits
     ]

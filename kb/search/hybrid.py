@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kb.core import globs
+from kb.core.metadata import Where, WhereSpec, parse_where
 from kb.core.questions import check_question
 from kb.errors import KbError
 from kb.providers.base import Matrix
@@ -82,30 +83,39 @@ def run_search(
     per_document: int = 0,
     text_index: "TextIndex | None" = None,
     text_setting: str = "auto",
+    where: WhereSpec | None = None,
 ) -> SearchResult:
     """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built).
 
     The fused ranking's first max(5k, 50) chunks are the candidates that shaping (at most `per_document`
-    chunks of a document, 0: any; consecutive chunks merged) draws the k hits from."""
+    chunks of a document, 0: any; consecutive chunks merged) draws the k hits from. `path_glob` and `where`
+    (conditions on document metadata, kb.core.metadata) filter the candidates of both rankings."""
     check_question(query)
     glob = normalize_glob(path_glob)
+    conditions = parse_where(where)
     depth = max(k * 5, 50)
     notes: list[str] = []
+    documents = _documents_where(open_reader, conditions) if conditions else None
+    if documents is not None and not documents:
+        notes.append(f"no document has metadata matching {conditions}")
+        return SearchResult(query=query, mode=mode, used=mode, hits=[], notes=notes)
     text_ranked: list[tuple[int, float]] = []
     vector_ranked: list[tuple[int, float]] = []
     wants_vectors = mode in (SearchMode.HYBRID, SearchMode.VECTOR)
     # The full-text query and the vector scan run on two connections at once: SQLite releases the GIL
     # while it works, so hybrid costs about the slower of the two rather than their sum.
     text_future = (
-        _EXECUTOR.submit(_text_search, open_reader, query, depth, glob, text_index, text_setting)
+        _EXECUTOR.submit(_text_search, open_reader, query, depth, glob, documents, text_index, text_setting)
         if mode != SearchMode.VECTOR
         else None
     )
     used_space = space
     if wants_vectors:
-        vector_ranked, reason = _vector_search(open_reader, remember, query, space, depth, glob)
+        vector_ranked, reason = _vector_search(open_reader, remember, query, space, depth, glob, documents)
         for fallback in fallbacks if reason is not None else ():
-            ranked, fallback_reason = _vector_search(open_reader, remember, query, fallback, depth, glob)
+            ranked, fallback_reason = _vector_search(
+                open_reader, remember, query, fallback, depth, glob, documents
+            )
             if fallback_reason is None:
                 notes.append(
                     f"vector search unavailable ({reason}): answering from full text and "
@@ -119,7 +129,7 @@ def run_search(
     if text_future is not None:
         text_ranked = text_future.result()
     elif not vectors_used:
-        text_ranked = _text_search(open_reader, query, depth, glob, text_index, text_setting)
+        text_ranked = _text_search(open_reader, query, depth, glob, documents, text_index, text_setting)
     used = _used_mode(mode, vectors_used)
     fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[
         :depth
@@ -150,21 +160,33 @@ def _index_used(space: SearchSpace | None) -> str | None:
     return str(space.index.last_method)
 
 
+def _documents_where(open_reader: OpenReader, where: Where) -> frozenset[int]:
+    """The ids of the documents whose metadata matches `where`: the database narrows them to those holding
+    its keys, one function decides (the same on every backend)."""
+    with open_reader() as reader:
+        return frozenset(
+            document_id
+            for document_id, metadata in readmodel.documents_metadata(reader, where.required_keys)
+            if where.matches(metadata)
+        )
+
+
 def _text_search(
     open_reader: OpenReader,
     query: str,
     depth: int,
     glob: str | None,
+    documents: frozenset[int] | None = None,
     text_index: "TextIndex | None" = None,
     text_setting: str = "auto",
 ) -> list[tuple[int, float]]:
-    """FTS5's ranking, or the tantivy index's when it is fresh and wanted."""
+    """FTS5's ranking, or the tantivy index's when it is fresh and wanted (FTS5 with a metadata filter)."""
     with open_reader() as reader:
-        if text_index is not None:
+        if text_index is not None and documents is None:
             ranked = text_index.search(reader, query, depth, text_setting, glob)
             if ranked is not None:
                 return ranked
-        return fulltext.search(reader, query, depth, glob)
+        return fulltext.search(reader, query, depth, glob, documents)
 
 
 def _used_mode(mode: SearchMode, vectors_used: bool) -> SearchMode:
@@ -194,6 +216,7 @@ def _vector_search(
     space: SearchSpace | None,
     depth: int,
     glob: str | None,
+    documents: frozenset[int] | None = None,
 ) -> tuple[list[tuple[int, float]], str | None]:
     """Chunk ids with cosine similarity, best first; or the reason vectors could not be used."""
     if space is None:
@@ -211,24 +234,32 @@ def _vector_search(
             return [], f"the question could not be embedded: {error.message}"
         if space.paid and remember is not None:
             remember(space.id, query, cached)
-    fetch = min(4096, depth * 10 if glob else depth * 2)
+    fetch = min(4096, depth * 10 if glob or documents is not None else depth * 2)
     with open_reader() as reader:
         if space.index is not None:
             neighbours = space.index.nearest(reader, cached[0], fetch)
         else:
             neighbours = vectors.nearest(reader, space.id, cached[0], fetch)
-        return _chunks_of_tasks(reader, neighbours, glob, space.chunk_input)[:depth], None
+        ranked = _chunks_of_tasks(reader, neighbours, glob, documents, space.chunk_input)
+        return ranked[:depth], None
 
 
 def _chunks_of_tasks(
-    reader: Reader, neighbours: list[tuple[int, float]], glob: str | None, chunk_input: str
+    reader: Reader,
+    neighbours: list[tuple[int, float]],
+    glob: str | None,
+    documents: frozenset[int] | None,
+    chunk_input: str,
 ) -> list[tuple[int, float]]:
-    """Expand (task id, distance) to (chunk id, similarity): every chunk holding that text, in order."""
+    """Expand (task id, distance) to (chunk id, similarity): every chunk holding that text, in order, of
+    the documents under `glob` and among `documents` (None: any)."""
     chunks_by_task = readmodel.chunks_of_tasks(reader, [task_id for task_id, _ in neighbours], chunk_input)
     ranked: list[tuple[int, float]] = []
     for task_id, distance in neighbours:
-        for chunk_id, path in chunks_by_task.get(task_id, []):
-            if glob is None or fnmatch.fnmatchcase(path, glob):
+        for chunk_id, document_id, path in chunks_by_task.get(task_id, []):
+            if (glob is None or fnmatch.fnmatchcase(path, glob)) and (
+                documents is None or document_id in documents
+            ):
                 ranked.append((chunk_id, 1.0 - distance))
     return ranked
 
@@ -265,6 +296,7 @@ def _hydrate(
                 text_rank=text_ranks.get(chunk_id),
                 vector_rank=vector_ranks.get(chunk_id),
                 context=chunk.situation,
+                metadata=chunk.metadata,
             )
         )
     return hits, ordinals

@@ -8,6 +8,7 @@ how they open the database and whether a paid question is recorded (its vector c
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kb.core.metadata import WhereSpec
 from kb.core.shares import percent
 from kb.errors import ConfigError, InputError
 from kb.providers.base import Embedder, Matrix
@@ -81,6 +82,7 @@ class SearchPlan:
         path: str | None,
         remember: Remember | None = None,
         per_document: int = 0,
+        where: WhereSpec | None = None,
     ) -> SearchResult:
         return run_search(
             open_reader,
@@ -94,6 +96,7 @@ class SearchPlan:
             per_document=per_document,
             text_index=self.text_index,
             text_setting=self.text_setting,
+            where=where,
         )
 
 

@@ -78,7 +78,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 _SEARCH_REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": Problem,
-        "description": "A question kb cannot use: empty, too long, a bad glob, no such space.",
+        "description": "A question kb cannot use: empty, too long, a bad glob or where, no such space.",
     },
     502: {"model": Problem, "description": "The embedding provider failed."},
     **_REFUSALS,
@@ -150,6 +150,7 @@ def _add_routes(app: FastAPI, kb: KnowledgeBase) -> None:
         path: Annotated[str | None, Query(description=views.PATH_HELP)] = None,
         space: Annotated[int | None, Query(description=views.SPACE_HELP)] = None,
         per_document: Annotated[int | None, Query(ge=0, description=views.PER_DOCUMENT_HELP)] = None,
+        where: Annotated[list[str] | None, Query(description=views.WHERE_HELP)] = None,
         format: Annotated[
             Literal["json", "html"],
             Query(description="html: each hit also has `html`, its text rendered safely (the search page)."),
@@ -158,7 +159,7 @@ def _add_routes(app: FastAPI, kb: KnowledgeBase) -> None:
         """The chunks that best answer a question, best first: exactly what `kb search --json` prints. The
         headers say how it was answered (`X-Kb-Search-Used`: hybrid, vector or text) and why it fell
         back, if it did (`X-Kb-Search-Notes`: a JSON list, what the command line prints on stderr)."""
-        result = kb.search(q, k=k, mode=mode, path=path, space=space, per_document=per_document)
+        result = kb.search(q, k=k, mode=mode, path=path, space=space, per_document=per_document, where=where)
         hits: list[Any] = views.search_json(result)
         if format == "html":
             from kb.serve.markdown import to_html

@@ -45,11 +45,15 @@ def create_server(kb: KnowledgeBase) -> MCPServer[Any]:
         path: Annotated[str | None, Field(description=views.PATH_HELP)] = None,
         space: Annotated[int | None, Field(description=views.SPACE_HELP)] = None,
         per_document: Annotated[int | None, Field(ge=0, description=views.PER_DOCUMENT_HELP)] = None,
+        where: Annotated[list[str] | None, Field(description=views.WHERE_HELP)] = None,
     ) -> Annotated[CallToolResult, list[shapes.SearchHitJson]]:
         """Find the passages of the knowledge base that best answer a question, best first: each with its
-        text, score and citation (path, page_start/page_end for paged documents, heading)."""
+        text, score and citation (path, page_start/page_end for paged documents, heading), and its
+        document's metadata (front matter, document properties), which `where` filters on."""
         with _reported():
-            result = kb.search(query, k=k, mode=mode, path=path, space=space, per_document=per_document)
+            result = kb.search(
+                query, k=k, mode=mode, path=path, space=space, per_document=per_document, where=where
+            )
         return _answer(result)
 
     @server.tool(annotations=_READ_ONLY)

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,7 +44,7 @@ class DocumentRecord:
     source_format: str
     size: int
     mtime_ns: int
-    metadata: dict[str, object]
+    metadata: Mapping[str, object]
 
 
 def text_sha256(text: str) -> str:
@@ -95,10 +95,13 @@ def update_document(connection: Connection, document_id: int, record: DocumentRe
     )
 
 
-def touch_document(connection: Connection, document_id: int, size: int, mtime_ns: int) -> None:
-    """Same content, new file times: remember them so the next ingest skips the read."""
+def touch_document(connection: Connection, document_id: int, record: DocumentRecord) -> None:
+    """Same content, new file times (remembered so the next ingest skips the read) or new metadata (from
+    --meta); its chunks, and what they embed, stay."""
     connection.execute(
-        update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(size=size, mtime_ns=mtime_ns)
+        update(DOCUMENTS)
+        .where(DOCUMENTS.c.id == document_id)
+        .values(size=record.size, mtime_ns=record.mtime_ns, metadata=_json_safe(record.metadata))
     )
 
 
@@ -110,10 +113,14 @@ def _document_values(record: DocumentRecord, now: float) -> dict[str, object]:
         "source_format": record.source_format,
         "size": record.size,
         "mtime_ns": record.mtime_ns,
-        # Round-trip through JSON so that anything unserialisable fails here, with the path known.
-        "metadata": json.loads(json.dumps(record.metadata, default=str)),
+        "metadata": _json_safe(record.metadata),
         "updated_at": now,
     }
+
+
+def _json_safe(metadata: Mapping[str, object]) -> object:
+    # Round-trip through JSON so that anything unserialisable fails here, with the path known.
+    return json.loads(json.dumps(metadata, default=str))
 
 
 def key_column(chunk_input: ChunkInput | str) -> "Column[str]":

@@ -9,9 +9,10 @@ trigger per row; triggers keep deletes and edits exact. Anything that inserts ch
 import fnmatch
 import json
 import re
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING
 
-from kb.store.reader import Reader
+from kb.store.reader import Reader, Row
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -100,21 +101,41 @@ def tsquery_expression(query: str) -> str | None:
     return " | ".join("'" + word.replace("'", "''") + "'" for word in meaningful)
 
 
-def search(reader: Reader, query: str, limit: int, path_glob: str | None = None) -> list[tuple[int, float]]:
-    """(chunk id, relevance) pairs, best first; higher scores are better (BM25, or ts_rank_cd)."""
+def search(
+    reader: Reader,
+    query: str,
+    limit: int,
+    path_glob: str | None = None,
+    documents: Container[int] | None = None,
+) -> list[tuple[int, float]]:
+    """(chunk id, relevance) pairs, best first; higher scores are better (BM25, or ts_rank_cd). Only chunks
+    under `path_glob` and of `documents` (ids; None: any), when given: the best of those, exactly."""
     if reader.dialect == "postgresql":
-        return _postgres_search(reader, query, limit, path_glob)
+        return _postgres_search(reader, query, limit, path_glob, documents)
     expression = match_expression(query)
     if expression is None:
         return []
-    if path_glob is None:  # FTS5 alone: joining every match to its chunk first costs 1.5x at 1M chunks
+    if path_glob is None and documents is None:
+        # FTS5 alone: joining every match to its chunk first costs 1.5x at 1M chunks
         sql = (
             f"SELECT rowid, {_BM25} AS rank FROM chunks_fts WHERE chunks_fts MATCH :expression ORDER BY rank"
         )
         rows = reader.rows(sql + " LIMIT :limit", {"expression": expression, "limit": limit})
-    else:
-        rows = _search_in_paths(reader, expression, limit, path_glob)
-    return [(int(chunk_id), -float(rank)) for chunk_id, rank in rows]
+        return [(int(chunk_id), -float(rank)) for chunk_id, rank in rows]
+    params = {"expression": expression, "glob": path_glob or "*"}
+
+    def ranked(depth: int) -> list[Row]:
+        # Only a path filter: SQL keeps the best `limit`; else every row of the depth, for `documents`.
+        return reader.rows(
+            _RANKED_THEN_FILTERED, {**params, "depth": depth, "limit": limit if documents is None else depth}
+        )
+
+    def matches() -> int:
+        count = "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :expression"
+        return int(reader.rows(count, {"expression": expression})[0][0])
+
+    kept = _best_kept(ranked, matches, limit, lambda row: documents is None or row[2] in documents)
+    return [(int(chunk_id), -float(rank)) for chunk_id, rank, _ in kept]
 
 
 _BM25 = f"bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT})"
@@ -123,29 +144,29 @@ _BM25 = f"bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT})"
 _RANKED_THEN_FILTERED = (
     f"WITH ranked AS (SELECT rowid AS id, {_BM25} AS rank FROM chunks_fts"
     " WHERE chunks_fts MATCH :expression ORDER BY rank LIMIT :depth) "
-    "SELECT r.id, r.rank FROM ranked r JOIN chunks c ON c.id = r.id JOIN documents d ON d.id = c.document_id "
-    "WHERE d.source_path GLOB :glob ORDER BY r.rank LIMIT :limit"
+    "SELECT r.id, r.rank, c.document_id FROM ranked r JOIN chunks c ON c.id = r.id "
+    "JOIN documents d ON d.id = c.document_id WHERE d.source_path GLOB :glob ORDER BY r.rank LIMIT :limit"
 )
-_FIRST_DEPTH = 20  # x limit: a glob keeping 5% of the chunks is answered by the first pass
+_FIRST_DEPTH = 20  # x limit: a filter keeping 5% of the chunks is answered by the first pass
 _WIDENING = 10
 
 
-def _search_in_paths(reader: Reader, expression: str, limit: int, path_glob: str) -> list[tuple[int, float]]:
-    """The best `limit` matches under `path_glob`, exactly: if fewer than `limit` of the best `depth` matches
-    are under it, rank deeper, until `limit` are or the depth covers every match."""
+def _best_kept(
+    ranked: Callable[[int], list[Row]], matches: Callable[[], int], limit: int, keep: Callable[[Row], bool]
+) -> list[Row]:
+    """The best `limit` rows that `keep` accepts, exactly: if fewer than `limit` of the best `depth` matches
+    are kept, rank deeper, until `limit` are or the depth covers every match."""
     depth = limit * _FIRST_DEPTH
-    matches: int | None = None
+    total: int | None = None
     while True:
-        params = {"expression": expression, "depth": depth, "glob": path_glob, "limit": limit}
-        rows = reader.rows(_RANKED_THEN_FILTERED, params)
-        if len(rows) >= limit:
-            return rows
-        if matches is None:
-            count = "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :expression"
-            matches = int(reader.rows(count, {"expression": expression})[0][0])
-        if depth >= matches:
-            return rows
-        depth = min(depth * _WIDENING, matches)
+        kept = [row for row in ranked(depth) if keep(row)][:limit]
+        if len(kept) >= limit:
+            return kept
+        if total is None:
+            total = matches()
+        if depth >= total:
+            return kept
+        depth = min(depth * _WIDENING, total)
 
 
 def under_paths(reader: Reader, chunk_ids: list[int], path_glob: str) -> set[int]:
@@ -165,28 +186,37 @@ _DOCUMENT_VECTOR = "c.search_vector"
 # ts_rank normalised by document length (flag 1) is the closest to BM25 on the labelled FastAPI questions:
 # text recall@1/@5 0.85 / 0.95, against 0.50 / 0.80 for ts_rank_cd (docs/postgres.md).
 _RANK = "ts_rank({v}, q, 1)"
+_POSTGRES_FROM = (
+    "FROM chunks c JOIN documents d ON d.id = c.document_id, to_tsquery('english', :expression) AS q "
+    f"WHERE {_DOCUMENT_VECTOR} @@ q"
+)
 
 
 def _postgres_search(
-    reader: Reader, query: str, limit: int, path_glob: str | None
+    reader: Reader, query: str, limit: int, path_glob: str | None, documents: Container[int] | None
 ) -> list[tuple[int, float]]:
     expression = tsquery_expression(query)
     if expression is None:
         return []
-    rows = reader.rows(
-        f"SELECT c.id, d.source_path, {_RANK.format(v=_DOCUMENT_VECTOR)} AS rank "
-        "FROM chunks c JOIN documents d ON d.id = c.document_id, "
-        "to_tsquery('english', :expression) AS q "
-        f"WHERE {_DOCUMENT_VECTOR} @@ q ORDER BY rank DESC, c.id LIMIT :limit",
-        # A path filter is applied here, after ranking: fetch deeper so that enough hits remain.
-        {"expression": expression, "limit": limit * 20 if path_glob else limit},
-    )
-    ranked = [
-        (int(chunk_id), float(rank))
-        for chunk_id, path, rank in rows
-        if path_glob is None or fnmatch.fnmatchcase(str(path), path_glob)
-    ]
-    return ranked[:limit]
+
+    def ranked(depth: int) -> list[Row]:
+        return reader.rows(
+            f"SELECT c.id, {_RANK.format(v=_DOCUMENT_VECTOR)} AS rank, d.id, d.source_path {_POSTGRES_FROM} "
+            "ORDER BY rank DESC, c.id LIMIT :depth",
+            {"expression": expression, "depth": depth},
+        )
+
+    def matches() -> int:
+        return int(reader.rows(f"SELECT count(*) {_POSTGRES_FROM}", {"expression": expression})[0][0])
+
+    def keep(row: Row) -> bool:
+        in_path = path_glob is None or fnmatch.fnmatchcase(str(row[3]), path_glob)
+        return in_path and (documents is None or row[2] in documents)
+
+    if path_glob is None and documents is None:
+        return [(int(row[0]), float(row[1])) for row in ranked(limit)]
+    # A filter is applied after ranking, widening as SQLite's is: the best matches that pass it, exactly.
+    return [(int(row[0]), float(row[1])) for row in _best_kept(ranked, matches, limit, keep)]
 
 
 def last_chunk_id(connection: "Connection") -> int:

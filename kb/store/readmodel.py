@@ -5,8 +5,9 @@ by `KnowledgeBase`, the worker and the budget guard. Only `:name` parameters and
 PostgreSQL both speak; lists of ids are inlined as integers.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 from kb.records import LIVE_JOB_STATES, ChunkInput, FailedText, JobInfo, Space, SpaceState, TaskStatus
 from kb.store.reader import Reader, scalar
@@ -248,21 +249,43 @@ def failed(reader: Reader, limit: int = 1000) -> list[FailedText]:
 
 def chunks_of_tasks(
     reader: Reader, task_ids: Sequence[int], chunk_input: ChunkInput | str
-) -> dict[int, list[tuple[int, str]]]:
+) -> dict[int, list[tuple[int, int, str]]]:
     """Per embedding task of a space of `chunk_input`, the chunks holding its input, as (chunk id, document
-    path) in chunk order."""
-    found: dict[int, list[tuple[int, str]]] = {}
+    id, document path) in chunk order."""
+    found: dict[int, list[tuple[int, int, str]]] = {}
     key = KEY_COLUMNS[ChunkInput(chunk_input)]
     for start in range(0, len(task_ids), 500):
         listed = ",".join(str(int(task_id)) for task_id in task_ids[start : start + 500])
         rows = reader.rows(
-            "SELECT t.id, c.id, d.source_path FROM embedding_tasks t "
+            "SELECT t.id, c.id, d.id, d.source_path FROM embedding_tasks t "
             f"JOIN chunks c ON c.{key} = t.text_sha256 "
             f"JOIN documents d ON d.id = c.document_id WHERE t.id IN ({listed}) ORDER BY c.id"
         )
-        for task_id, chunk_id, path in rows:
-            found.setdefault(int(task_id), []).append((int(chunk_id), str(path)))
+        for task_id, chunk_id, document_id, path in rows:
+            found.setdefault(int(task_id), []).append((int(chunk_id), int(document_id), str(path)))
     return found
+
+
+def documents_metadata(reader: Reader, keys: Sequence[str]) -> Iterator[tuple[int, dict[str, object]]]:
+    """(id, metadata) of the documents whose metadata has every one of `keys` (none: of every document)."""
+    params = {f"k{n}": key for n, key in enumerate(keys)}
+    if reader.dialect == "postgresql":
+        tests = [f"(metadata::jsonb -> :{name}) IS NOT NULL" for name in params]
+    else:
+        tests = [
+            f"EXISTS (SELECT 1 FROM json_each(documents.metadata) WHERE key = :{name})" for name in params
+        ]
+    where = f" WHERE {' AND '.join(tests)}" if tests else ""
+    for block in reader.blocks(f"SELECT id, metadata FROM documents{where}", 10_000, params):
+        for document_id, metadata in block:
+            yield int(document_id), json_object(metadata)
+
+
+def json_object(value: object) -> dict[str, object]:
+    """A stored JSON object as a dict (SQLite hands back its text, PostgreSQL's driver the object)."""
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +301,7 @@ class HitChunk:
     page_end: int | None
     ordinal: int = 0  # its place in its document: consecutive hits are merged (kb.search.shaping)
     situation: str = ""  # the context a generation model wrote for it (kb enrich), if any
+    metadata: dict[str, object] = field(default_factory=dict)  # its document's
 
 
 def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitChunk]:
@@ -287,7 +311,7 @@ def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitCh
     listed = ",".join(str(int(chunk_id)) for chunk_id in chunk_ids)
     rows = reader.rows(
         "SELECT c.id, c.text, c.heading_path, c.start_offset, c.end_offset, d.id, d.source_path, d.title, "
-        "c.page_start, c.page_end, c.ordinal, c.situation "
+        "c.page_start, c.page_end, c.ordinal, c.situation, d.metadata "
         "FROM chunks c JOIN documents d ON d.id = c.document_id "
         f"WHERE c.id IN ({listed})"
     )
@@ -304,6 +328,7 @@ def chunks_for_hits(reader: Reader, chunk_ids: Sequence[int]) -> dict[int, HitCh
             row[9],
             int(row[10]),
             row[11] or "",
+            json_object(row[12]),
         )
         for row in rows
     }

@@ -1,5 +1,6 @@
 """Migrations and models agree, and the schema round-trips."""
 
+import json
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -134,3 +135,23 @@ def test_chunks_stored_before_headers_get_their_context_and_old_spaces_keep_thei
     assert context == "Guide > Install"
     assert key == hashlib.sha256(b"Guide > Install\n\nRun it.").hexdigest()
     assert chunk_input == "text"
+
+
+def test_metadata_stored_before_where_is_made_flat(db_path: Path) -> None:
+    """Front matter kept as parsed (keys as written, nested, nulls) becomes what `--where` reads."""
+    engine = create_engine(db_path)
+    migrate.upgrade(engine, "0010")
+    nested = {"Title": "Guide", "Author": {"Name": "Ada", "Mail": None}, "Tags": ["API", "cli", "API"]}
+    with engine.begin() as connection:
+        for number, metadata in ((1, nested), (2, {})):
+            connection.exec_driver_sql(
+                "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
+                " size, metadata, created_at, updated_at)"
+                " VALUES (?, ?, '', 'Guide', 'markdown', 0, 0, ?, 0, 0)",
+                (number, f"/d/{number}.md", json.dumps(metadata)),
+            )
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        stored = dict(connection.exec_driver_sql("SELECT id, metadata FROM documents").all())
+    assert json.loads(stored[1]) == {"title": "Guide", "author.name": "Ada", "tags": ["API", "cli"]}
+    assert json.loads(stored[2]) == {}

@@ -1,5 +1,6 @@
 """The same end-to-end flows on both backends: SQLite (sqlite-vec, FTS5), PostgreSQL (pgvector)."""
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ from kb.store.engine import create_engine
 from kb.testing.gemini_emulator import GeminiEmulator
 from tests.support.corpora import write_corpus
 from tests.support.crash_harness import KbProcess
-from tests.support.files import HANDBOOK
+from tests.support.files import HANDBOOK, write
 from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS, new_postgres_database
 
 
@@ -328,3 +329,56 @@ def test_workers_starting_together_agree_on_the_database_id(postgres_url: str) -
         assert found == [made]
     finally:
         engine.dispose()
+
+
+def test_where_on_metadata_in_every_mode(backend: KbSettings, tmp_path: Path) -> None:
+    """Front matter and --meta filter text, vector and hybrid hits alike on both backends."""
+    docs = tmp_path / "docs"
+    for name, front in (
+        ("api", "tags: [api, http]\nreleased: 2024-05-01"),
+        ("old", "tags: legacy\nversion: 9"),
+    ):
+        write(docs / f"{name}.md", f"---\n{front}\n---\n# {name}\n\nThe harbor ferry leaves at dawn.\n")
+    write(docs / "plain.md", "# Plain\n\nThe harbor ferry leaves at noon.\n")
+    with KnowledgeBase(settings=backend) as kb:
+        kb.ingest([docs], meta={"team": "docs"})
+        assert kb.worker().run(once=True, timeout_s=60).reason == ExitReason.DRAINED
+
+        def names(*where: str, mode: SearchMode) -> list[str]:
+            result = kb.search("harbor ferry", mode=mode, where=list(where))
+            assert result.used == mode
+            return sorted(Path(hit.path).stem for hit in result.hits)
+
+        for mode in SearchMode:
+            assert names("tags=api", mode=mode) == ["api"]
+            assert names("tags!=api", "team=docs", mode=mode) == ["old", "plain"]
+            assert names("released>=2024-01-01", mode=mode) == ["api"]
+            assert names("version>8", mode=mode) == ["old"]
+            assert names("tags", mode=mode) == ["api", "old"]
+            assert names("owner=x", mode=mode) == []
+        hit = kb.search("harbor ferry", mode=SearchMode.TEXT, where={"tags": "legacy"}).hits[0]
+        assert hit.metadata == {"team": "docs", "tags": "legacy", "version": 9}
+
+
+def test_metadata_stored_before_where_is_made_flat_on_both_backends(backend: KbSettings) -> None:
+    engine = create_engine(backend.database)
+    migrate.upgrade(engine, "0010")
+    nested = {"Title": "Guide", "Author": {"Name": "Ada"}, "Tags": ["API", "API"], "Draft": None}
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
+                " size, metadata, created_at, updated_at)"
+                " VALUES (1, '/d/g.md', '', 'Guide', 'markdown', 0, 0, :m, 0, 0)"
+            ),
+            {"m": json.dumps(nested)},
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT metadata FROM documents")).scalar_one()
+    engine.dispose()
+    assert (json.loads(stored) if isinstance(stored, str) else stored) == {
+        "title": "Guide",
+        "author.name": "Ada",
+        "tags": ["API"],
+    }

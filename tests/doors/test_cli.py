@@ -351,3 +351,51 @@ def test_ingest_says_a_deleted_file_is_kept_until_pruned(
     assert summary["missing"] == 0
     code, out, _ = _kb(runner, db_path, "errors", "--json")
     assert code == 0
+
+
+def test_ingest_meta_and_search_where(runner: CliRunner, db_path: Path, tmp_path: Path) -> None:
+    """`--meta` tags a run's documents under their own front matter; `--where` (read-only path) narrows the
+    hits to matching documents, and `--json` shows each hit's metadata."""
+    docs = tmp_path / "docs"
+    write(
+        docs / "api.md",
+        "---\ntags: [api, http]\nreleased: 2024-05-01\n---\n# API\n\nThe harbor opens at dawn.\n",
+    )
+    write(
+        docs / "old.md", "---\ntags: legacy\nreleased: 2019-01-01\n---\n# Old\n\nThe harbor closed at dusk.\n"
+    )
+    code, _, err = _kb(runner, db_path, "ingest", str(docs), "--meta", "team=docs", "--meta", "tags=ignored")
+    assert code == 0, err
+    assert _kb(runner, db_path, "worker", "--once")[0] == 0
+
+    def paths(*where: str) -> list[str]:
+        code, out, err = _kb(runner, db_path, "search", "harbor", "--json", *where)
+        assert code == 0, err
+        return sorted(Path(hit["path"]).name for hit in json.loads(out))
+
+    assert paths("--where", "tags=api") == ["api.md"]
+    assert paths("--where", "released<2020-01-01") == ["old.md"]
+    assert paths("--where", "team=docs", "--where", "tags!=legacy") == ["api.md"]
+    assert paths("--where", "tags=legacy,http") == ["api.md", "old.md"]
+    assert paths("--where", "owner") == []
+    code, out, _ = _kb(runner, db_path, "search", "harbor", "--json", "--where", "tags=api")
+    assert json.loads(out)[0]["metadata"] == {
+        "team": "docs",
+        "tags": ["api", "http"],
+        "released": "2024-05-01",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["search", "harbor", "--where", "tags=>1"], "invalid where condition 'tags=>1'"),
+        (["search", "harbor", "--where", "=api"], "invalid where condition '=api'"),
+        (["ingest", ".", "--meta", "team"], "--meta 'team': expected key=value"),
+    ],
+)
+def test_a_malformed_where_or_meta_is_a_usage_error(
+    runner: CliRunner, kb: KnowledgeBase, args: list[str], says: str
+) -> None:
+    code, out, err = _kb(runner, kb.path, *args)
+    assert code == 2 and says in " ".join(err.split()) and "Traceback" not in out + err

@@ -76,6 +76,7 @@ def test_kb_mcp_over_stdio_searches_and_reports_status(handbook: KbSettings, exp
         "path",
         "space",
         "per_document",
+        "where",
     }
     assert not found.is_error
     assert found.structured_content == {"result": expected(QUESTION, k=3, mode="text")}
@@ -96,12 +97,19 @@ def test_kb_serve_answers_mcp_over_http_with_its_token(handbook: KbSettings, exp
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as authorized,
             Client(streamable_http_client(f"{url}/mcp", http_client=authorized)) as client,
         ):
-            return await client.call_tool("search", {"query": QUESTION, "k": 4, "path": "tutorial/*"})
+            by_path = await client.call_tool("search", {"query": QUESTION, "k": 4, "path": "tutorial/*"})
+            by_metadata = await client.call_tool("search", {"query": QUESTION, "where": ["section=advanced"]})
+            malformed = await client.call_tool("search", {"query": QUESTION, "where": ["section=>a"]})
+            return by_path, by_metadata, malformed
 
     with KnowledgeBase(settings=settings) as kb, running(http.server(kb, settings, port=0)) as url:
-        found = anyio.run(search, url)
+        found, by_metadata, malformed = anyio.run(search, url)
     assert not found.is_error
     assert found.structured_content == {"result": expected(QUESTION, k=4, path="tutorial/*")}
+    hits = by_metadata.structured_content["result"]
+    assert hits == expected(QUESTION, where=["section=advanced"]) != []
+    assert all(hit["metadata"] == {"section": "advanced"} for hit in hits)
+    assert malformed.is_error and "invalid where condition 'section=>a'" in malformed.content[0].text
 
 
 def test_a_search_that_fell_back_says_so_to_the_model(tmp_path: Path) -> None:

@@ -113,6 +113,23 @@ def test_search_answers_what_kb_search_json_prints(
     assert answered.json() == json.loads(printed.stdout) != []
 
 
+def test_search_where_answers_what_kb_search_where_json_prints(
+    api: httpx2.Client, handbook: KbSettings, runner: CliRunner
+) -> None:
+    """`where` repeats as `--where` does, all conditions holding; each hit carries its document's metadata."""
+    wheres = ["section=advanced", "section!=tutorial"]
+    args = ["--db", str(handbook.db), "search", QUESTIONS[3], "--json"]
+    printed = runner.invoke(app, [*args, *(arg for where in wheres for arg in ("--where", where))])
+    assert printed.exit_code == 0, printed.stderr
+    answered = api.get("/search", params={"q": QUESTIONS[3], "where": wheres})
+    assert answered.status_code == 200
+    hits = answered.json()
+    assert hits == json.loads(printed.stdout) != []
+    assert all("/advanced/" in hit["path"] and hit["metadata"] == {"section": "advanced"} for hit in hits)
+    elsewhere = api.get("/search", params={"q": QUESTIONS[3], "where": "section!=advanced"}).json()
+    assert elsewhere and all("/advanced/" not in hit["path"] and hit["metadata"] == {} for hit in elsewhere)
+
+
 def test_status_answers_what_kb_status_json_prints(
     api: httpx2.Client, handbook: KbSettings, runner: CliRunner
 ) -> None:
@@ -155,6 +172,7 @@ def test_health_is_whether_the_database_answers(api: httpx2.Client) -> None:
         ({"q": "x", "path": "docs/["}, 400, "invalid path pattern 'docs/[': '[' opens a set"),
         ({"q": "x" * 8001}, 400, "the question is too long: 8,001 characters (at most 8,000)"),
         ({"q": "x", "space": "99"}, 400, "no embedding space #99"),
+        ({"q": "x", "where": "tag=>2"}, 400, "invalid where condition 'tag=>2': '>' after '='"),
         ({"q": "x", "k": "0"}, 422, "greater than or equal to 1"),
         ({"q": "x", "k": "1001"}, 422, "less than or equal to 1000"),
         ({"q": "x", "mode": "fuzzy"}, 422, "'hybrid', 'vector' or 'text'"),
@@ -280,6 +298,7 @@ def test_openapi_describes_the_api(api: httpx2.Client) -> None:
         "path",
         "space",
         "per_document",
+        "where",
         "format",
     ]
     assert "SearchHitJson" in json.dumps(search["responses"]["200"])

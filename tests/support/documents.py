@@ -4,9 +4,10 @@ exactly the lines given), scanned-like PDFs without a text layer, encrypted and 
 from io import BytesIO
 
 
-def pdf(pages: list[list[str]], *, title: str | None = None) -> bytes:
+def pdf(pages: list[list[str]], *, title: str | None = None, info: dict[str, str] | None = None) -> bytes:
     """A PDF whose page n shows the lines of `pages[n]` in Helvetica, top to bottom; a page given no
-    lines is a drawing only (a box), as a scanned page without a text layer is to a text extractor."""
+    lines is a drawing only (a box), as a scanned page without a text layer is to a text extractor.
+    `info`: more document properties, e.g. {"Author": "Ada", "CreationDate": "D:20240105103000Z"}."""
     objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
     page_ids: list[int] = []
     font_id = 3
@@ -22,11 +23,13 @@ def pdf(pages: list[list[str]], *, title: str | None = None) -> bytes:
         page_ids.append(len(objects))
     kids = b" ".join(b"%d 0 R" % page_id for page_id in page_ids)
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(page_ids))
-    info = None
-    if title is not None:
-        objects.append(b"<< /Title (%s) >>" % _literal(title))
-        info = len(objects)
-    return _assemble(objects, info)
+    properties = ({"Title": title} if title is not None else {}) | (info or {})
+    info_id = None
+    if properties:
+        entries = b" ".join(b"/%s (%s)" % (k.encode(), _literal(v)) for k, v in properties.items())
+        objects.append(b"<< %s >>" % entries)
+        info_id = len(objects)
+    return _assemble(objects, info_id)
 
 
 def _text_stream(lines: list[str]) -> bytes:
@@ -80,14 +83,19 @@ def encrypted(data: bytes, password: str = "s3cret") -> bytes:
     return out.getvalue()
 
 
-def docx(blocks: list[tuple[str, str]], *, title: str | None = None) -> bytes:
+def docx(
+    blocks: list[tuple[str, str]], *, title: str | None = None, properties: dict[str, object] | None = None
+) -> bytes:
     """A Word file (python-docx): ("h1".."h3", text) headings, ("p", text) paragraphs, ("li", text) list
-    items, ("table", "a|b;c|d") a table of rows split by ";" and cells by "|"."""
+    items, ("table", "a|b;c|d") a table of rows split by ";" and cells by "|". `properties`: more core
+    properties, e.g. {"author": "Ada", "created": datetime(...)}."""
     from docx import Document
 
     document = Document()
     if title is not None:
         document.core_properties.title = title
+    for name, value in (properties or {}).items():
+        setattr(document.core_properties, name, value)
     for kind, text in blocks:
         if kind.startswith("h"):
             document.add_heading(text, level=int(kind[1:]))

@@ -22,10 +22,12 @@ def handbook_settings(db: Path, **overrides: Any) -> KbSettings:
 
 
 def embedded_handbook(db: Path) -> KbSettings:
-    """The test handbook ingested into `db` and embedded with the local model (about a second)."""
+    """The test handbook ingested into `db` and embedded with the local model (about a second); its
+    documents under advanced/ have the metadata {"section": "advanced"} (`kb ingest --meta`)."""
     settings = handbook_settings(db)
     with KnowledgeBase(settings=settings) as kb:
         kb.ingest([HANDBOOK])
+        kb.ingest([HANDBOOK / "advanced"], meta={"section": "advanced"})
         kb.worker().run(once=True, timeout_s=60)
     return settings
 
