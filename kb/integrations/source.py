@@ -124,8 +124,10 @@ class OverHttp:
         except (ValueError, KeyError, TypeError):
             detail = response.reason_phrase
         said = f"kb serve at {self._where()} answered {response.status_code}: {detail}"
-        if response.status_code == 400:
+        if response.status_code == 400:  # kb's own words, as in process
             return InputError(detail)
+        if response.status_code == 422:  # a parameter the API refuses (k=0, say)
+            return InputError(said)
         if response.status_code in (401, 403):
             return ConfigError(said)
         if response.status_code == 502:

@@ -163,6 +163,11 @@ def test_a_question_kb_refuses_is_its_input_error(framework: Any, where: dict[st
         _ask(framework, QUESTION, **where, search_kwargs={"space": 999})
 
 
+def test_a_parameter_the_server_refuses_is_an_input_error(framework: Any, server_url: str) -> None:
+    with pytest.raises(InputError, match="answered 422"):
+        _ask(framework, QUESTION, kb=server_url, token=TOKEN, k=0)
+
+
 def test_a_wrong_token_is_a_config_error_that_does_not_show_it(framework: Any, server_url: str) -> None:
     wrong = "not-the-token-0123456789"
     with pytest.raises(ConfigError, match="401") as refused:
