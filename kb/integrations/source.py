@@ -114,7 +114,10 @@ class OverHttp:
         notes = response.headers.get("X-Kb-Search-Notes")
         if notes:
             _log_notes(_json_list(notes))
-        hits: list[SearchHitJson] = response.json()
+        try:
+            hits: list[SearchHitJson] = response.json()
+        except ValueError:  # a URL of something else than a kb serve
+            raise KbError(f"{self._where()} answered /search with something else than kb's JSON") from None
         return hits
 
     def _refused(self, response: httpx2.Response) -> KbError:

@@ -7,7 +7,9 @@ import importlib
 import re
 import socket
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -182,6 +184,29 @@ def test_a_server_that_is_not_there_is_said_so(framework: Any) -> None:
     with pytest.raises(KbError, match="cannot be reached") as unreachable:
         _ask(framework, QUESTION, kb=url)
     assert "secret" not in unreachable.value.message
+
+
+class _NotKb(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html>a web page</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_server_that_is_not_kb_is_said_so(framework: Any) -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), _NotKb) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(KbError, match="something else than kb's JSON"):
+                _ask(framework, QUESTION, kb=f"http://127.0.0.1:{other.server_address[1]}")
+        finally:
+            other.shutdown()
 
 
 def test_the_token_never_shows_in_a_retrievers_repr(langchain: Any, llamaindex: Any, server_url: str) -> None:
