@@ -279,9 +279,11 @@ class GeminiEmbedder:
         """The model's own token count for the texts (free of charge), for calibrated estimates."""
         total = 0
         for indexes in plan_requests(texts):
-            contents = [texts[i] for i in indexes]
+            # ContentUnion, not str: with Pillow installed (llama-index-core brings it) the SDK's list
+            # types take images too, and a list[str] no longer fits them.
+            contents: list[types.ContentUnion] = [texts[i] for i in indexes]
 
-            def send(client: genai.Client, contents: list[str] = contents) -> int:
+            def send(client: genai.Client, contents: list[types.ContentUnion] = contents) -> int:
                 response = client.models.count_tokens(model=self._spec.model, contents=contents)
                 return int(response.total_tokens or 0)
 
