@@ -14,7 +14,7 @@ watched again when it comes back; its documents are kept.
 import errno
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,19 +65,38 @@ class _ChangeFilter:
     """Keeps the events a walk of the roots could care about; never those of kb's own files."""
 
     def __init__(self, roots: Sequence[Path], own: Sequence[Path]) -> None:
-        # Deepest first: an event belongs to the innermost watched folder that holds it.
-        self._roots = sorted((str(root) for root in roots), key=len, reverse=True)
-        self._own = [str(path) for path in own]
+        # Deepest first: an event belongs to the innermost watched folder that holds it. Some systems
+        # (macOS) report paths with symlinks resolved: those map back to the folder as given.
+        given = [(str(root), str(root)) for root in roots]
+        resolved = [(os.path.realpath(root), str(root)) for root in roots]
+        self._roots = sorted({*given, *resolved}, key=lambda pair: len(pair[0]), reverse=True)
+        self._own = [str(path) for path in own] + [os.path.realpath(path) for path in own]
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if any(path == own or path.startswith(own + os.sep) for own in self._own):
             return False
-        root = next((r for r in self._roots if path == r or path.startswith(r + os.sep)), None)
-        if root is None:
+        shown = self.shown(path)
+        if shown is None:
             return False
-        parts = Path(os.path.relpath(path, root)).parts if path != root else ()
+        parts = Path(shown[1]).parts
         is_dir = None if change == watchfiles.Change.deleted else os.path.isdir(path)
         return sources.may_be_discovered(parts, is_dir=is_dir)
+
+    def shown(self, path: str) -> tuple[str, str] | None:
+        """The watched folder (as given) that holds `path`, and the path relative to it."""
+        for reported, given in self._roots:
+            if path == reported:
+                return given, ""
+            if path.startswith(reported + os.sep):
+                return given, path[len(reported) + 1 :]
+        return None
+
+    def as_given(self, path: str) -> str:
+        shown = self.shown(path)
+        if shown is None:
+            return path
+        root, relative = shown
+        return os.path.join(root, relative) if relative else root
 
 
 def bursts(
@@ -141,7 +160,7 @@ def _events(
             ignore_permission_denied=True,  # an unreadable folder is reported by the walk, as by ingest
         )
         for found in changes:
-            yield _focus(found), len(found)
+            yield _focus(keep.as_given(path) for _, path in found), len(found)
     except FileNotFoundError:  # a folder vanished meanwhile: the caller arms again
         stop.wait(options.poll_s)
     except OSError as error:
@@ -153,6 +172,6 @@ def _events(
         raise
 
 
-def _focus(changes: set[tuple[watchfiles.Change, str]]) -> frozenset[str]:
+def _focus(paths: Iterable[str]) -> frozenset[str]:
     """The paths to ingest again: each changed path, or the folder of a changed ignore file."""
-    return frozenset(os.path.dirname(path) if sources.is_ignore_file(path) else path for _, path in changes)
+    return frozenset(os.path.dirname(path) if sources.is_ignore_file(path) else path for path in paths)
