@@ -31,6 +31,7 @@ from kb.store.engine import create_engine, database_size, safe_url, write_transa
 from kb.store.reader import ConnectionReader, Reader
 
 if TYPE_CHECKING:  # services are imported by the methods that use them: each command loads what it needs
+    from kb.core import watching
     from kb.core.metadata import WhereSpec
     from kb.embed import online
     from kb.embed.batches import BatchManager
@@ -495,6 +496,68 @@ class KnowledgeBase:
             self.sync_text_index()
         return report
 
+    def watch(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        prune: bool = False,
+        stop: threading.Event | None = None,
+        on_burst: "Callable[[watching.Burst, IngestReport | None], None] | None" = None,
+    ) -> int:
+        """Keep the knowledge base fresh as files change below the folders `paths`, until `stop` is set.
+
+        Each burst of changes is one ingest of what changed (its text searchable at once, new texts queued
+        for the worker); deleted files are forgotten only with `prune`, as by `ingest`. `on_burst` hears each
+        burst that found something, with its report (None: a folder only went or came back). Returns the
+        number of ingests run. A database busy for longer than its timeout is waited out: the burst is
+        tried again at the next poll."""
+        from kb.core import sources, watching
+        from kb.ingest import ingest_paths
+
+        stop = stop or threading.Event()
+        options = self.ingest_options(include=tuple(include), exclude=tuple(exclude), prune=prune)
+        pending: frozenset[str] = frozenset()  # a burst that could not be written yet
+        ingests = 0
+        for burst in watching.bursts([Path(p) for p in paths], stop, self.watch_options, self._own_files()):
+            focus = pending | burst.focus
+            report = None
+            if focus and burst.roots:
+                try:
+                    report = ingest_paths(
+                        self.engine, burst.roots, self.space_spec, options, focus=sources.Focus(focus)
+                    )
+                except (DatabaseError, InputError) as error:
+                    if not _passing(error, burst.roots):
+                        raise
+                    logging.getLogger("kb.watch").warning("%s; trying again shortly", error.message)
+                    pending = focus
+                    continue
+                pending = frozenset()
+                ingests += 1
+                self.sync_text_index()
+            if on_burst is not None and (burst.vanished or burst.returned or (report and _found(report))):
+                on_burst(burst, report)
+        return ingests
+
+    @property
+    def watch_options(self) -> "watching.WatchOptions":
+        from kb.core.watching import WatchOptions
+
+        s = self.settings
+        return WatchOptions(s.watch_debounce_ms, s.watch_max_burst_ms, s.watch_poll_s)
+
+    def _own_files(self) -> list[Path]:
+        """kb's own files, whose changes a watch of their folder ignores: the database, its journals, the
+        batch results and the full-text index beside it."""
+        if self.settings.database_url:
+            return [self.results_dir]
+        from kb.search import textindex
+
+        journals = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+        return [self.path, *journals, self.results_dir, textindex.folder_for(self.path)]
+
     def ingest_text(
         self,
         data: bytes | str,
@@ -529,3 +592,16 @@ class KnowledgeBase:
         options = StatusOptions.from_settings(self.settings)
         with self.engine.connect() as connection:
             return collect_status(ConnectionReader(connection), self.location, options)
+
+
+def _found(report: IngestReport) -> bool:
+    """The ingest of a burst met a document (a burst of ignored files meets none)."""
+    return any(report.counts().values()) or bool(report.missing)
+
+
+def _passing(error: DatabaseError | InputError, roots: Sequence[Path]) -> bool:
+    """A watch outlives the database being busy, and a folder vanishing while its burst is ingested (the
+    watch notices and says so)."""
+    if isinstance(error, DatabaseError):
+        return error.transient
+    return not all(root.is_dir() for root in roots)

@@ -253,11 +253,14 @@ def ingest_paths(
     spec: SpaceSpec,
     options: IngestOptions = IngestOptions(),
     on_progress: ProgressCallback | None = None,
+    focus: sources.Focus | None = None,
 ) -> IngestReport:
-    """Ingest files and folders; see the module docstring for what is read and written."""
+    """Ingest files and folders; see the module docstring for what is read and written. With a `focus`
+    (`kb watch`: the paths that changed), only what it covers is read, and pruned."""
     report = IngestReport(dry_run=options.dry_run)
     candidates: list[sources.Candidate] = []
-    for found in sources.discover(paths, include=options.include, exclude=options.exclude):
+    found_files = sources.discover(paths, include=options.include, exclude=options.exclude, focus=focus)
+    for found in found_files:
         if isinstance(found, sources.Skipped):
             report.skipped.append(SkippedFile(sources.path_to_text(found.path), found.reason))
         else:
@@ -278,7 +281,7 @@ def ingest_paths(
             if on_progress is not None:
                 on_progress(done, len(candidates))
         sink.flush()
-        gone = _vanished(stored, paths)
+        gone = _vanished(stored, paths, focus)
         if options.prune:
             report.removed.extend(document.source_path for document in gone)
             if gone and not options.dry_run:
@@ -405,12 +408,16 @@ class _DryRun:
         return None
 
 
-def _vanished(stored: dict[str, store.StoredDocument], roots: Sequence[Path]) -> list[store.StoredDocument]:
-    """Stored documents under the given folders whose files no longer exist."""
+def _vanished(
+    stored: dict[str, store.StoredDocument], roots: Sequence[Path], focus: sources.Focus | None = None
+) -> list[store.StoredDocument]:
+    """Stored documents under the given folders (and the focus) whose files no longer exist."""
     folders = [os.path.join(os.path.abspath(root), "") for root in roots if os.path.isdir(root)]
     gone: list[store.StoredDocument] = []
     for source_path, document in sorted(stored.items()):
         path = sources.text_to_path(source_path)
+        if focus is not None and not focus.covers(path):
+            continue
         if any(path.startswith(folder) for folder in folders) and _is_gone(path):
             gone.append(document)
     return gone

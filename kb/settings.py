@@ -205,6 +205,22 @@ class KbSettings(BaseSettings):
     max_file_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Files larger than this are skipped at ingest."
     )
+    watch_debounce_ms: int = Field(
+        300,
+        ge=1,
+        description="`kb watch`: a burst of file changes ends once the files have been quiet this long; "
+        "then it is ingested at once (an editor's save, a `git checkout`).",
+    )
+    watch_max_burst_ms: int = Field(
+        5_000,
+        ge=1,
+        description="`kb watch`: changes that go on longer than this are ingested in parts of this length.",
+    )
+    watch_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="`kb watch`: how often it looks for a watched folder that disappeared to come back.",
+    )
     busy_timeout_ms: int = Field(
         10_000, ge=0, description="How long SQLite waits for a lock before giving up."
     )

@@ -398,23 +398,109 @@ def worker(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0, help="With --once: give up after this many seconds.")
     ] = None,
+    watch_paths: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--watch",
+            help="Also keep this folder's documents fresh, as `kb watch` does, in the same process "
+            "(repeatable).",
+        ),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="With --watch: forget documents whose files are deleted.")
+    ] = False,
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="text for people, json for machines.")
     ] = LogFormat.text,
 ) -> None:
     """Run the batch pipeline: flush pending texts into jobs, poll them, write vectors back."""
+    if watch_paths and once:
+        raise InputError("--watch keeps the worker running: it cannot be combined with --once")
+    if prune and not watch_paths:
+        raise InputError("--prune applies to the folders given with --watch")
     ui.configure_logging(log_format.value)
     stop = threading.Event()
     with (
         _open(ctx, announce=True, create=True) as kb,
         ui.stop_on_signals(stop),
         ui.progress("Embedding") as advance,
+        _watching(kb, watch_paths or [], prune, stop),
     ):
         worker_ = kb.worker(stop=stop, after_step=lambda: advance(*kb.embedding_progress()))
         result = worker_.run(once=once, timeout_s=timeout)
     ui.render_worker(result)
     if result.reason == "timed_out":
         raise typer.Exit(6)
+
+
+@contextmanager
+def _watching(kb: "KnowledgeBase", paths: list[Path], prune: bool, stop: threading.Event) -> Iterator[None]:
+    """`kb watch` on a thread of its own beside the worker; an error there stops the worker and is raised."""
+    if not paths:
+        yield
+        return
+    from kb.core import watching
+
+    watching.folders(paths)  # a bad path is refused before the worker starts
+    failure: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            kb.watch(paths, prune=prune, stop=stop, on_burst=ui.render_burst)
+        except BaseException as error:
+            failure.append(error)
+            stop.set()
+
+    thread = threading.Thread(target=watch, name="kb-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()  # the worker ended: so does the watch
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+@app.command("watch")
+def watch_command(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Folders to watch (below them, as `kb ingest` reads).")],
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Only files matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Skip files matching this glob (repeatable)."),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Forget stored documents whose files are deleted.")
+    ] = False,
+) -> None:
+    """Keep the knowledge base fresh: ingest each burst of file changes below these folders, until Ctrl-C.
+
+    Text is searchable as soon as a burst is ingested; `kb worker` (or `kb worker --watch`) embeds it."""
+    from kb.core import watching
+
+    folders = watching.folders(paths)
+    ui.configure_logging("text")
+    stop = threading.Event()
+    with (
+        _open(ctx, announce=True, create=True) as kb,
+        ui.stop_on_signals(stop, "stopping after the ingest in flight"),
+    ):
+        shown = ", ".join(ui.escape(str(folder)) for folder in folders)
+        ui.err().print(f"[dim]kb: watching {shown}; Ctrl-C to stop[/dim]", soft_wrap=True)
+        ingests = kb.watch(
+            folders,
+            include=include or (),
+            exclude=exclude or (),
+            prune=prune,
+            stop=stop,
+            on_burst=ui.render_burst,
+        )
+    ui.err().print(f"stopped watching ({ingests:,} ingest{'s' * (ingests != 1)})")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from kb.report.views import display_path, pages_label
 if TYPE_CHECKING:  # the types only: importing their modules would load the database layer
     from rich.console import Console
 
+    from kb.core.watching import Burst
     from kb.embed.online import OnlineReport
     from kb.embed.worker import WorkerResult
     from kb.lifecycle import enrich
@@ -159,6 +160,41 @@ def render_ingest(
             out().print(f"  missing  {escape(display_path(path))}")
     for skipped in report.skipped:
         out().print(f"  skipped  {escape(display_path(skipped.path))}: {escape(skipped.reason)}")
+
+
+def render_burst(burst: "Burst", report: IngestReport | None) -> None:
+    """One line per burst `kb watch` ingested: what changed, and what the knowledge base made of it."""
+    clock = time.strftime("%H:%M:%S")
+    for root in burst.vanished:
+        err().print(
+            f"{clock} {escape(display_path(str(root)))} is gone: its documents are kept, and it is watched "
+            "again when it comes back",
+            soft_wrap=True,
+        )
+    for root in burst.returned:
+        err().print(f"{clock} {escape(display_path(str(root)))} is back", soft_wrap=True)
+    if report is None:
+        return
+    if burst.catching_up:
+        folders = len(burst.roots)
+        what = f"watching {folders} folder{'s' * (folders != 1)}"
+    else:
+        what = f"{burst.events:,} change{'s' * (burst.events != 1)}"
+    counts = {name: n for name, n in report.counts().items() if n}
+    if report.missing:
+        counts["missing (kept; --prune forgets)"] = len(report.missing)
+    found = ", ".join(f"{n:,} {name}" for name, n in counts.items())
+    out().print(
+        f"{clock} {what}: {found}; {report.chunks_written:,} chunks written, "
+        f"{report.tasks_queued:,} new texts queued",
+        soft_wrap=True,
+    )
+    for path in report.removed:
+        out().print(f"  removed  {escape(display_path(path))}", soft_wrap=True)
+    for skipped in report.skipped:
+        out().print(
+            f"  skipped  {escape(display_path(skipped.path))}: {escape(skipped.reason)}", soft_wrap=True
+        )
 
 
 SNIPPET_CHARS = 320

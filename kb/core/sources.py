@@ -15,7 +15,7 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,17 +160,24 @@ def _unescape_byte(escape: re.Match[str]) -> str:
 
 
 def discover(
-    paths: Sequence[Path], *, include: Sequence[str] = (), exclude: Sequence[str] = ()
+    paths: Sequence[Path],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    focus: "Focus | None" = None,
 ) -> Iterator[Candidate | Skipped]:
     """Yield each usable file below `paths` once, in a deterministic order.
 
     Raises InputError at call time (before anything is yielded) for a path that does not exist
     or an invalid include/exclude pattern. `include`/`exclude` use .gitignore syntax, match paths
-    relative to the directory being walked, and do not apply to files named explicitly.
+    relative to the directory being walked, and do not apply to files named explicitly. With a
+    `focus`, only the part of the walk it reaches is walked (`kb watch`): the same files, ignore
+    files and patterns decide as in a whole walk.
     """
     discovery = _Discovery(
         include=_compile_patterns(include, "include"),
         exclude=_compile_patterns(exclude, "exclude"),
+        focus=focus,
     )
     for path in paths:
         _require_exists(path)
@@ -197,6 +204,61 @@ def _require_exists(path: Path) -> None:
         raise InputError(f"path not found: {path}") from None
     except OSError:
         pass  # it exists but is unreachable: reported as Skipped during discovery
+
+
+class Focus:
+    """The paths a walk is restricted to (files or folders that changed): a walk goes down the folders
+    above them, and yields them and everything below them."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        self._targets = {os.path.abspath(path) for path in paths}
+        self._above: set[str] = set()
+        for target in self._targets:
+            parent = os.path.dirname(target)
+            while parent not in self._above and parent != target:
+                self._above.add(parent)
+                target, parent = parent, os.path.dirname(parent)
+
+    def __bool__(self) -> bool:
+        return bool(self._targets)
+
+    def reaches(self, path: str) -> bool:
+        """The walk must go into `path` or yield it."""
+        return path in self._above or self.covers(path)
+
+    def covers(self, path: str) -> bool:
+        """`path` is one of the targets or below one (a stored document there may be pruned)."""
+        while True:
+            if path in self._targets:
+                return True
+            parent = os.path.dirname(path)
+            if parent == path:
+                return False
+            path = parent
+
+
+def may_be_discovered(relative_parts: Sequence[str], *, is_dir: bool | None) -> bool:
+    """Whether a walk could yield this path below its root, or something below it, by names alone: it
+    passes over hidden and junk names, and files kb does not read (`kb watch` drops other file events with
+    this; the walk itself then applies the ignore files and patterns). An ignore file counts: it changes
+    what its folder yields. `is_dir` None: not known (a path that was deleted)."""
+    if not relative_parts:
+        return True  # the root itself
+    *folders, name = relative_parts
+    if any(folder.startswith(".") or folder in _JUNK_DIR_NAMES for folder in folders):
+        return False
+    if name in _IGNORE_FILE_NAMES:
+        return True
+    if name.startswith(".") or (is_dir is not False and name in _JUNK_DIR_NAMES):
+        return False
+    if is_dir is False:
+        suffix = Path(name).suffix.lower()
+        return suffix in SUPPORTED_SUFFIXES or suffix in _UNSUPPORTED_HINTS
+    return True
+
+
+def is_ignore_file(path: str | os.PathLike[str]) -> bool:
+    return os.path.basename(path) in _IGNORE_FILE_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +295,12 @@ class _Frame:
 
 
 class _Discovery:
-    def __init__(self, *, include: GitIgnoreSpec | None, exclude: GitIgnoreSpec | None) -> None:
+    def __init__(
+        self, *, include: GitIgnoreSpec | None, exclude: GitIgnoreSpec | None, focus: Focus | None = None
+    ) -> None:
         self.include = include
         self.exclude = exclude
+        self.focus = focus
         self.seen_files: set[str] = set()  # real paths already yielded
         self.walked_dirs: set[str] = set()  # real paths of directories already walked
 
@@ -245,6 +310,8 @@ class _Discovery:
 
     def _given_path(self, path: Path) -> Iterator[Candidate | Skipped]:
         absolute = os.path.abspath(path)  # may itself be longer than PATH_MAX: Skipped below
+        if self.focus is not None and not self.focus.reaches(absolute):
+            return
         try:
             info = os.stat(absolute)
         except OSError as exc:
@@ -310,6 +377,8 @@ class _Discovery:
         """Handle one directory entry; returns a frame when it is a directory to walk."""
         relative = f"{frame.relative}/{entry.name}" if frame.relative else entry.name
         path = os.path.join(frame.absolute, entry.name)
+        if self.focus is not None and not self.focus.reaches(path):
+            return None
         info, problem = _stat_entry(frame, entry, path)
         is_dir = info is not None and stat.S_ISDIR(info.st_mode)
         if is_dir and entry.name in _JUNK_DIR_NAMES:

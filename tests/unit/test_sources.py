@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from kb.core.sources import (
     SUPPORTED_SUFFIXES,
     Candidate,
+    Focus,
     LoadedDocument,
     Skipped,
     discover,
     load_bytes,
     load_document,
+    may_be_discovered,
     path_to_text,
     text_to_path,
 )
@@ -239,6 +241,37 @@ def test_discover_finds_supported_files_and_honours_ignore_rules(tree: Path) -> 
             "page.html",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        ["guide.md"],
+        ["nested"],  # a folder: everything below it, its ignore files applied
+        ["nested/deeper/deep.md", "bad/pipe.md", "local.md"],
+        ["nested/local.md", "nested/deeper/skip.md", "build/out.md", "draft.tmp.md", "no-such-file.md"],
+        ["bad/loop"],
+        [""],  # the root itself: the whole walk
+    ],
+)
+def test_a_focused_walk_finds_what_the_whole_walk_finds_there(tree: Path, changed: list[str]) -> None:
+    # `kb watch` ingests a burst by walking only what changed: the same files, ignores and problems.
+    focus = Focus([os.path.join(tree, name) for name in changed])
+    whole = [item for item in discover([tree]) if focus.covers(os.path.abspath(item.path))]
+    assert list(discover([tree], focus=focus)) == whole
+    assert bool(whole) == (changed[0] != "nested/local.md")  # that one: ignored files only
+
+
+def test_watch_events_are_kept_by_name_as_the_walk_would_reach_them() -> None:
+    assert may_be_discovered(("docs", "guide.md"), is_dir=False)
+    assert may_be_discovered(("docs", "new-folder"), is_dir=True)
+    assert may_be_discovered(("docs", "gone"), is_dir=None)  # deleted: a file or a folder
+    assert may_be_discovered(("docs", ".kbignore"), is_dir=False)  # changes what its folder yields
+    assert not may_be_discovered(("docs", "photo.png"), is_dir=False)
+    assert not may_be_discovered((".git", "index"), is_dir=False)
+    assert not may_be_discovered(("docs", ".guide.md.swp"), is_dir=False)
+    assert not may_be_discovered(("node_modules", "pkg", "README.md"), is_dir=False)
+    assert not may_be_discovered(("node_modules",), is_dir=None)
 
 
 def test_discover_reports_unusable_entries_with_specific_reasons(tree: Path) -> None:
