@@ -222,7 +222,7 @@ def _vector_search(
     if space is None:
         return [], "no embedding space yet"
     with open_reader() as reader:
-        if vectors.count(reader, space.id) == 0:
+        if not vectors.any_stored(reader, space.id):
             return [], f"nothing is embedded yet in {space.label}"
         cached = querycache.get(reader, space.id, query) if space.paid else None
     if cached is None:

@@ -122,6 +122,29 @@ def test_the_quantized_index_finds_the_exact_neighbours(kb: KnowledgeBase, setti
     assert pairs[0][0] == 6 and pairs[0][1] == pytest.approx(0.0, abs=1e-5)
 
 
+def test_a_deep_search_reads_only_the_best_exactly_and_estimates_the_rest_closely(kb: KnowledgeBase) -> None:
+    """Hybrid search asks 100 neighbours: the best EXACT_SHORTLIST are re-scored from the stored vectors,
+    the rest keep the levels' order, with similarities within a level step of the exact ones."""
+    dims, count = 128, 12_000
+    matrix = clustered(count + 20, dims)
+    queries, matrix = matrix[:20], matrix[20:]
+    space_id = new_space(kb, dims)
+    store(kb, space_id, 1, matrix)
+    index = SpaceIndex(space_id, dims, "memory")
+    overlaps = []
+    for query in queries:
+        with kb.open_reader() as reader:
+            found = index.nearest(reader, query, 100)
+        exact = [
+            i for i, _ in sorted(enumerate((matrix @ query).tolist(), start=1), key=lambda p: -p[1])[:100]
+        ]
+        assert len(found) == 100 and len({i for i, _ in found}) == 100
+        for rowid, distance in found:
+            assert distance == pytest.approx(1.0 - float(matrix[rowid - 1] @ query), abs=0.02)
+        overlaps.append(len({i for i, _ in found} & set(exact)) / 100)
+    assert index.last_method == "memory" and np.mean(overlaps) >= 0.9, overlaps
+
+
 def test_a_long_lived_index_catches_up_with_every_write_and_refit(kb: KnowledgeBase) -> None:
     """The quantizer is refitted while the space is small (its codes all rewritten, under a new token);
     the index in memory reloads then, and otherwise loads just the blocks written since."""
