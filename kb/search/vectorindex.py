@@ -115,7 +115,8 @@ class QuantizedIndex:
         candidates = _nearest_by_signs(loaded, loaded.quantizer.signs(residual).view(np.uint64)[0], k)
         all_ids = np.concatenate([segment.ids for segment in loaded.segments])
         if not self.levels:  # every candidate is re-scored exactly
-            return _exact_order(reader, self.space_id, self.dimensions, _unique(all_ids[candidates]), query, k)
+            every = _unique(all_ids[candidates])
+            return _exact_order(reader, self.space_id, self.dimensions, every, query, k)
         # (x - center) . q ranks as x . q does: center . q is the same for every x.
         shortlist, scores = _ranked_by_levels(loaded, candidates, query * loaded.quantizer.scale)
         ids, first = _unique_with_positions(all_ids[shortlist])
@@ -209,9 +210,9 @@ def _sign_distances(loaded: _Loaded, query_signs: NDArray[np.uint64]) -> NDArray
 def _ranked_by_levels(
     loaded: _Loaded, positions: NDArray[np.intp], scaled_query: NDArray[np.float32]
 ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
-    """`positions` best first by their levels' dot product with the query (times the scale), with it. Computed 256
-    rows at a time: a float copy of all 1,000 candidates is a fresh 3 MB allocation per search, whose page
-    faults cost more than the arithmetic (2.5x at 100,000 vectors)."""
+    """`positions` best first by their levels' dot product with the query (times the scale), and those
+    scores. Computed 256 rows at a time: a float copy of all 1,000 candidates is a fresh 3 MB allocation
+    per search, whose page faults cost more than the arithmetic (2.5x at 100,000 vectors)."""
     scores = np.empty(len(positions), dtype=np.float32)
     start = 0
     for segment in loaded.segments:
