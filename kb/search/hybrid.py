@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from kb.core import globs
 from kb.core.metadata import Where, WhereSpec, parse_where
 from kb.core.questions import check_question
-from kb.errors import KbError
+from kb.errors import ConfigError, KbError
 from kb.providers.base import Matrix
 from kb.records import ChunkInput, SearchHit, SearchMode, SearchResult
 from kb.search.shaping import shape
@@ -230,6 +230,8 @@ def _vector_search(
             return [], space.unavailable_reason or "no provider for this space"
         try:
             cached = space.embed_query(query)
+        except ConfigError as error:  # no provider can be built for the space (no key): not an accident
+            return [], error.message
         except KbError as error:
             return [], f"the question could not be embedded: {error.message}"
         if space.paid and remember is not None:

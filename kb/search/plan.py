@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from kb.core.metadata import WhereSpec
 from kb.core.shares import percent
-from kb.errors import ConfigError, InputError
+from kb.errors import InputError
 from kb.providers.base import Embedder, Matrix
 from kb.records import SearchMode, SearchResult, Space, SpaceSpec, SpaceState, spec_label, spec_of
 from kb.search.hybrid import OpenReader, Remember, SearchSpace, run_search
@@ -152,22 +152,15 @@ def search_space(
     model's vectors count half by default: they are weaker than full text), and its coverage if building."""
     label = f"space #{space.id} ({spec_label(space)})"
     paid = is_paid(space)
-    try:
-        model = embedder()
-    except ConfigError as error:
-        return SearchSpace(
-            space.id,
-            label,
-            None,
-            error.message,
-            index=index,
-            paid=paid,
-            provider=space.provider,
-            chunk_input=space.chunk_input,
-        )
+    models: list[Embedder] = []
 
     def embed_query(question: str) -> Matrix:
-        vector = model.embed_query(question)
+        # Built at the first question that needs it: a text search, or a question whose vector is cached,
+        # never loads a provider (the Gemini SDK's import is most of a cold `kb search`). A ConfigError
+        # (no key) is the reason vectors are unavailable (kb.search.hybrid notes it).
+        if not models:
+            models.append(embedder())
+        vector = models[0].embed_query(question)
         if on_paid_query is not None and paid:
             on_paid_query(space, question)
         return vector
