@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from kb.app import KnowledgeBase
 from kb.records import ChunkInput, SearchMode
+from kb.search import textindex
 from kb.search.hybrid import SearchSpace, run_search
 from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
@@ -127,6 +128,7 @@ def bench_size(work: Path, size: int, queries: int, dimensions: int, postgres: s
     with KnowledgeBase(settings=settings) as kb:
         started = time.perf_counter()
         matrix = build(kb, size, dimensions, rng)
+        kb.sync_text_index()  # the chunks went in by SQL: the full-text index catches up as after ingest
         backend = "PostgreSQL + pgvector HNSW" if postgres else "SQLite + sqlite-vec"
         built = time.perf_counter() - started
         print(f"\n{size:,} chunks ({dimensions} dims, {backend}): built in {built:.1f} s")
@@ -180,7 +182,16 @@ def time_searches(
     samples = []
     for question_text in texts:
         started = time.perf_counter()
-        result = run_search(kb.open_reader, question_text, k=10, mode=mode, space=space, path_glob=glob)
+        result = run_search(
+            kb.open_reader,
+            question_text,
+            k=10,
+            mode=mode,
+            space=space,
+            path_glob=glob,
+            text_index=textindex.for_settings(kb.settings),  # as KnowledgeBase.search: tantivy from 50k
+            text_setting=kb.settings.text_index,
+        )
         samples.append(time.perf_counter() - started)
         assert result.used == mode, (mode, result.notes)
         assert glob is not None or result.hits, (mode, result.notes)
