@@ -233,21 +233,13 @@ def bench(args: argparse.Namespace, work: Path, figures: dict[str, Any]) -> None
         f"peak RSS {ingest.peak_rss_mb:,.0f} MB"
     )
 
-    settings = KbSettings(db=db, provider="gemini", gemini_api_key="bench-not-used", _env_file=None)  # type: ignore[call-arg]
-    with KnowledgeBase(settings=settings) as kb:
-        space = kb.status().spaces[0]
-        with kb.engine.connect() as connection:
-            task_ids = np.array(
-                [r[0] for r in connection.exec_driver_sql("SELECT id FROM embedding_tasks ORDER BY id")]
-            )
-    matrix = make_vectors(args.vectors, len(task_ids) + args.queries, args.dims)
-    queries, matrix = matrix[: args.queries], matrix[args.queries :]
+    settings, space_id, task_ids, queries, matrix = stored_space(args, db)
     position = {int(t): n for n, t in enumerate(task_ids)}
     started = time.perf_counter()
     with KnowledgeBase(settings=settings) as kb:
         write = vectors_writer(lambda ids: matrix[[position[i] for i in ids]])
         first_results = None
-        while (job_id := succeeded_job(kb, space.id, JOB_SIZE, write)) is not None:
+        while (job_id := succeeded_job(kb, space_id, JOB_SIZE, write)) is not None:
             if first_results is None:
                 with kb.engine.connect() as connection:
                     from kb.store import ledger
@@ -279,12 +271,20 @@ def bench(args: argparse.Namespace, work: Path, figures: dict[str, Any]) -> None
     figures["bytes_per_chunk"] = database_bytes / chunks
     print(f"database: {database_bytes / 1e9:.2f} GB, {database_bytes / chunks:,.0f} bytes per chunk")
 
-    search(args, work, settings, env, space.id, queries, matrix, task_ids, figures)
+    search(args, work, settings, env, space_id, queries, matrix, task_ids, figures)
 
 
 def reuse(args: argparse.Namespace, work: Path, env: dict[str, str], figures: dict[str, Any]) -> None:
     """The search half on a knowledge base a previous run kept: the same vectors, made again from the seed."""
-    db = work / "kb.sqlite"
+    settings, space_id, task_ids, queries, matrix = stored_space(args, work / "kb.sqlite")
+    search(args, work, settings, env, space_id, queries, matrix, task_ids, figures)
+
+
+def stored_space(
+    args: argparse.Namespace, db: Path
+) -> tuple[KbSettings, int, np.ndarray, np.ndarray, np.ndarray]:
+    """The knowledge base's settings, its space, its task ids in order, and the questions' and the tasks'
+    vectors (made from the seed, so a --reuse run has the very vectors the build wrote)."""
     settings = KbSettings(db=db, provider="gemini", gemini_api_key="bench-not-used", _env_file=None)  # type: ignore[call-arg]
     with KnowledgeBase(settings=settings) as kb:
         space = kb.status().spaces[0]
@@ -293,8 +293,7 @@ def reuse(args: argparse.Namespace, work: Path, env: dict[str, str], figures: di
                 [r[0] for r in connection.exec_driver_sql("SELECT id FROM embedding_tasks ORDER BY id")]
             )
     matrix = make_vectors(args.vectors, len(task_ids) + args.queries, args.dims)
-    queries, matrix = matrix[: args.queries], matrix[args.queries :]
-    search(args, work, settings, env, space.id, queries, matrix, task_ids, figures)
+    return settings, space.id, task_ids, matrix[: args.queries], matrix[args.queries :]
 
 
 def search(

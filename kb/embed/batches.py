@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -751,6 +751,27 @@ class _Outcome:
     invalid: int = 0
 
 
+Item = TypeVar("Item", ResultItem, GenerationItem)
+
+
+def _joined(
+    items: Iterable[Item | BadLine], keys: dict[str, int], outcome: _Outcome
+) -> Iterator[tuple[int, Item]]:
+    """Each result line's task, once: unreadable lines, unknown keys and repeats are counted, not used."""
+    seen: set[int] = set()
+    for item in items:
+        if isinstance(item, BadLine):
+            outcome.bad_lines += 1
+            continue
+        task_id = keys.get(item.key)
+        if task_id is None:
+            outcome.unknown_keys += 1
+            continue
+        if task_id not in seen:
+            seen.add(task_id)
+            yield task_id, item
+
+
 def _read_results(path: Path, keys: dict[str, int], dimensions: int) -> _Outcome:
     """Stream the saved result file: join by key, check every vector, normalise.
 
@@ -759,19 +780,8 @@ def _read_results(path: Path, keys: dict[str, int], dimensions: int) -> _Outcome
     outcome = _Outcome()
     matrix = np.empty((len(keys), dimensions), dtype=np.float32)
     task_ids: list[int] = []
-    seen: set[int] = set()
     with path.open("rb") as handle:
-        for item in parse_lines(handle):
-            if isinstance(item, BadLine):
-                outcome.bad_lines += 1
-                continue
-            task_id = keys.get(item.key)
-            if task_id is None:
-                outcome.unknown_keys += 1
-                continue
-            if task_id in seen:
-                continue
-            seen.add(task_id)
+        for task_id, item in _joined(parse_lines(handle), keys, outcome):
             if item.values is None:
                 outcome.errors[task_id] = (classify(item.error_code, item.error_message), _error_text(item))
             elif len(item.values) != dimensions:
@@ -799,19 +809,8 @@ def _read_results(path: Path, keys: dict[str, int], dimensions: int) -> _Outcome
 def _read_contexts(path: Path, keys: dict[str, int]) -> _Outcome:
     """Stream a generation job's saved results, joined by key; a blocked or empty answer is its error."""
     outcome = _Outcome()
-    seen: set[int] = set()
     with path.open("rb") as handle:
-        for item in parse_generation_lines(handle):
-            if isinstance(item, BadLine):
-                outcome.bad_lines += 1
-                continue
-            task_id = keys.get(item.key)
-            if task_id is None:
-                outcome.unknown_keys += 1
-                continue
-            if task_id in seen:
-                continue
-            seen.add(task_id)
+        for task_id, item in _joined(parse_generation_lines(handle), keys, outcome):
             generated = item.generated
             if generated is None:
                 outcome.errors[task_id] = (classify(item.error_code, item.error_message), _error_text(item))
