@@ -3,6 +3,7 @@ generation model at batch price, kept, embedded after the chunk in a new space, 
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ from typer.testing import CliRunner
 
 from kb.app import KnowledgeBase
 from kb.cli.commands import app
+from kb.embed.worker import ExitReason
 from kb.errors import ConfigError
 from kb.settings import KbSettings
-from kb.testing.gemini_emulator import GeminiEmulator
+from kb.testing.gemini_emulator import Fault, GeminiEmulator, JobPlan
 from tests.support.files import HANDBOOK
 from tests.support.settings import EMULATOR_KEY, FAST_SETTINGS
 
@@ -140,3 +142,34 @@ def test_without_a_gemini_key_contexts_are_refused_with_the_reason(db_path: Path
         kb.ingest([TUTORIAL])
         with pytest.raises(ConfigError, match="GEMINI_API_KEY"):
             kb.enrich_start()
+
+
+def test_every_context_is_written_and_billed_once_through_429s_5xx_failed_jobs_and_line_errors(
+    gemini_settings: KbSettings, emulator: GeminiEmulator
+) -> None:
+    failing_once: set[str] = set()
+
+    def first_time_only(prompt: str) -> tuple[int, str] | None:
+        """A transient error for every third prompt, the first time it is asked."""
+        if len(prompt) % 3 or prompt in failing_once:
+            return None
+        failing_once.add(prompt)
+        return 13, "An internal error occurred."
+
+    settings = gemini_settings.model_copy(update={**FAST_SETTINGS, "batch_max_texts": 20})
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([TUTORIAL])
+        kb.worker().run(once=True, timeout_s=60)
+        emulator.reset_billing()
+        emulator.faults.add(Fault(route="batchGenerateContent", status=429, times=2))
+        emulator.faults.add(Fault(route="batches.get", status=503, times=3))
+        emulator.plan_next_jobs([JobPlan(outcome="FAILED"), JobPlan(item_errors=first_time_only)])
+        _, wanted = kb.enrich_start()
+        result = kb.worker().run(once=True, timeout_s=120)
+        assert result.reason == ExitReason.DRAINED, result.errors
+        assert _one(kb, "SELECT count(*) FROM chunk_contexts") == wanted
+        assert _one(kb, "SELECT count(*) FROM chunks WHERE situation = ''") == 0
+        assert failing_once  # the line errors happened, and were retried
+        assert "BATCH_STATE_FAILED" in {job.state for job in emulator.jobs()}  # the first job failed
+    billed = Counter(record.text for record in emulator.generations())
+    assert len(billed) == wanted and set(billed.values()) == {1}  # each prompt delivered and paid once
