@@ -311,6 +311,40 @@ class KnowledgeBase:
         )
         return space_id, queued.tasks
 
+    def enrich_now(
+        self, model: str | None = None, stop: threading.Event | None = None
+    ) -> "online.OnlineReport":
+        """Write the pending contexts of `model`'s context space online now (generateContent, full price),
+        each stored as it arrives; `enrich_start` first queues them."""
+        from kb.core.contexts import MAX_OUTPUT_TOKENS
+        from kb.embed.contexts import write_pending
+        from kb.providers.factory import build_generator
+        from kb.store import contexts
+
+        self._require_generation()
+        chosen = model or self.settings.context_model
+        with self.engine.connect() as connection:
+            space = contexts.find(connection, chosen)
+        if space is None:
+            from kb.embed.online import OnlineReport
+
+            return OnlineReport()
+        generator = build_generator(self.settings, chosen)
+        try:
+            return write_pending(
+                self.engine,
+                generator,
+                space,
+                window_tokens=self.settings.context_window_tokens,
+                max_output_tokens=MAX_OUTPUT_TOKENS,
+                prices=self.prices,
+                budget=self.budget,
+                policy=self.online_policy,
+                stop=stop,
+            )
+        finally:
+            generator.close()
+
     def _require_generation(self) -> None:
         if self.settings.gemini_api_key is None:
             raise ConfigError(

@@ -655,6 +655,9 @@ def enrich(
         bool, typer.Option("--estimate", help="Print what writing the contexts would cost; send nothing.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking for confirmation.")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="Write them online now (generateContent) at the full price.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --estimate: JSON.")] = False,
 ) -> None:
     """Have a Gemini model write a short context for every chunk, at batch price (then `kb reindex
@@ -673,6 +676,15 @@ def enrich(
             if not typer.confirm("Write the contexts?", default=False):
                 raise typer.Exit(1)
         space_id, queued = kb.enrich_start(model)
+        if now:
+            report = kb.enrich_now(model)
+            ui.out().print(
+                f"{report.embedded:,} contexts written online, {report.failed:,} failed, "
+                f"{report.left_pending:,} left for `kb worker`"
+            )
+            for error in report.errors[-3:]:
+                ui.err().print(f"[yellow]{ui.escape(error)}[/yellow]")
+            return
     ui.out().print(
         f"space #{space_id} collects chunk contexts: {queued:,} requested; `kb worker` sends them through "
         "the Batch API and keeps each as it arrives; `kb reindex --contexts` then embeds chunks after them"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from kb.core.ratelimit import RateLimiter
 from kb.core.retry import RetryPolicy
 from kb.errors import NotConfiguredError
-from kb.providers.base import BatchBackend, Embedder
+from kb.providers.base import BatchBackend, Embedder, Generator
 from kb.records import SpaceSpec, SpecFields, spec_of
 from kb.settings import LOCAL_MODEL, KbSettings
 
@@ -31,6 +31,14 @@ def build_embedder(settings: KbSettings, spec: SpaceSpec, api: "GeminiApi | None
     raise NotConfiguredError(
         f"no embedding provider for space {spec.provider}/{spec.model}: set GEMINI_API_KEY for Gemini"
     )
+
+
+def build_generator(settings: KbSettings, model: str) -> Generator:
+    """An online text generator (chunk contexts, `kb enrich --now`); NotConfiguredError without a key."""
+    from kb.providers.gemini import GeminiGenerator
+
+    limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
+    return GeminiGenerator(gemini_api(settings), model, limiter)
 
 
 def gemini_api(settings: KbSettings, timeout_s: float | None = None) -> "GeminiApi":

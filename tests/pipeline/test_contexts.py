@@ -173,3 +173,28 @@ def test_every_context_is_written_and_billed_once_through_429s_5xx_failed_jobs_a
         assert "BATCH_STATE_FAILED" in {job.state for job in emulator.jobs()}  # the first job failed
     billed = Counter(record.text for record in emulator.generations())
     assert len(billed) == wanted and set(billed.values()) == {1}  # each prompt delivered and paid once
+
+
+def test_enrich_now_writes_every_context_online_once_through_a_429(
+    gemini_settings: KbSettings, emulator: GeminiEmulator, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    settings = gemini_settings.model_copy(update=FAST_SETTINGS)
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([TUTORIAL / "cors.md", TUTORIAL / "background-tasks.md"])
+        wanted = _one(kb, "SELECT count(DISTINCT context_key) FROM chunks")
+    emulator.faults.add(Fault(route="generateContent", status=429, times=1, retry_delay="0.01s"))
+    monkeypatch.setenv("GEMINI_API_KEY", EMULATOR_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("KB_DB", str(settings.db))
+    done = runner.invoke(app, ["enrich", "--now", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert f"{wanted} contexts written online" in done.stdout
+    online = [r for r in emulator.generations() if r.mode == "online"]
+    assert len(online) == wanted and len({r.text for r in online}) == wanted
+    assert not [r for r in emulator.log if r.route == "batchGenerateContent"]
+    with KnowledgeBase(settings=settings) as kb:
+        assert _one(kb, "SELECT count(*) FROM chunks WHERE situation = ''") == 0
+        assert (
+            _one(kb, "SELECT count(*) FROM usage_records WHERE kind = 'online' AND output_tokens > 0")
+            == wanted
+        )
