@@ -73,6 +73,13 @@ def parse_lines(lines: Iterable[bytes | str]) -> Iterator[ResultItem | BadLine]:
         yield _item(line)
 
 
+def _status(error: dict[str, object]) -> tuple[int | None, str]:
+    """A google.rpc.Status's code (when it is a number) and message."""
+    code = error.get("code")
+    number = int(code) if isinstance(code, int | float | str) and str(code).isdigit() else None
+    return number, str(error.get("message") or "unknown error")
+
+
 def _item(line: dict[str, object]) -> ResultItem:
     key = str(line["key"])
     response = line.get("response")
@@ -80,13 +87,8 @@ def _item(line: dict[str, object]) -> ResultItem:
     if not isinstance(error, dict) and isinstance(response, dict):
         error = response.get("error")  # a per-key error can come inside the response too
     if isinstance(error, dict):
-        code = error.get("code")
-        return ResultItem(
-            key,
-            None,
-            error_code=int(code) if isinstance(code, int | float | str) and str(code).isdigit() else None,
-            error_message=str(error.get("message") or "unknown error"),
-        )
+        code, message = _status(error)
+        return ResultItem(key, None, error_code=code, error_message=message)
     embedding = response.get("embedding") if isinstance(response, dict) else None
     values = embedding.get("values") if isinstance(embedding, dict) else None
     if not isinstance(values, list):
@@ -172,13 +174,8 @@ def _generation_item(line: dict[str, object]) -> GenerationItem:
     if error is None and isinstance(response, dict):
         error = response.get("error")  # a per-key error can come inside the response too
     if isinstance(error, dict):
-        code = error.get("code")
-        return GenerationItem(
-            key,
-            None,
-            error_code=int(code) if isinstance(code, int | float | str) and str(code).isdigit() else None,
-            error_message=str(error.get("message") or "unknown error"),
-        )
+        code, message = _status(error)
+        return GenerationItem(key, None, error_code=code, error_message=message)
     if isinstance(error, str):  # a status written as text ("Bad Request: {...}")
         return GenerationItem(key, None, error_message=error)
     outcome = read_generation(response)
