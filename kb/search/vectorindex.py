@@ -17,7 +17,7 @@ searches keep everything in memory. PostgreSQL always uses pgvector's HNSW index
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -74,6 +74,13 @@ class _Loaded:
     quantizer: Quantizer
     segments: tuple[_Segment, ...]
     through: int  # the last code block loaded
+    # Every segment's ids in order, made once per state (positions -> row ids): a search no longer copies
+    # a million ids to look up its shortlist.
+    ids: NDArray[np.int64] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ids = [segment.ids for segment in self.segments]
+        object.__setattr__(self, "ids", np.concatenate(ids) if ids else np.empty(0, dtype=np.int64))
 
     @property
     def size(self) -> int:
@@ -113,7 +120,7 @@ class QuantizedIndex:
         query = np.asarray(query, dtype=np.float32)
         residual = query - loaded.quantizer.center
         candidates = _nearest_by_signs(loaded, loaded.quantizer.signs(residual).view(np.uint64)[0], k)
-        all_ids = np.concatenate([segment.ids for segment in loaded.segments])
+        all_ids = loaded.ids
         if not self.levels:  # every candidate is re-scored exactly
             every = _unique(all_ids[candidates])
             return _exact_order(reader, self.space_id, self.dimensions, every, query, k)
