@@ -19,6 +19,8 @@ from kb.store import contexts, tasks
 from kb.store.engine import write_transaction
 from kb.store.usage import PriceBook
 
+WHOLE_DOCUMENT = 10**9  # a window no document exceeds: what sending each chunk its whole document costs
+
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
@@ -46,8 +48,9 @@ def estimate(
     engine: Engine, model: str, window_tokens: int, prices: PriceBook, texts_per_job: int
 ) -> Estimate:
     with engine.connect() as connection:
-        wanted = contexts.requests(connection, window_tokens)
-        whole = contexts.requests(connection, 10**9)
+        sizes = contexts.request_sizes(connection)
+        wanted = contexts.requests(sizes, window_tokens)
+        whole = contexts.requests(sizes, WHOLE_DOCUMENT)
         existing = contexts.find(connection, model)
         done = tasks.embedded_among(connection, existing.id, set(wanted)) if existing else set()
         history = contexts.billed(connection, model)

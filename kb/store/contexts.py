@@ -68,8 +68,8 @@ def start(connection: Connection, model: str) -> int:
     return existing.id
 
 
-def requests(connection: Connection, window_tokens: int) -> dict[str, int]:
-    """Every distinct context key with the input tokens its request is estimated at."""
+def request_sizes(connection: Connection) -> dict[str, tuple[int, int]]:
+    """Every distinct context key with its chunk's tokens and its document's (one scan of the chunks)."""
     document_tokens = (
         select(CHUNKS.c.document_id, func.sum(CHUNKS.c.token_estimate).label("tokens"))
         .group_by(CHUNKS.c.document_id)
@@ -80,15 +80,17 @@ def requests(connection: Connection, window_tokens: int) -> dict[str, int]:
         .join(document_tokens, document_tokens.c.document_id == CHUNKS.c.document_id)
         .group_by(CHUNKS.c.context_key)
     )
-    return {
-        str(key): contexts.prompt_tokens(int(tokens), int(total), window_tokens)
-        for key, tokens, total in rows
-    }
+    return {str(key): (int(tokens), int(total)) for key, tokens, total in rows}
+
+
+def requests(sizes: Mapping[str, tuple[int, int]], window_tokens: int) -> dict[str, int]:
+    """The input tokens each key's request is estimated at, with a window of `window_tokens`."""
+    return {key: contexts.prompt_tokens(chunk, whole, window_tokens) for key, (chunk, whole) in sizes.items()}
 
 
 def queue_all(connection: Connection, space_id: int, window_tokens: int) -> tasks.QueueResult:
     """Tasks for every chunk context the space does not have yet (content-addressed: never twice)."""
-    return tasks.queue(connection, space_id, requests(connection, window_tokens))
+    return tasks.queue(connection, space_id, requests(request_sizes(connection), window_tokens))
 
 
 def prompts(connection: Connection, keys: Sequence[str], window_tokens: int) -> dict[str, str]:
