@@ -185,6 +185,15 @@ def _hint(hint: str | None) -> None:
         ui.err().print(f"[yellow]hint:[/yellow] {ui.escape(hint)}")
 
 
+# The file filters `kb ingest` and `kb watch` share.
+IncludeOption = Annotated[
+    list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
+]
+ExcludeOption = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Skip files matching this glob (repeatable).")
+]
+
+
 @app.command()
 def ingest(
     ctx: typer.Context,
@@ -192,14 +201,8 @@ def ingest(
         list[Path],
         typer.Argument(help="Files and folders to ingest; `-` reads one document from stdin."),
     ],
-    include: Annotated[
-        list[str] | None,
-        typer.Option("--include", help="Only files matching this glob (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Skip files matching this glob (repeatable)."),
-    ] = None,
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
     prune: Annotated[
         bool, typer.Option("--prune", help="Remove stored documents whose files are gone.")
     ] = False,
@@ -466,14 +469,8 @@ def _watching(kb: "KnowledgeBase", paths: list[Path], prune: bool, stop: threadi
 def watch_command(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Folders to watch (below them, as `kb ingest` reads).")],
-    include: Annotated[
-        list[str] | None,
-        typer.Option("--include", help="Only files matching this glob (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Skip files matching this glob (repeatable)."),
-    ] = None,
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
     prune: Annotated[
         bool, typer.Option("--prune", help="Forget stored documents whose files are deleted.")
     ] = False,
