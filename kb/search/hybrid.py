@@ -36,12 +36,12 @@ _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-search")
 
 @dataclass(frozen=True, slots=True)
 class SearchSpace:
-    """The embedding space searched, and how to embed a question for it (None: not possible now)."""
+    """The embedding space searched, and how to embed a question for it (a ConfigError from it: not
+    possible here, e.g. no key)."""
 
     id: int
     label: str
-    embed_query: QueryEmbedder | None
-    unavailable_reason: str | None = None
+    embed_query: QueryEmbedder
     index: "SpaceIndex | None" = None  # None: sqlite-vec's exact scan
     vector_weight: float = 1.0  # in hybrid fusion, relative to full text's 1.0
     coverage: str = ""  # e.g. "41% embedded", for notes about a space still being built
@@ -226,8 +226,6 @@ def _vector_search(
             return [], f"nothing is embedded yet in {space.label}"
         cached = querycache.get(reader, space.id, query) if space.paid else None
     if cached is None:
-        if space.embed_query is None:
-            return [], space.unavailable_reason or "no provider for this space"
         try:
             cached = space.embed_query(query)
         except ConfigError as error:  # no provider can be built for the space (no key): not an accident
