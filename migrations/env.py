@@ -11,8 +11,8 @@ _UNMANAGED_PREFIXES = ("vec_", "chunks_fts", "sqlite_")
 
 
 # PostgreSQL's full text: a generated tsvector column and its GIN index, raw DDL like FTS5 on SQLite.
-_UNMANAGED_INDEXES = {"ix_chunks_fulltext", "ix_chunks_search_vector"}
-_UNMANAGED_COLUMNS = {"search_vector"}
+_UNMANAGED_INDEXES = {"ix_chunks_fulltext", "ix_chunks_search_vector", "ix_chunks_situation_vector"}
+_UNMANAGED_COLUMNS = {"search_vector", "situation_vector"}
 
 
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:

@@ -102,10 +102,14 @@ def run_search(
     text_ranked: list[tuple[int, float]] = []
     vector_ranked: list[tuple[int, float]] = []
     wants_vectors = mode in (SearchMode.HYBRID, SearchMode.VECTOR)
+    # Contextual BM25 goes with contextual embeddings: full text reads the contexts when the space does.
+    situated = space is not None and space.chunk_input == ChunkInput.SITUATED
     # The full-text query and the vector scan run on two connections at once: SQLite releases the GIL
     # while it works, so hybrid costs about the slower of the two rather than their sum.
     text_future = (
-        _EXECUTOR.submit(_text_search, open_reader, query, depth, glob, documents, text_index, text_setting)
+        _EXECUTOR.submit(
+            _text_search, open_reader, query, depth, glob, documents, text_index, text_setting, situated
+        )
         if mode != SearchMode.VECTOR
         else None
     )
@@ -129,7 +133,9 @@ def run_search(
     if text_future is not None:
         text_ranked = text_future.result()
     elif not vectors_used:
-        text_ranked = _text_search(open_reader, query, depth, glob, documents, text_index, text_setting)
+        text_ranked = _text_search(
+            open_reader, query, depth, glob, documents, text_index, text_setting, situated
+        )
     used = _used_mode(mode, vectors_used)
     fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[
         :depth
@@ -179,14 +185,16 @@ def _text_search(
     documents: frozenset[int] | None = None,
     text_index: "TextIndex | None" = None,
     text_setting: str = "auto",
+    situated: bool = False,
 ) -> list[tuple[int, float]]:
-    """FTS5's ranking, or the tantivy index's when it is fresh and wanted (FTS5 with a metadata filter)."""
+    """FTS5's ranking, or the tantivy index's when it is fresh and wanted (FTS5 with a metadata filter);
+    `situated`: the contexts written for the chunks count too."""
     with open_reader() as reader:
         if text_index is not None and documents is None:
-            ranked = text_index.search(reader, query, depth, text_setting, glob)
+            ranked = text_index.search(reader, query, depth, text_setting, glob, situated)
             if ranked is not None:
                 return ranked
-        return fulltext.search(reader, query, depth, glob, documents)
+        return fulltext.search(reader, query, depth, glob, documents, situated)
 
 
 def _used_mode(mode: SearchMode, vectors_used: bool) -> SearchMode:

@@ -43,6 +43,8 @@ _WRITER_HEAP = 64_000_000
 _WATERMARK_ID = 0  # chunk ids start at 1
 _ANALYZER = "kb_words"
 HEADING_COPIES = 2
+_FIELDS = ("words",)
+_SITUATED_FIELDS = ("words", "situation")
 # A search that finds the database files as they were when the index was last found fresh skips counting
 # the chunks (30 ms at a million), for at most this long: a commit within one tick of the file system's
 # clock could leave a file's size and mtime as they were.
@@ -83,6 +85,8 @@ def _schema() -> Any:
     builder.add_integer_field("count", stored=True, fast=True)
     builder.add_float_field("updated", stored=True, fast=True)
     builder.add_text_field("words", tokenizer_name=_ANALYZER, index_option="freq")
+    # The context written for the chunk (kb enrich) apart: read only for a space that embeds it.
+    builder.add_text_field("situation", tokenizer_name=_ANALYZER, index_option="freq")
     return builder.build()
 
 
@@ -126,10 +130,12 @@ class TextIndex:
         limit: int,
         setting: str = "tantivy",
         path_glob: str | None = None,
+        situated: bool = False,
     ) -> list[tuple[int, float]] | None:
-        """(chunk id, BM25) best first, like `fulltext.search` (only chunks under `path_glob`, if given);
-        None: FTS5 answers (`setting` prefers it at this size, or the index is not fresh and too far behind to
-        catch up now, or is unusable)."""
+        """(chunk id, BM25) best first, like `fulltext.search` (only chunks under `path_glob`, if given; the
+        contexts written for them too when `situated`, each field's BM25 summed); None: FTS5 answers
+        (`setting` prefers it at this size, or the index is not fresh and too far behind to catch up now,
+        or is unusable)."""
         words = fulltext._meaningful_words(query)
         if not words:
             return []
@@ -138,14 +144,17 @@ class TextIndex:
         if not fresh:
             return None
         try:
+            fields = _SITUATED_FIELDS if situated else _FIELDS
             if path_glob is None:
-                return self._top(words, limit)
-            return self._top_under(reader, words, limit, path_glob)
+                return self._top(words, limit, fields)
+            return self._top_under(reader, words, limit, path_glob, fields)
         except Exception as error:  # derived data: whatever went wrong, FTS5 answers
             log.warning("full-text index %s unusable (%s): answering with FTS5", self.folder, error)
             return None
 
-    def _top(self, words: list[str], limit: int) -> list[tuple[int, float]]:
+    def _top(
+        self, words: list[str], limit: int, fields: tuple[str, ...] = ("words",)
+    ) -> list[tuple[int, float]]:
         tantivy = _tantivy()
         index = self._index
         if index is None:  # another thread's update failed just now
@@ -154,7 +163,11 @@ class TextIndex:
         schema = index.schema
         terms = dict.fromkeys(token for word in words for token in self._tokens(word))
         # One flat OR of term queries: tantivy runs block-max WAND over them.
-        clauses = [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "words", term)) for term in terms]
+        clauses = [
+            (tantivy.Occur.Should, tantivy.Query.term_query(schema, field, term))
+            for term in terms
+            for field in fields
+        ]
         if not clauses:
             return []
         hits = searcher.search(tantivy.Query.boolean_query(clauses), limit, count=False).hits
@@ -162,13 +175,13 @@ class TextIndex:
         return [(int(chunk_id), float(score)) for (score, _), chunk_id in zip(hits, ids, strict=True)]
 
     def _top_under(
-        self, reader: Reader, words: list[str], limit: int, path_glob: str
+        self, reader: Reader, words: list[str], limit: int, path_glob: str, fields: tuple[str, ...]
     ) -> list[tuple[int, float]]:
         """The best `limit` under `path_glob`, exactly: rank `depth` deep, keep those under the path, and rank
         deeper until `limit` are kept or the ranking has run out of matches."""
         depth = limit * PATH_FIRST_DEPTH
         while True:
-            ranked = self._top(words, depth)
+            ranked = self._top(words, depth, fields)
             kept = fulltext.under_paths(reader, [chunk_id for chunk_id, _ in ranked], path_glob)
             found = [pair for pair in ranked if pair[0] in kept]
             if len(found) >= limit or len(ranked) < depth:
@@ -277,14 +290,16 @@ class TextIndex:
         self._commit(writer, Watermark(after, indexed, database.updated))
         return Watermark(after, indexed, database.updated) == now
 
-    def _add(self, writer: Any, batch: Callable[[int], list[tuple[int, str, str]]]) -> int:
+    def _add(self, writer: Any, batch: Callable[[int], list[fulltext.IndexedRow]]) -> int:
         """Add (or replace) the chunks `batch(after)` gives, batch after batch; returns the last id added."""
         tantivy = _tantivy()
         after = 0
         while rows := batch(after):
-            for chunk_id, text, heading in rows:
+            for chunk_id, text, heading, situation in rows:
                 writer.delete_documents_by_term("chunk_id", chunk_id)  # a re-run adds it once
-                writer.add_document(tantivy.Document(chunk_id=chunk_id, words=_words(text, heading)))
+                writer.add_document(
+                    tantivy.Document(chunk_id=chunk_id, words=_words(text, heading), situation=situation)
+                )
             after = rows[-1][0]
             failpoints.hit("textindex.add.after")
         return after

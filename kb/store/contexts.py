@@ -175,7 +175,17 @@ def situate(connection: Connection, space_id: int, keys: Sequence[str]) -> dict[
             .values(situation=bindparam("situation"), situated_sha256=bindparam("situated_sha256")),
             updates,
         )
+        _touch_documents(connection, [int(str(u["chunk_id"])) for u in updates])
     return queued
+
+
+def _touch_documents(connection: Connection, chunk_ids: Sequence[int]) -> None:
+    """Their documents changed: what a derived full-text index holds of them (the contexts) is stale
+    (kb.search.textindex re-reads the chunks of documents changed since its watermark)."""
+    now = time.time()
+    for batch in in_batches(sorted(set(chunk_ids)), 500):
+        owners = select(CHUNKS.c.document_id).where(CHUNKS.c.id.in_(batch)).distinct().scalar_subquery()
+        connection.execute(update(DOCUMENTS).where(DOCUMENTS.c.id.in_(owners)).values(updated_at=now))
 
 
 def situated_rows(connection: Connection, rows: Sequence[ChunkRow]) -> list[ChunkRow]:

@@ -17,9 +17,11 @@ from kb.store.reader import Reader, Row
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-# Headings say what a chunk is about, so a match there weighs more than one in the body.
+# Headings say what a chunk is about, so a match there weighs more than one in the body. A context written
+# for the chunk (kb enrich) weighs as its text does.
 _TEXT_WEIGHT = 1.0
 _HEADING_WEIGHT = 2.0
+_SITUATION_WEIGHT = 1.0
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOPWORDS = frozenset(
@@ -107,14 +109,19 @@ def search(
     limit: int,
     path_glob: str | None = None,
     documents: Container[int] | None = None,
+    situated: bool = False,
 ) -> list[tuple[int, float]]:
     """(chunk id, relevance) pairs, best first; higher scores are better (BM25, or ts_rank_cd). Only chunks
-    under `path_glob` and of `documents` (ids; None: any), when given: the best of those, exactly."""
+    under `path_glob` and of `documents` (ids; None: any), when given: the best of those, exactly.
+    `situated`: the contexts written for the chunks count too (the space searched embeds them)."""
     if reader.dialect == "postgresql":
-        return _postgres_search(reader, query, limit, path_glob, documents)
+        return _postgres_search(reader, query, limit, path_glob, documents, situated)
     expression = match_expression(query)
     if expression is None:
         return []
+    if not situated:
+        # Column filter: the same ranking as before contexts were written, whatever they say.
+        expression = f"{{text heading_path}} : ({expression})"
     if path_glob is None and documents is None:
         # FTS5 alone: joining every match to its chunk first costs 1.5x at 1M chunks
         sql = (
@@ -138,7 +145,7 @@ def search(
     return [(int(chunk_id), -float(rank)) for chunk_id, rank, _ in kept]
 
 
-_BM25 = f"bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT})"
+_BM25 = f"bm25(chunks_fts, {_TEXT_WEIGHT}, {_HEADING_WEIGHT}, {_SITUATION_WEIGHT})"
 # The best `depth` matches ranked by FTS5 alone, then joined and filtered: one query that joins every match
 # before ranking lets SQLite walk documents first and cost seconds at 1M chunks.
 _RANKED_THEN_FILTERED = (
@@ -181,8 +188,10 @@ def under_paths(reader: Reader, chunk_ids: list[int], path_glob: str) -> set[int
     return {int(chunk_id) for (chunk_id,) in rows}
 
 
-# The stored `to_tsvector('english', text || ' ' || heading_path)` column of migration 0005.
+# The stored `to_tsvector('english', text || ' ' || heading_path)` column of migration 0005, and with the
+# stored `to_tsvector('english', situation)` of migration 0013 for a space that embeds the contexts.
 _DOCUMENT_VECTOR = "c.search_vector"
+_SITUATED_VECTOR = "(c.search_vector || c.situation_vector)"
 # ts_rank normalised by document length (flag 1) is the closest to BM25 on the labelled FastAPI questions:
 # text recall@1/@5 0.85 / 0.95, against 0.50 / 0.80 for ts_rank_cd (docs/postgres.md).
 _RANK = "ts_rank({v}, q, 1)"
@@ -190,24 +199,34 @@ _POSTGRES_FROM = (
     "FROM chunks c JOIN documents d ON d.id = c.document_id, to_tsquery('english', :expression) AS q "
     f"WHERE {_DOCUMENT_VECTOR} @@ q"
 )
+# Either column's GIN index finds the matches (a bitmap OR); the rank reads both as one document.
+_POSTGRES_SITUATED_FROM = _POSTGRES_FROM + " OR c.situation_vector @@ q"
 
 
 def _postgres_search(
-    reader: Reader, query: str, limit: int, path_glob: str | None, documents: Container[int] | None
+    reader: Reader,
+    query: str,
+    limit: int,
+    path_glob: str | None,
+    documents: Container[int] | None,
+    situated: bool = False,
 ) -> list[tuple[int, float]]:
     expression = tsquery_expression(query)
     if expression is None:
         return []
+    vector, source = (
+        (_SITUATED_VECTOR, _POSTGRES_SITUATED_FROM) if situated else (_DOCUMENT_VECTOR, _POSTGRES_FROM)
+    )
 
     def ranked(depth: int) -> list[Row]:
         return reader.rows(
-            f"SELECT c.id, {_RANK.format(v=_DOCUMENT_VECTOR)} AS rank, d.id, d.source_path {_POSTGRES_FROM} "
+            f"SELECT c.id, {_RANK.format(v=vector)} AS rank, d.id, d.source_path {source} "
             "ORDER BY rank DESC, c.id LIMIT :depth",
             {"expression": expression, "depth": depth},
         )
 
     def matches() -> int:
-        return int(reader.rows(f"SELECT count(*) {_POSTGRES_FROM}", {"expression": expression})[0][0])
+        return int(reader.rows(f"SELECT count(*) {source}", {"expression": expression})[0][0])
 
     def keep(row: Row) -> bool:
         in_path = path_glob is None or fnmatch.fnmatchcase(str(row[3]), path_glob)
@@ -230,8 +249,8 @@ def index_new(connection: "Connection", after_id: int) -> None:
     if connection.dialect.name == "postgresql":
         return  # the stored tsvector column is computed as rows are written
     connection.exec_driver_sql(
-        "INSERT INTO chunks_fts(rowid, text, heading_path) "
-        "SELECT id, text, heading_path FROM chunks WHERE id > ?",
+        "INSERT INTO chunks_fts(rowid, text, heading_path, situation) "
+        "SELECT id, text, heading_path, situation FROM chunks WHERE id > ?",
         (after_id,),
     )
 
@@ -256,26 +275,36 @@ def chunk_watermark(reader: Reader) -> tuple[int, int, float]:
     return int(row[0]), int(row[1]), float(row[2])
 
 
-def chunk_rows_after(reader: Reader, after_id: int, limit: int) -> list[tuple[int, str, str]]:
-    """Up to `limit` chunks with ids above `after_id`, by id: (id, text, heading path)."""
+IndexedRow = tuple[int, str, str, str]  # chunk id, text, heading path, situation
+
+
+def chunk_rows_after(reader: Reader, after_id: int, limit: int) -> list[IndexedRow]:
+    """Up to `limit` chunks with ids above `after_id`, by id."""
     rows = reader.rows(
-        "SELECT id, text, coalesce(heading_path, '') FROM chunks WHERE id > :after ORDER BY id LIMIT :limit",
+        "SELECT id, text, coalesce(heading_path, ''), situation FROM chunks WHERE id > :after "
+        "ORDER BY id LIMIT :limit",
         {"after": after_id, "limit": limit},
     )
-    return [(int(chunk_id), str(text), str(heading)) for chunk_id, text, heading in rows]
+    return [_indexed(row) for row in rows]
 
 
 def chunk_rows_changed(
     reader: Reader, since: float, through: int, after_id: int, limit: int
-) -> list[tuple[int, str, str]]:
-    """Up to `limit` chunks with ids in (`after_id`, `through`] of documents changed after `since`, by id."""
+) -> list[IndexedRow]:
+    """Up to `limit` chunks with ids in (`after_id`, `through`] of documents changed after `since`, by id
+    (a context written for a chunk changes its document: kb.store.contexts.situate)."""
     rows = reader.rows(
-        "SELECT c.id, c.text, coalesce(c.heading_path, '') FROM chunks c "
+        "SELECT c.id, c.text, coalesce(c.heading_path, ''), c.situation FROM chunks c "
         "JOIN documents d ON d.id = c.document_id "
         "WHERE d.updated_at > :since AND c.id > :after AND c.id <= :through ORDER BY c.id LIMIT :limit",
         {"since": since, "after": after_id, "through": through, "limit": limit},
     )
-    return [(int(chunk_id), str(text), str(heading)) for chunk_id, text, heading in rows]
+    return [_indexed(row) for row in rows]
+
+
+def _indexed(row: Row) -> IndexedRow:
+    chunk_id, text, heading, situation = row
+    return int(chunk_id), str(text), str(heading), str(situation or "")
 
 
 def chunk_ids(reader: Reader, through: int) -> set[int]:

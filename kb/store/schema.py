@@ -245,25 +245,31 @@ metadata = Base.metadata
 # What the metadata cannot say, as it stands after the newest migration: a new database is created from the
 # metadata plus these (`kb.store.migrate.create`), without replaying every migration;
 # tests/backends/test_migrations.py checks that both roads give the same schema.
+_FTS_COLUMNS = "text, heading_path, situation"
 SQLITE_DDL = (
-    # Full text over chunk text and headings: FTS5, external content (the text is stored once, in chunks).
-    # New chunks are indexed in bulk by the write that adds them (kb.store.fulltext); triggers keep deletes
-    # and edits exact.
-    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, heading_path, content='chunks', "
+    # Full text over chunk text, headings and the contexts written for them (kb enrich): FTS5, external
+    # content (the text is stored once, in chunks). New chunks are indexed in bulk by the write that adds
+    # them (kb.store.fulltext); triggers keep deletes and edits (a context written) exact.
+    f"CREATE VIRTUAL TABLE chunks_fts USING fts5({_FTS_COLUMNS}, content='chunks', "
     "content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')",
     "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "
-    "INSERT INTO chunks_fts(chunks_fts, rowid, text, heading_path) "
-    "VALUES ('delete', old.id, old.text, old.heading_path); END",
-    "CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text, heading_path ON chunks BEGIN "
-    "INSERT INTO chunks_fts(chunks_fts, rowid, text, heading_path) "
-    "VALUES ('delete', old.id, old.text, old.heading_path); "
-    "INSERT INTO chunks_fts(rowid, text, heading_path) VALUES (new.id, new.text, new.heading_path); END",
+    f"INSERT INTO chunks_fts(chunks_fts, rowid, {_FTS_COLUMNS}) "
+    "VALUES ('delete', old.id, old.text, old.heading_path, old.situation); END",
+    f"CREATE TRIGGER chunks_fts_update AFTER UPDATE OF {_FTS_COLUMNS} ON chunks BEGIN "
+    f"INSERT INTO chunks_fts(chunks_fts, rowid, {_FTS_COLUMNS}) "
+    "VALUES ('delete', old.id, old.text, old.heading_path, old.situation); "
+    f"INSERT INTO chunks_fts(rowid, {_FTS_COLUMNS}) "
+    "VALUES (new.id, new.text, new.heading_path, new.situation); END",
 )
 POSTGRES_DDL = (
     "CREATE EXTENSION IF NOT EXISTS vector",
     "ALTER TABLE chunks ADD COLUMN search_vector tsvector "
     "GENERATED ALWAYS AS (to_tsvector('english', text || ' ' || heading_path)) STORED",
     "CREATE INDEX ix_chunks_search_vector ON chunks USING gin (search_vector)",
+    # The contexts apart: searches of a space that does not embed them use search_vector alone, as before.
+    "ALTER TABLE chunks ADD COLUMN situation_vector tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('english', situation)) STORED",
+    "CREATE INDEX ix_chunks_situation_vector ON chunks USING gin (situation_vector)",
 )
 
 

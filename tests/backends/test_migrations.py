@@ -32,9 +32,9 @@ def test_migrations_match_models(db_path: Path) -> None:
 
 def _managed(name: str | None, type_: str, _parents: object) -> bool:
     if type_ == "index":
-        return name not in ("ix_chunks_fulltext", "ix_chunks_search_vector")
+        return name not in ("ix_chunks_fulltext", "ix_chunks_search_vector", "ix_chunks_situation_vector")
     if type_ == "column":
-        return name != "search_vector"
+        return name not in ("search_vector", "situation_vector")
     return not (type_ == "table" and name is not None and name.startswith(("vec_", "chunks_fts")))
 
 
@@ -135,6 +135,33 @@ def test_chunks_stored_before_headers_get_their_context_and_old_spaces_keep_thei
     assert context == "Guide > Install"
     assert key == hashlib.sha256(b"Guide > Install\n\nRun it.").hexdigest()
     assert chunk_input == "text"
+
+
+def test_chunks_indexed_before_contexts_stay_searchable_and_their_contexts_are_indexed(db_path: Path) -> None:
+    """0013 rebuilds chunks_fts with a situation column from the chunks already there."""
+    engine = create_engine(db_path)
+    migrate.upgrade(engine, "0012")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
+            " size, metadata, created_at, updated_at) VALUES (1, '/a.md', 'x', 'A', 'markdown', 0, 1,"
+            " '{}', 0, 0)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate,"
+            " heading_path, start_offset, end_offset) VALUES (7, 1, 0, 'Rotating keys safely',"
+            " 'h', 3, 'Security > Keys', 0, 20)"
+        )
+        connection.exec_driver_sql("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+    migrate.upgrade(engine)
+    query = "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql(query, ("rotate",)).scalars().all() == [7]
+        connection.exec_driver_sql("UPDATE chunks SET situation = 'From the vault handbook' WHERE id = 7")
+        assert connection.exec_driver_sql(query, ("vault",)).scalars().all() == [7]
+        assert connection.exec_driver_sql(query, ("{text heading_path} : vault",)).scalars().all() == []
+        connection.exec_driver_sql("UPDATE chunks SET situation = '' WHERE id = 7")
+        assert connection.exec_driver_sql(query, ("vault",)).scalars().all() == []
 
 
 def test_metadata_stored_before_where_is_made_flat(db_path: Path) -> None:

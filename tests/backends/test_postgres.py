@@ -79,9 +79,9 @@ def _structure(engine: sa.engine.Engine) -> dict[str, object]:
 
 def _managed(name: str | None, type_: str, _parents: object) -> bool:
     if type_ == "index":
-        return name not in ("ix_chunks_fulltext", "ix_chunks_search_vector")
+        return name not in ("ix_chunks_fulltext", "ix_chunks_search_vector", "ix_chunks_situation_vector")
     if type_ == "column":
-        return name != "search_vector"
+        return name not in ("search_vector", "situation_vector")
     return not (type_ == "table" and name is not None and name.startswith(("vec_", "chunks_fts")))
 
 

@@ -198,3 +198,81 @@ def test_enrich_now_writes_every_context_online_once_through_a_429(
             _one(kb, "SELECT count(*) FROM usage_records WHERE kind = 'online' AND output_tokens > 0")
             == wanted
         )
+
+
+# The title is in no chunk's text or headings: only the context the emulator's model writes ("Context:
+# <title>" and the chunk's headings) holds it, so full text finds the page by it only once it reads contexts.
+QUOKKA_PAGE = (
+    "---\ntitle: Quokka field notes\n---\n# Habitat\n\nThey live on islands off the western coast.\n"
+)
+OTHER_PAGE = "# Tides\n\nThe sea rises and falls twice a day along the western coast.\n"
+
+
+@pytest.mark.parametrize("backend_name", ["fts5", "tantivy", "postgresql"])
+def test_full_text_reads_the_contexts_once_the_situated_space_is_searched(
+    gemini_settings: KbSettings, tmp_path: Path, request: pytest.FixtureRequest, backend_name: str
+) -> None:
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "quokka.md").write_text(QUOKKA_PAGE)
+    (pages / "tides.md").write_text(OTHER_PAGE)
+    update: dict[str, object] = {
+        **FAST_SETTINGS,
+        "text_index": "tantivy" if backend_name == "tantivy" else "fts5",
+    }
+    if backend_name == "postgresql":
+        update |= {"database_url": request.getfixturevalue("postgres_url"), "results_dir": tmp_path / "r"}
+    settings = gemini_settings.model_copy(update=update)
+
+    def found(kb: KnowledgeBase, question: str) -> list[str]:
+        return [Path(hit.path).name for hit in kb.search(question, mode="text").hits]
+
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([pages])
+        kb.worker().run(once=True, timeout_s=60)
+        kb.enrich_start()
+        kb.worker().run(once=True, timeout_s=60)
+        assert found(kb, "quokka") == []  # written, but the active (headed) space does not embed them
+        kb.reindex_start(kb.reindex_spec(contexts=True))
+        kb.worker().run(once=True, timeout_s=60)
+        assert found(kb, "quokka") == ["quokka.md"]
+        assert sorted(found(kb, "western coast")) == ["quokka.md", "tides.md"]  # the text still counts
+        (pages / "quokka.md").write_text(QUOKKA_PAGE.replace("Quokka", "Wombat"))
+        kb.ingest([pages])  # an edited page: its new context is written, and read, its old one gone
+        kb.worker().run(once=True, timeout_s=60)
+        assert found(kb, "wombat") == ["quokka.md"] and found(kb, "quokka") == []
+
+
+def test_eval_against_the_space_before_contexts_measures_what_they_bring(
+    gemini_settings: KbSettings,
+    tmp_path: Path,
+    emulator: GeminiEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+) -> None:
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "quokka.md").write_text(QUOKKA_PAGE)
+    (pages / "tides.md").write_text(OTHER_PAGE)
+    questions = tmp_path / "questions.json"
+    labelled = [("Where are the quokka field notes?", "quokka.md"), ("When does the sea rise?", "tides.md")]
+    questions.write_text(json.dumps([{"q": q, "relevant": [page]} for q, page in labelled]))
+    settings = gemini_settings.model_copy(update=FAST_SETTINGS)
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([pages])
+        kb.worker().run(once=True, timeout_s=60)
+        before = kb.status().spaces[0].id
+        kb.enrich_start()
+        kb.worker().run(once=True, timeout_s=60)
+        kb.reindex_start(kb.reindex_spec(contexts=True))
+        kb.worker().run(once=True, timeout_s=60)
+    monkeypatch.setenv("GEMINI_API_KEY", EMULATOR_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    arguments = ["--db", str(settings.db), "eval", str(questions), "--mode", "text"]
+    compared = runner.invoke(app, [*arguments, "--against", str(before), "--json"])
+    assert compared.exit_code == 0, compared.output
+    report = json.loads(compared.stdout)
+    situated, headed = report["base"]["modes"]["text"], report["against"]["modes"]["text"]
+    assert report["against"]["name"] == f"space #{before}"
+    assert (situated["recall_at_1"], headed["recall_at_1"]) == (1.0, 0.5)  # the title is only in the context
+    assert report["delta"]["text"]["recall_at_1"] == -0.5

@@ -148,6 +148,26 @@ def test_a_corrupt_index_folder_is_rebuilt_and_fts5_answers_meanwhile(db_path: P
         assert mark == database and ids == _db_ids(kb)
 
 
+def test_an_index_of_an_older_schema_is_rebuilt_with_the_fields_of_this_release(db_path: Path) -> None:
+    import tantivy
+
+    with KnowledgeBase(settings=_settings(db_path, "fts5")) as kb:
+        kb.ingest([HANDBOOK])
+    folder = textindex.folder_for(db_path.absolute())
+    older = tantivy.SchemaBuilder()  # before contexts were indexed: no `situation` field
+    older.add_integer_field("chunk_id", stored=True, indexed=True, fast=True)
+    older.add_text_field("words")
+    folder.mkdir()
+    writer = tantivy.Index(older.build(), path=str(folder)).writer(15_000_000, 1)
+    writer.add_document(tantivy.Document(chunk_id=1, words="stale"))
+    writer.commit()
+    writer.wait_merging_threads()
+    with KnowledgeBase(settings=_settings(db_path, "tantivy")) as kb:
+        assert _tantivy_ranking(kb, "CORS middleware allow origins")  # rebuilt, and answering
+        database, mark, ids = _state(kb)
+        assert mark == database and ids == _db_ids(kb)
+
+
 def test_another_process_holding_the_writer_leaves_fts5_to_answer(db_path: Path, tmp_path: Path) -> None:
     with KnowledgeBase(settings=_settings(db_path, "tantivy")) as kb:
         kb.ingest([HANDBOOK])
