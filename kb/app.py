@@ -585,12 +585,13 @@ class KnowledgeBase:
     def _own_files(self) -> list[Path]:
         """kb's own files, whose changes a watch of their folder ignores: the database, its journals, the
         batch results and the full-text index beside it."""
-        if self.settings.database_url:
-            return [self.results_dir]
         from kb.search import textindex
 
+        derived = [self.results_dir, textindex.folder_of(self.settings)]
+        if self.settings.database_url:
+            return derived
         journals = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
-        return [self.path, *journals, self.results_dir, textindex.folder_for(self.path)]
+        return [self.path, *journals, *derived]
 
     def ingest_text(
         self,

@@ -167,9 +167,15 @@ class KbSettings(BaseSettings):
     )
     text_index: Literal["auto", "fts5", "tantivy"] = Field(
         "auto",
-        description="Full-text search on SQLite: FTS5 (`fts5`), or a tantivy index beside the database "
-        "that ranks only the chunks it returns (`tantivy`; FTS5 answers while it is not up to date); "
-        "`auto` uses tantivy from 50,000 chunks (docs/search.md).",
+        description="Full-text search: the database's own (`fts5`: FTS5, or PostgreSQL's tsvector), or a "
+        "tantivy index that ranks only the chunks it returns (`tantivy`; the database's answers while it "
+        "is not up to date); `auto` uses tantivy from 50,000 chunks (docs/search.md).",
+    )
+    text_index_dir: Path | None = Field(
+        None,
+        description="Where the tantivy index is kept (derived data, rebuilt when missing): default beside "
+        "the SQLite file (`kb.sqlite.text/`); with PostgreSQL, on each host in the user's cache folder "
+        "(`~/.cache/kb/text/<database>`).",
     )
     hits_per_document: int = Field(
         2,

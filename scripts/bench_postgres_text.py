@@ -7,7 +7,8 @@ The chunks of a SQLite knowledge base (e.g. the one `scripts/bench_scale.py --ke
 a fresh kb schema on a pgserver started in a temporary folder (COPY, then the GIN index built once); then
 the same questions as bench_scale.py are asked through kb's own PostgreSQL full-text search
 (`kb.store.fulltext.search`, top 50 as hybrid asks), next to `count(*)` of the rows matching the same
-tsquery: if ranking costs about what counting does, PostgreSQL ranks every match, as FTS5 does.
+tsquery: if ranking costs about what counting does, PostgreSQL ranks every match, as FTS5 does. Then the
+tantivy index a host keeps of the database (KB_TEXT_INDEX=tantivy) is built and asked the same.
 """
 
 import argparse
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from bench_scale import questions
 
+from kb.search import textindex
 from kb.store import fulltext, migrate
 from kb.store.engine import create_engine
 from kb.store.reader import ConnectionReader
@@ -47,7 +49,9 @@ def main() -> None:
         engine = create_engine(url)
         migrate.ensure_current(engine)
         load(engine, args.source, args.chunks)
-        measure(engine, questions(args.queries))
+        texts = questions(args.queries)
+        measure(engine, texts)
+        measure_tantivy(engine, texts, work / "text")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -113,6 +117,41 @@ def measure(engine: object, texts: list[str]) -> None:
     print(f"matches per question: median {statistics.median(matches):,.0f}")
     print(f"kb full text, ts_rank top 50:  p50 {_ms(ranked, 50)}  p95 {_ms(ranked, 95)}")
     print(f"count(*) of the same matches:  p50 {_ms(counted, 50)}  p95 {_ms(counted, 95)}")
+
+
+def measure_tantivy(engine: object, texts: list[str], folder: Path) -> None:
+    """The same questions through the tantivy index a host keeps of the database (KB_TEXT_INDEX=tantivy)."""
+    from sqlalchemy.engine import Engine
+
+    assert isinstance(engine, Engine)
+    index = textindex.TextIndex(folder)
+    timings, overlap = [], []
+    with engine.connect() as connection:
+        reader = ConnectionReader(connection)
+        started = time.perf_counter()
+        assert index.sync(reader, None, "tantivy"), "the index could not be built"
+        built = time.perf_counter() - started
+        megabytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+        # Back to back, as a server answers: the freshness check (a count of the chunks) runs once a second.
+        answers = []
+        for text in texts[1:]:
+            started = time.perf_counter()
+            answers.append(index.search(reader, text, 50))
+            timings.append(time.perf_counter() - started)
+        checks = []
+        for _ in range(5):
+            started = time.perf_counter()
+            fulltext.chunk_watermark(reader)
+            checks.append(time.perf_counter() - started)
+        for text, ranked in zip(texts[1:20], answers, strict=False):
+            assert ranked is not None, "the index did not answer"
+            by_ts_rank = {chunk_id for chunk_id, _ in fulltext.search(reader, text, 10)}
+            top = {chunk_id for chunk_id, _ in ranked[:10]}
+            overlap.append(len(top & by_ts_rank) / max(1, len(by_ts_rank)))
+    print(f"tantivy index built in {built:.0f} s, {megabytes:.0f} MB")
+    print(f"kb full text, tantivy top 50:  p50 {_ms(timings, 50)}  p95 {_ms(timings, 95)}")
+    print(f"its freshness check alone:     p50 {_ms(checks, 50)}")
+    print(f"top-10 overlap with ts_rank:   {statistics.mean(overlap):.2f} (19 questions)")
 
 
 def _ms(samples: list[float], percentile: int) -> str:

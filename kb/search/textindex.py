@@ -1,9 +1,10 @@
-"""Full text at scale: a tantivy index beside a SQLite database, which ranks only the chunks it returns.
+"""Full text at scale: a tantivy index of a knowledge base's chunks, which ranks only the chunks it returns.
 
-FTS5 computes BM25 for every posting of an OR query (480 ms top-10 at a million chunks); tantivy's block-max
-WAND skips the blocks that cannot reach the top k. The index is derived data in `<db file>.text/`: FTS5 stays
-the source of truth and answers whenever this index is not fresh, cannot be opened, or another process holds
-its writer.
+FTS5 computes BM25 for every posting of an OR query (480 ms top-10 at a million chunks), PostgreSQL's ts_rank
+every match too (docs/postgres.md); tantivy's block-max WAND skips the blocks that cannot reach the top k.
+The index is derived data in `<db file>.text/` (PostgreSQL: one per host, in the user's cache folder): the
+database's own full text stays the source of truth and answers whenever this index is not fresh, cannot be
+opened, or another process holds its writer.
 
 Freshness: a watermark document (chunk id 0) holds (highest chunk id indexed, chunks indexed), written in the
 same tantivy commit as the chunks it covers, so a crash leaves both or neither. The index is fresh when it
@@ -16,6 +17,7 @@ unicode61 with its default diacritic removal; FTS5 folds a few non-Latin diacrit
 and tantivy drops tokens over 255 bytes.
 """
 
+import hashlib
 import logging
 import os
 import shutil
@@ -66,6 +68,17 @@ def folder_for(db: Path) -> Path:
     return db.with_name(db.name + ".text")
 
 
+def postgres_folder(url: str) -> Path:
+    """A PostgreSQL database's index on this host: in the user's cache folder, one per database."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    identity = f"{parsed.host or ''}:{parsed.port or ''}/{parsed.database or ''}?{parsed.query}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "kb" / "text" / f"{parsed.database or 'kb'}-{digest}"
+
+
 def wanted(setting: str, chunks: int) -> bool:
     """Whether `setting` (`KB_TEXT_INDEX`) searches a knowledge base of `chunks` chunks with tantivy."""
     return setting == "tantivy" or (setting == "auto" and chunks >= CROSSOVER_CHUNKS)
@@ -111,8 +124,11 @@ def _words(text: str, heading: str) -> str:
 class TextIndex:
     """The tantivy index of one SQLite database, for the life of a process. Safe to share between threads."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, database_files: tuple[Path, ...] = ()) -> None:
         self.folder = folder
+        # The SQLite file and its WAL, whose stamps change with every commit (none for PostgreSQL: a known
+        # outcome is then trusted for FRESH_FOR_S, so another host's commit shows within that).
+        self._database_files = database_files
         self._index: Any = None
         self._lock = threading.Lock()
         # The database files when last found fresh, or too small for the index (by `_known_setting`).
@@ -190,9 +206,8 @@ class TextIndex:
 
     def _database_stamp(self) -> tuple[object, ...]:
         """The SQLite file's and its WAL's (inode, size, mtime): every commit changes one of them."""
-        database = self.folder.with_name(self.folder.name.removesuffix(".text"))
         stamp: list[object] = []
-        for path in (database, database.with_name(database.name + "-wal")):
+        for path in self._database_files:
             try:
                 found = os.stat(path)
             except OSError:
@@ -343,7 +358,7 @@ class TextIndex:
             return True
         tantivy = _tantivy()
         try:
-            self.folder.mkdir(exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
             index = tantivy.Index(_schema(), path=str(self.folder), reuse=True)
         except (OSError, ValueError) as error:
             log.warning("full-text index %s unreadable (%s): rebuilding it", self.folder, error)
@@ -363,21 +378,40 @@ _OPEN: dict[Path, TextIndex] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def for_database(db: Path) -> TextIndex:
+def for_database(db: Path, folder: Path | None = None) -> TextIndex:
     """The process's index of the SQLite file `db` (one per file, shared between searches)."""
-    folder = folder_for(db.absolute())
+    db = db.absolute()
+    return _shared(folder or folder_for(db), (db, db.with_name(db.name + "-wal")))
+
+
+def _shared(folder: Path, database_files: tuple[Path, ...]) -> TextIndex:
     with _OPEN_LOCK:
         index = _OPEN.get(folder)
         if index is None:
-            index = _OPEN[folder] = TextIndex(folder)
+            index = _OPEN[folder] = TextIndex(folder, database_files)
         return index
 
 
+def folder_of(settings: "KbSettings") -> Path:
+    """Where a knowledge base's index is kept (KB_TEXT_INDEX_DIR, else beside the SQLite file, else in this
+    host's cache folder for a PostgreSQL database)."""
+    if settings.text_index_dir is not None:
+        return settings.text_index_dir.absolute()
+    if settings.database_url:
+        return postgres_folder(settings.database_url)
+    return folder_for(settings.db.absolute())
+
+
 def for_settings(settings: "KbSettings") -> TextIndex | None:
-    """The index a knowledge base's searches may use: None for FTS5 only, PostgreSQL or an in-memory file."""
-    if settings.text_index == "fts5" or settings.database_url or str(settings.db) == ":memory:":
+    """The index a knowledge base's searches may use: None for the database's own full text only, or an
+    in-memory SQLite file."""
+    if settings.text_index == "fts5":
         return None
-    return for_database(settings.db)
+    if settings.database_url:
+        return _shared(folder_of(settings), ())
+    if str(settings.db) == ":memory:":
+        return None
+    return for_database(settings.db, folder_of(settings))
 
 
 def sync_after_write(settings: "KbSettings", reader: Reader) -> bool | None:

@@ -180,6 +180,13 @@ def under_paths(reader: Reader, chunk_ids: list[int], path_glob: str) -> set[int
     """Those of `chunk_ids` whose document's path matches `path_glob` (SQLite GLOB, as `search` filters)."""
     if not chunk_ids:
         return set()
+    if reader.dialect == "postgresql":
+        rows = reader.rows(
+            "SELECT c.id, d.source_path FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE c.id = ANY(:ids)",
+            {"ids": chunk_ids},
+        )
+        return {int(chunk_id) for chunk_id, path in rows if fnmatch.fnmatchcase(str(path), path_glob)}
     sql = (
         "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id "
         "WHERE c.id IN (SELECT value FROM json_each(:ids)) AND d.source_path GLOB :glob"

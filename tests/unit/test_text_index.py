@@ -39,7 +39,8 @@ def _settings(db: Path, setting: str) -> KbSettings:
 
 def _state(kb: KnowledgeBase) -> tuple[textindex.Watermark, textindex.Watermark, set[int]]:
     """The database's watermark, the index's, and the chunk ids the index holds."""
-    index = textindex.for_database(kb.settings.db)
+    index = textindex.for_settings(kb.settings)
+    assert index is not None
     with kb.engine.connect() as connection:
         database = textindex.Watermark(*fulltext.chunk_watermark(ConnectionReader(connection)))
     assert index._open()
@@ -198,9 +199,10 @@ def test_another_process_holding_the_writer_leaves_fts5_to_answer(db_path: Path,
         assert _tantivy_ranking(kb, "capybaras")  # the writer is free again: caught up
 
 
-def test_no_index_for_fts5_postgres_or_small_knowledge_bases(db_path: Path) -> None:
+def test_no_index_for_fts5_or_small_knowledge_bases(db_path: Path) -> None:
     assert textindex.for_settings(_settings(db_path, "fts5")) is None
-    assert textindex.for_settings(KbSettings(database_url="postgresql://u@h/kb", provider="local")) is None
+    postgres = KbSettings(database_url="postgresql://u@h/kb", provider="local", text_index="fts5")
+    assert textindex.for_settings(postgres) is None
     assert textindex.wanted("auto", textindex.CROSSOVER_CHUNKS - 1) is False
     assert textindex.wanted("auto", textindex.CROSSOVER_CHUNKS) is True
     with KnowledgeBase(settings=_settings(db_path, "auto")) as kb:
@@ -250,3 +252,44 @@ def test_a_path_filter_is_answered_by_the_index_with_the_best_matches_under_the_
         assert len(under_api) == 1 and len(under_guide) == 5
         hits = kb.search("otters", mode="text", k=3, path="*/api/*").hits
         assert [hit.path for hit in hits] == [str(docs / "api" / "weak.md")]
+
+
+def test_on_postgresql_a_host_keeps_an_index_that_answers_like_ts_rank_and_keeps_up(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "text"
+    settings = KbSettings(
+        database_url=postgres_url,
+        provider="local",
+        text_index="tantivy",
+        text_index_dir=folder,
+        results_dir=tmp_path / "results",
+    )
+    docs = tmp_path / "docs"
+    (docs / "api").mkdir(parents=True)
+    (docs / "zebras.md").write_text("# Zebras\n\nZebras graze the savanna in herds.\n")
+    (docs / "api" / "otters.md").write_text("# Otters\n\nOtters float on kelp in the savanna of the sea.\n")
+    with KnowledgeBase(settings=settings) as kb:
+        kb.ingest([docs])
+        index = textindex.for_settings(settings)
+        assert index is not None and index.folder == folder
+        with kb.engine.connect() as connection:
+            reader = ConnectionReader(connection)
+            ranked = index.search(reader, "savanna zebras", 10)
+            by_ts_rank = fulltext.search(reader, "savanna zebras", 10)
+            under_api = index.search(reader, "savanna", 10, path_glob="*/api/*")
+        assert ranked is not None and [i for i, _ in ranked] == [i for i, _ in by_ts_rank]  # tantivy answered
+        assert under_api is not None and len(under_api) == 1
+        assert [Path(h.path).name for h in kb.search("savanna", mode="text").hits] == [
+            "zebras.md",
+            "otters.md",
+        ]
+        (docs / "zebras.md").unlink()
+        (docs / "okapis.md").write_text("# Okapis\n\nOkapis hide in the rainforest.\n")
+        kb.ingest([docs], prune=True)
+        assert [Path(h.path).name for h in kb.search("savanna zebras okapis", mode="text").hits] == [
+            "okapis.md",
+            "otters.md",
+        ]
+        database, mark, ids = _state(kb)
+        assert mark == database and ids == _db_ids(kb)
