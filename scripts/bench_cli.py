@@ -4,8 +4,9 @@
 
 Builds a local knowledge base of `--chunks` one-section chunks (the local provider, offline), then runs each
 command `--runs` times in a fresh process (the commands in turn, round after round) and reports the median
-wall time and its ratio to the baseline `python -c "import sqlite3, numpy"`, measured in the same run. Goals (issue 14): `kb --help` within 2x,
-`kb status --json` within 3x, `kb search` on a small local index within 4x.
+wall time and its ratio to the baseline `python -c "import sqlite3, numpy"`, measured in the same run.
+Goals (issue 14): `kb --help` within 2x, `kb status --json` within 3x, `kb search` on a small local index
+within 4x.
 
 kb's own modules are compiled to bytecode first, as `pip install` does: a checkout run with
 PYTHONDONTWRITEBYTECODE set would otherwise compile every one of them from source in every run (~30 ms of a
