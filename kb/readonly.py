@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from kb.records import SearchMode, SearchResult, StatusReport
-from kb.report.status import StatusOptions, collect
 from kb.settings import KbSettings
 from kb.store import dbapi, migrate, readmodel
 from kb.store.reader import DriverReader
@@ -42,6 +41,8 @@ def usable(settings: KbSettings) -> bool:
 def status(settings: KbSettings) -> StatusReport | None:
     if not usable(settings):
         return None
+    from kb.report.status import StatusOptions, collect  # here: `kb search` has no use for it
+
     with _reader(settings) as reader:
         return collect(reader, settings.db, StatusOptions.from_settings(settings))
 

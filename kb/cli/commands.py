@@ -3,14 +3,16 @@
 Errors: every `KbError` becomes one line on stderr and its exit code, here and nowhere else.
 """
 
+import copy
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -65,6 +67,9 @@ class _KbGroup(TyperGroup):
         if command is not None:
             _plain_help(command, ctx)
         return command
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # Typer's reads the items: it would build every command on demand
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         _plain_help(self, ctx)
@@ -861,11 +866,65 @@ def db_current(ctx: typer.Context) -> None:
     ui.out().print(f"{location}: {current or 'empty'} (head {head}; {state})")
 
 
+class _CommandsOnDemand(MutableMapping[str, Any]):
+    """A group's commands by name, each built by Typer (its parameters read from its signature) when first
+    looked up: `kb search` then builds `search` alone, `kb --help` all of them."""
+
+    def __init__(self, group: typer.Typer) -> None:
+        short, markup = group.pretty_exceptions_short, group.rich_markup_mode
+        self._makers: dict[str, Callable[[], Any]] = {}
+        for info in group.registered_commands:
+            name = info.name or typer.main.get_command_name(info.callback.__name__)  # type: ignore[union-attr]
+            self._makers[name] = partial(
+                typer.main.get_command_from_info, info, pretty_exceptions_short=short, rich_markup_mode=markup
+            )
+        for group_info in group.registered_groups:
+            name = typer.main.solve_typer_info_defaults(group_info).name or ""
+            self._makers[name] = partial(
+                typer.main.get_group_from_info,
+                group_info,
+                pretty_exceptions_short=short,
+                rich_markup_mode=markup,
+                suggest_commands=group.suggest_commands,
+            )
+        self.built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.built:
+            self.built[name] = self._makers[name]()
+        return self.built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._makers[name] = lambda: command
+        self.built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._makers[name]
+        self.built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)  # in the order they were defined, as Typer lists them
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
+def command_line() -> Any:
+    """The `kb` group as `typer.main.get_command(app)` builds it (the global options, help and settings),
+    but with its commands built on demand: only the one a command line runs."""
+    options_only = copy.copy(app)
+    options_only.registered_commands = []
+    options_only.registered_groups = []
+    root = typer.main.get_command(options_only)
+    root.commands = _CommandsOnDemand(app)  # type: ignore[attr-defined]
+    return root
+
+
 def main() -> None:
     try:
         with _closed_pipe_ends():
             try:
-                app()
+                command_line()()
             finally:
                 sys.stdout.flush()  # JSON is written unflushed: a closed pipe shows here, where it is caught
     except typer.Exit as exit_:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from kb.cli import statusview, terminal
 from kb.cli.statusview import age
-from kb.core.contexts import OUTPUT_ESTIMATE
 from kb.core.shares import percent
 from kb.records import FailedText, IngestReport, JobInfo, SearchResult
 from kb.report.views import display_path, pages_label
@@ -430,6 +429,8 @@ def enrich_estimate_json(plan: "enrich.Estimate") -> dict[str, Any]:
 
 
 def render_enrich_estimate(plan: "enrich.Estimate") -> None:
+    from kb.core.contexts import OUTPUT_ESTIMATE  # here: the chunker it loads costs every command ~10 ms
+
     out().print(
         f"Chunk contexts by {escape(plan.model)}, each request {plan.window_tokens:,} tokens of its document:"
     )

@@ -237,7 +237,9 @@ def _mapped_tensor(path: Path, name: str) -> NDArray[np.float16]:
     mapped: NDArray[np.float16] = np.memmap(
         path, dtype="<f2", mode="r", offset=8 + length + start, shape=shape
     )
-    if not np.isfinite(mapped).all():
+    # A float16 is NaN or infinite when its exponent bits are all set: one integer pass over the table,
+    # ~4x quicker than np.isfinite, which a cold `kb search` pays for.
+    if int((mapped.view(np.uint16) & 0x7FFF).max()) >= 0x7C00:
         raise ValueError(f"tensor {name} holds NaN or infinite values")
     return mapped
 

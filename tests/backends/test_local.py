@@ -276,6 +276,23 @@ def test_missing_weights_are_a_config_error(fresh_model: None, monkeypatch: pyte
         kb.providers.local.load_model()
 
 
+def _safetensors(path: Path, table: "np.ndarray[Any, Any]") -> Path:
+    header = json.dumps(
+        {"t": {"dtype": "F16", "shape": list(table.shape), "data_offsets": [0, table.nbytes]}}
+    ).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + table.astype("<f2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_weights_with_a_value_that_is_not_finite_are_refused(tmp_path: Path, bad: float) -> None:
+    table = np.linspace(-65504, 65504, 12, dtype=np.float16).reshape(3, 4)  # the largest finite float16s
+    assert kb.providers.local._mapped_tensor(_safetensors(tmp_path / "ok", table), "t").shape == (3, 4)
+    table[2, 1] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        kb.providers.local._mapped_tensor(_safetensors(tmp_path / "bad", table), "t")
+
+
 def _documents() -> tuple[list[str], list[str]]:
     files = sorted(HANDBOOK.rglob("*.md"))
     names = [path.relative_to(HANDBOOK).as_posix() for path in files]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,35 @@ def test_the_full_path_is_taken_when_something_must_be_written(tmp_path: Path) -
     assert readonly.status(settings) is None
     assert readonly.search(settings, "x", k=3, mode=SearchMode.HYBRID, path=None, space=None) is None
     assert not settings.db.exists()
+
+
+def _built_by(args: list[str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The commands Typer builds (their parameters read from their signatures) while `kb ARGS` runs."""
+    import typer.main
+
+    from kb.cli.commands import main
+
+    built: list[str] = []
+    build = typer.main.get_command_from_info
+
+    def recording(*args: Any, **options: Any) -> Any:
+        command = build(*args, **options)
+        built.append(command.name)
+        return command
+
+    monkeypatch.setattr(typer.main, "get_command_from_info", recording)
+    monkeypatch.setattr(sys, "argv", ["kb", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 0
+    return built
+
+
+def test_a_command_line_builds_only_the_command_it_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _built_by(["search", "--help"], monkeypatch) == ["search"]
+    assert _built_by(["db", "current", "--help"], monkeypatch) == ["upgrade", "current"]  # the db group
+    everything = _built_by(["--help"], monkeypatch)  # the list of commands shows each one's summary
+    assert {"search", "ingest", "status", "upgrade", "current"} <= set(everything)
+    assert "Inspect and migrate the database schema." in capsys.readouterr().out  # the help was shown
