@@ -133,8 +133,9 @@ class QuantizedIndex:
         if k <= EXACT_SHORTLIST or len(ids) <= EXACT_SHORTLIST:
             return exact
         offset = float(loaded.quantizer.center @ query)
-        estimated = [(int(i), 1.0 - (float(scores[n]) + offset)) for i, n in zip(ids, first, strict=True)]
-        return exact + estimated[EXACT_SHORTLIST:k]
+        rest = slice(EXACT_SHORTLIST, k)  # only those: the shortlist holds thousands
+        similarities = (scores[first[rest]].astype(np.float64) + offset).tolist()
+        return exact + [(i, 1.0 - s) for i, s in zip(ids[rest].tolist(), similarities, strict=True)]
 
     def _load(self, reader: Reader, loaded: _Loaded, through: int) -> _Loaded:
         sizes = vectors.block_sizes(reader, self.space_id, loaded.through, through)
