@@ -187,6 +187,7 @@ class KnowledgeBase:
             remember=self._remember_query,
             per_document=self.settings.hits_per_document if per_document is None else per_document,
             where=where,
+            long_lived=True,
         )
 
     @contextmanager

@@ -84,12 +84,15 @@ def run_search(
     text_index: "TextIndex | None" = None,
     text_setting: str = "auto",
     where: WhereSpec | None = None,
+    catch_up_text_index: bool = False,
 ) -> SearchResult:
     """Search `space`; if its vectors cannot be used, the first usable of `fallbacks` (spaces being built).
 
     The fused ranking's first max(5k, 50) chunks are the candidates that shaping (at most `per_document`
     chunks of a document, 0: any; consecutive chunks merged) draws the k hits from. `path_glob` and `where`
-    (conditions on document metadata, kb.core.metadata) filter the candidates of both rankings."""
+    (conditions on document metadata, kb.core.metadata) filter the candidates of both rankings.
+    `catch_up_text_index`: a long-lived process, which may bring a text index far behind up to date in a
+    thread of its own."""
     check_question(query)
     glob = normalize_glob(path_glob)
     conditions = parse_where(where)
@@ -104,12 +107,11 @@ def run_search(
     wants_vectors = mode in (SearchMode.HYBRID, SearchMode.VECTOR)
     # Contextual BM25 goes with contextual embeddings: full text reads the contexts when the space does.
     situated = space is not None and space.chunk_input == ChunkInput.SITUATED
+    text = _TextQuery(text_index, text_setting, situated, open_reader if catch_up_text_index else None)
     # The full-text query and the vector scan run on two connections at once: SQLite releases the GIL
     # while it works, so hybrid costs about the slower of the two rather than their sum.
     text_future = (
-        _EXECUTOR.submit(
-            _text_search, open_reader, query, depth, glob, documents, text_index, text_setting, situated
-        )
+        _EXECUTOR.submit(_text_search, open_reader, query, depth, glob, documents, text)
         if mode != SearchMode.VECTOR
         else None
     )
@@ -133,9 +135,7 @@ def run_search(
     if text_future is not None:
         text_ranked = text_future.result()
     elif not vectors_used:
-        text_ranked = _text_search(
-            open_reader, query, depth, glob, documents, text_index, text_setting, situated
-        )
+        text_ranked = _text_search(open_reader, query, depth, glob, documents, text)
     used = _used_mode(mode, vectors_used)
     fused = _combine(used, text_ranked, vector_ranked, used_space.vector_weight if used_space else 1.0)[
         :depth
@@ -182,19 +182,27 @@ def _text_search(
     query: str,
     depth: int,
     glob: str | None,
-    documents: frozenset[int] | None = None,
-    text_index: "TextIndex | None" = None,
-    text_setting: str = "auto",
-    situated: bool = False,
+    documents: frozenset[int] | None,
+    text: "_TextQuery",
 ) -> list[tuple[int, float]]:
-    """FTS5's ranking, or the tantivy index's when it is fresh and wanted (FTS5 with a metadata filter);
-    `situated`: the contexts written for the chunks count too."""
+    """FTS5's ranking, or the tantivy index's when it is fresh and wanted (FTS5 with a metadata filter)."""
     with open_reader() as reader:
-        if text_index is not None and documents is None:
-            ranked = text_index.search(reader, query, depth, text_setting, glob, situated)
+        if text.index is not None and documents is None:
+            ranked = text.index.search(reader, query, depth, text.setting, glob, text.situated, text.catch_up)
             if ranked is not None:
                 return ranked
-        return fulltext.search(reader, query, depth, glob, documents, situated)
+        return fulltext.search(reader, query, depth, glob, documents, text.situated)
+
+
+@dataclass(frozen=True, slots=True)
+class _TextQuery:
+    """How full text is ranked: by which index (None: FTS5 or PostgreSQL's own), as `KB_TEXT_INDEX` says,
+    with the contexts or not, and how a long-lived process catches the index up (None: it does not)."""
+
+    index: "TextIndex | None"
+    setting: str
+    situated: bool
+    catch_up: OpenReader | None
 
 
 def _used_mode(mode: SearchMode, vectors_used: bool) -> SearchMode:

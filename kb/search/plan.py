@@ -83,7 +83,10 @@ class SearchPlan:
         remember: Remember | None = None,
         per_document: int = 0,
         where: WhereSpec | None = None,
+        long_lived: bool = False,
     ) -> SearchResult:
+        """`long_lived`: this process outlives the search (a server, a library user), so a text index far
+        behind may be caught up in a thread of its own."""
         return run_search(
             open_reader,
             query,
@@ -97,6 +100,7 @@ class SearchPlan:
             text_index=self.text_index,
             text_setting=self.text_setting,
             where=where,
+            catch_up_text_index=long_lived,
         )
 
 

@@ -19,11 +19,13 @@ and tantivy drops tokens over 255 bytes.
 
 import hashlib
 import logging
+import math
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,10 +38,13 @@ if TYPE_CHECKING:
     from kb.settings import KbSettings
 
 log = logging.getLogger(__name__)
+OpenReader = Callable[[], AbstractContextManager[Reader]]
 
 # Measured (scripts/bench_textindex.py, docs/search.md): below this many chunks FTS5 is as fast.
 CROSSOVER_CHUNKS = 50_000
-SEARCH_CATCH_UP = 20_000  # a search adds at most this many chunks itself; more waits for ingest or rebuild
+SEARCH_CATCH_UP = 20_000  # a search adds at most this many chunks itself; more: a thread of a long-lived
+# process catches up (kb serve, kb mcp, the library), and a command line leaves it to the next ingest
+CATCH_UP_RETRY_S = 30.0
 _BATCH = 5_000
 _WRITER_HEAP = 64_000_000
 _WATERMARK_ID = 0  # chunk ids start at 1
@@ -136,6 +141,10 @@ class TextIndex:
         self._known_at = 0.0
         self._known_setting = ""
         self._known_fresh = False
+        self._behind = False  # the last check found more missing than a search adds itself
+        self._catching_up: threading.Thread | None = None
+        self._catch_up_lock = threading.Lock()
+        self._catch_up_tried = -math.inf  # monotonic time of the last background catch-up started
 
     # -- searching ---------------------------------------------------------------------------------------
 
@@ -147,17 +156,22 @@ class TextIndex:
         setting: str = "tantivy",
         path_glob: str | None = None,
         situated: bool = False,
+        catch_up: OpenReader | None = None,
     ) -> list[tuple[int, float]] | None:
         """(chunk id, BM25) best first, like `fulltext.search` (only chunks under `path_glob`, if given; the
         contexts written for them too when `situated`, each field's BM25 summed); None: FTS5 answers
         (`setting` prefers it at this size, or the index is not fresh and too far behind to catch up now,
-        or is unusable)."""
+        or is unusable). `catch_up`: how a long-lived process reads the database in a thread of its own,
+        to catch an index that is too far behind up there (a one-shot command leaves that to ingest)."""
         words = fulltext._meaningful_words(query)
         if not words:
             return []
         known = self._known_outcome(setting)
-        fresh = known if known is not None else self.sync(reader, SEARCH_CATCH_UP, setting)
+        # Never waits for the lock: while a catch-up holds it, FTS5 answers.
+        fresh = known if known is not None else self.sync(reader, SEARCH_CATCH_UP, setting, blocking=False)
         if not fresh:
+            if self._behind and catch_up is not None:
+                self._catch_up_in_background(catch_up, setting)
             return None
         try:
             fields = _SITUATED_FIELDS if situated else _FIELDS
@@ -236,11 +250,47 @@ class TextIndex:
 
     # -- keeping up --------------------------------------------------------------------------------------
 
-    def sync(self, reader: Reader, max_gap: int | None = None, setting: str = "tantivy") -> bool:
+    def _catch_up_in_background(self, open_reader: OpenReader, setting: str) -> None:
+        """Start a thread that brings the index up to date, unless one runs or ran in the last
+        CATCH_UP_RETRY_S (another process may hold the writer)."""
+        with self._catch_up_lock:
+            running = self._catching_up is not None and self._catching_up.is_alive()
+            if running or time.monotonic() - self._catch_up_tried < CATCH_UP_RETRY_S:
+                return
+            self._catch_up_tried = time.monotonic()
+            log.warning(
+                "full-text index %s is behind the database: catching up in the background (FTS5 answers "
+                "meanwhile)",
+                self.folder,
+            )
+
+            def run() -> None:
+                try:
+                    with open_reader() as reader:
+                        self.sync(reader, None, setting)
+                except Exception as error:  # derived data: FTS5 goes on answering
+                    log.warning("full-text index %s not caught up (%s)", self.folder, error)
+
+            self._catching_up = threading.Thread(target=run, name="kb-text-catch-up", daemon=True)
+            self._catching_up.start()
+
+    def wait_for_catch_up(self, timeout_s: float | None = None) -> None:
+        """Until the background catch-up, if one was started, has ended."""
+        thread = self._catching_up
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def sync(
+        self, reader: Reader, max_gap: int | None = None, setting: str = "tantivy", blocking: bool = True
+    ) -> bool:
         """Bring the index up to the database's chunks; True when it is fresh afterwards. Adds at most
         `max_gap` chunks (None: any number); False, never an error, when it cannot (another process holds
-        the writer, the folder is unwritable) or `setting` does not want it at this size."""
-        with self._lock:
+        the writer, the folder is unwritable, or, not `blocking`, another thread is updating it) or
+        `setting` does not want it at this size."""
+        if not self._lock.acquire(blocking=blocking):
+            return False
+        with _held(self._lock):
+            self._behind = False
             try:
                 stamp = self._database_stamp()  # before the check: a commit after it changes the stamp
                 self._known_stamp = None
@@ -268,7 +318,8 @@ class TextIndex:
         missing = (
             database.count if rebuild else max(database.count - mark.count, database.through - mark.through)
         )
-        if max_gap is not None and missing > max_gap:
+        self._behind = max_gap is not None and missing > max_gap
+        if self._behind:
             return False, False
         writer = self._index.writer(_WRITER_HEAP, 1)  # ValueError when another process holds it
         try:
@@ -372,6 +423,15 @@ class TextIndex:
         index.register_tokenizer(_ANALYZER, _analyzer())
         self._index = index
         return True
+
+
+@contextmanager
+def _held(lock: threading.Lock) -> Iterator[None]:
+    """Releases a lock already acquired (`acquire(blocking=False)` has no context manager of its own)."""
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 _OPEN: dict[Path, TextIndex] = {}

@@ -293,3 +293,21 @@ def test_on_postgresql_a_host_keeps_an_index_that_answers_like_ts_rank_and_keeps
         ]
         database, mark, ids = _state(kb)
         assert mark == database and ids == _db_ids(kb)
+
+
+def test_an_index_too_far_behind_is_caught_up_in_the_background_of_a_long_lived_process(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade that rebuilds the index, a server's searches must not wait for the next ingest."""
+    with KnowledgeBase(settings=_settings(db_path, "fts5")) as kb:
+        kb.ingest([HANDBOOK])  # no index yet: every chunk is missing from it
+    monkeypatch.setattr(textindex, "SEARCH_CATCH_UP", 1)  # more than a search adds itself
+    with KnowledgeBase(settings=_settings(db_path, "tantivy")) as kb:
+        first = kb.search("CORS middleware allow origins", mode="text", k=3)
+        assert first.hits[0].path.endswith("tutorial/cors.md")  # FTS5 answered meanwhile
+        index = textindex.for_settings(kb.settings)
+        assert index is not None
+        index.wait_for_catch_up(timeout_s=120)
+        database, mark, ids = _state(kb)
+        assert mark == database and ids == _db_ids(kb)
+        assert _tantivy_ranking(kb, "CORS middleware allow origins")
