@@ -7,7 +7,6 @@ key, model shut down, provider down), it answers from full text and says why in 
 import fnmatch
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ from kb.providers.base import Matrix
 from kb.records import ChunkInput, SearchHit, SearchMode, SearchResult
 from kb.search.shaping import shape
 from kb.store import fulltext, querycache, readmodel, vectors
-from kb.store.reader import Reader
+from kb.store.reader import OpenReader, Reader
 
 if TYPE_CHECKING:
     from kb.search.textindex import TextIndex
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 QueryEmbedder = Callable[[str], Matrix]
 # A reader on its own connection (full text and vectors are searched at once, on two).
-OpenReader = Callable[[], AbstractContextManager[Reader]]
 # Stores a query vector just paid for, so that the same question costs nothing next time.
 Remember = Callable[[int, str, Matrix], None]
 RRF_K = 10  # a small k lets the top of each ranking count (measured on the labelled FastAPI questions)

@@ -13,12 +13,12 @@ from kb.core.shares import percent
 from kb.errors import InputError
 from kb.providers.base import Embedder, Matrix
 from kb.records import SearchMode, SearchResult, Space, SpaceSpec, SpaceState, spec_label, spec_of
-from kb.search.hybrid import OpenReader, Remember, SearchSpace, run_search
+from kb.search.hybrid import Remember, SearchSpace, run_search
 from kb.search.textindex import TextIndex, for_settings
 from kb.search.vectorindex import SpaceIndex
 from kb.settings import KbSettings
 from kb.store import querycache, readmodel
-from kb.store.reader import Reader
+from kb.store.reader import OpenReader, Reader
 
 EmbedderFor = Callable[[SpaceSpec], Embedder]  # raises ConfigError when the space's provider cannot be used
 IndexFor = Callable[[Space], SpaceIndex]

@@ -25,20 +25,19 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kb import failpoints
 from kb.store import fulltext
-from kb.store.reader import Reader
+from kb.store.reader import OpenReader, Reader
 
 if TYPE_CHECKING:
     from kb.settings import KbSettings
 
 log = logging.getLogger(__name__)
-OpenReader = Callable[[], AbstractContextManager[Reader]]
 
 # Measured (scripts/bench_textindex.py, docs/search.md): below this many chunks FTS5 is as fast.
 CROSSOVER_CHUNKS = 50_000

@@ -8,13 +8,16 @@ base on read-only media can be searched). Everywhere else, the same SQL runs thr
 `text()` both understand.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 Row = tuple[Any, ...]
+# Opens a reader on a connection of its own, closed on exit (KnowledgeBase.open_reader, kb.readonly's).
+OpenReader = Callable[[], AbstractContextManager["Reader"]]
 
 
 class Reader(Protocol):

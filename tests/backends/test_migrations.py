@@ -58,17 +58,8 @@ def test_full_text_index_follows_chunks(db_path: Path) -> None:
     engine = create_engine(db_path)
     migrate.upgrade(engine)
     with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
-            " size, metadata, created_at, updated_at) VALUES (1, '/a.md', 'x', 'A', 'markdown', 0, 1,"
-            " '{}', 0, 0)"
-        )
         before = fulltext.last_chunk_id(connection)
-        connection.exec_driver_sql(
-            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate,"
-            " heading_path, start_offset, end_offset) VALUES (7, 1, 0, 'Rotating keys safely',"
-            " 'h', 3, 'Security > Keys', 0, 20)"
-        )
+        _document_with_a_chunk(connection, 7, "Rotating keys safely", "Security > Keys")
         fulltext.index_new(connection, before)
     query = "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
     with engine.begin() as connection:
@@ -115,15 +106,7 @@ def test_chunks_stored_before_headers_get_their_context_and_old_spaces_keep_thei
     engine = create_engine(db_path)
     migrate.upgrade(engine, "0009")
     with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns, size,"
-            " metadata, created_at, updated_at)"
-            " VALUES (1, '/d/guide.md', '', 'Guide', 'markdown', 0, 0, '{}', 0, 0)"
-        )
-        connection.exec_driver_sql(
-            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate, heading_path,"
-            " start_offset, end_offset) VALUES (1, 1, 0, 'Run it.', 'x', 3, 'Guide > Install', 0, 7)"
-        )
+        _document_with_a_chunk(connection, 1, "Run it.", "Guide > Install", title="Guide")
         connection.exec_driver_sql(
             "INSERT INTO embedding_spaces (id, provider, model, dimensions, task_type, normalized, state,"
             " created_at) VALUES (1, 'local', 'm', 8, 'RETRIEVAL_DOCUMENT', 1, 'active', 0)"
@@ -142,16 +125,7 @@ def test_chunks_indexed_before_contexts_stay_searchable_and_their_contexts_are_i
     engine = create_engine(db_path)
     migrate.upgrade(engine, "0012")
     with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns,"
-            " size, metadata, created_at, updated_at) VALUES (1, '/a.md', 'x', 'A', 'markdown', 0, 1,"
-            " '{}', 0, 0)"
-        )
-        connection.exec_driver_sql(
-            "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate,"
-            " heading_path, start_offset, end_offset) VALUES (7, 1, 0, 'Rotating keys safely',"
-            " 'h', 3, 'Security > Keys', 0, 20)"
-        )
+        _document_with_a_chunk(connection, 7, "Rotating keys safely", "Security > Keys")
         connection.exec_driver_sql("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
     migrate.upgrade(engine)
     query = "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
@@ -182,3 +156,19 @@ def test_metadata_stored_before_where_is_made_flat(db_path: Path) -> None:
         stored = dict(connection.exec_driver_sql("SELECT id, metadata FROM documents").all())
     assert json.loads(stored[1]) == {"title": "Guide", "author.name": "Ada", "tags": ["API", "cli"]}
     assert json.loads(stored[2]) == {}
+
+
+def _document_with_a_chunk(
+    connection: sa.engine.Connection, chunk_id: int, text: str, heading_path: str, title: str = "A"
+) -> None:
+    """Document 1 and one chunk of it, in columns every revision since 0001 has."""
+    connection.exec_driver_sql(
+        "INSERT INTO documents (id, source_path, content_sha256, title, source_format, mtime_ns, size,"
+        " metadata, created_at, updated_at) VALUES (1, '/a.md', 'x', ?, 'markdown', 0, 1, '{}', 0, 0)",
+        (title,),
+    )
+    connection.exec_driver_sql(
+        "INSERT INTO chunks (id, document_id, ordinal, text, text_sha256, token_estimate, heading_path,"
+        " start_offset, end_offset) VALUES (?, 1, 0, ?, 'h', 3, ?, 0, ?)",
+        (chunk_id, text, heading_path, len(text)),
+    )
