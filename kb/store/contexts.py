@@ -157,13 +157,20 @@ def situate(connection: Connection, space_id: int, keys: Sequence[str]) -> dict[
     written = written_for(connection, space_id, keys)
     queued: dict[str, int] = {}
     updates: list[dict[str, object]] = []
+    documents: set[int] = set()
     for batch in in_batches(sorted(written), 500):
         rows = connection.execute(
             select(
-                CHUNKS.c.id, CHUNKS.c.context_key, CHUNKS.c.context, CHUNKS.c.text, CHUNKS.c.token_estimate
+                CHUNKS.c.id,
+                CHUNKS.c.document_id,
+                CHUNKS.c.context_key,
+                CHUNKS.c.context,
+                CHUNKS.c.text,
+                CHUNKS.c.token_estimate,
             ).where(CHUNKS.c.context_key.in_(batch))
         )
-        for chunk_id, key, context, text, tokens in rows:
+        for chunk_id, document_id, key, context, text, tokens in rows:
+            documents.add(int(document_id))
             situation = written[str(key)]
             sha = text_sha256(embedding_input(ChunkInput.SITUATED, str(context), str(text), situation))
             updates.append({"chunk_id": chunk_id, "situation": situation, "situated_sha256": sha})
@@ -175,17 +182,16 @@ def situate(connection: Connection, space_id: int, keys: Sequence[str]) -> dict[
             .values(situation=bindparam("situation"), situated_sha256=bindparam("situated_sha256")),
             updates,
         )
-        _touch_documents(connection, [int(str(u["chunk_id"])) for u in updates])
+        _touch(connection, documents)
     return queued
 
 
-def _touch_documents(connection: Connection, chunk_ids: Sequence[int]) -> None:
-    """Their documents changed: what a derived full-text index holds of them (the contexts) is stale
+def _touch(connection: Connection, document_ids: set[int]) -> None:
+    """These documents changed: what a derived full-text index holds of them (the contexts) is stale
     (kb.search.textindex re-reads the chunks of documents changed since its watermark)."""
     now = time.time()
-    for batch in in_batches(sorted(set(chunk_ids)), 500):
-        owners = select(CHUNKS.c.document_id).where(CHUNKS.c.id.in_(batch)).distinct().scalar_subquery()
-        connection.execute(update(DOCUMENTS).where(DOCUMENTS.c.id.in_(owners)).values(updated_at=now))
+    for batch in in_batches(sorted(document_ids), 500):
+        connection.execute(update(DOCUMENTS).where(DOCUMENTS.c.id.in_(batch)).values(updated_at=now))
 
 
 def situated_rows(connection: Connection, rows: Sequence[ChunkRow]) -> list[ChunkRow]:
