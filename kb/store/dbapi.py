@@ -102,14 +102,21 @@ def configure_sqlite(connection: Any, busy_timeout_ms: int) -> None:
         f"page_size={PAGE_SIZE}",
         "journal_mode=WAL",
         "synchronous=NORMAL",
-        # SQLite's default cache is 2 MB: 31 pages of 64 KiB, too few for index and FTS inserts.
-        f"cache_size={-CACHE_KIB}",
         "temp_store=MEMORY",
-        f"mmap_size={MMAP_BYTES}",
         "foreign_keys=ON",
-        f"busy_timeout={busy_timeout_ms}",
+        *_reading_pragmas(busy_timeout_ms),
     ):
         connection.execute(f"PRAGMA {pragma}")
+
+
+def _reading_pragmas(busy_timeout_ms: int) -> tuple[str, ...]:
+    """The pragmas every connection takes, read-only ones too."""
+    return (
+        # SQLite's default cache is 2 MB: 31 pages of 64 KiB, too few for index and FTS inserts.
+        f"cache_size={-CACHE_KIB}",
+        f"mmap_size={MMAP_BYTES}",
+        f"busy_timeout={busy_timeout_ms}",
+    )
 
 
 def connect_readonly(path: Path, busy_timeout_ms: int = 10_000) -> Any:
@@ -125,9 +132,8 @@ def connect_readonly(path: Path, busy_timeout_ms: int = 10_000) -> Any:
             connection = driver.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         load_vec(connection)
-        connection.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        connection.execute(f"PRAGMA cache_size={-CACHE_KIB}")
-        connection.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+        for pragma in _reading_pragmas(busy_timeout_ms):
+            connection.execute(f"PRAGMA {pragma}")
     except driver.Error as error:
         translated = translate_database_error(error, str(path))
         raise translated or DatabaseError(f"database {path}: {error}") from error
