@@ -86,8 +86,23 @@ def run(args: Sequence[str], env: dict[str, str]) -> Run:
     return Run(seconds, peak_kib / 1024)
 
 
+_pinned: dict[str, list[Any]] = {}
+
+
+def pin_vocabulary(work: Path) -> None:
+    """Keep the vocabulary beside a knowledge base (or take the one kept there): a later --reuse asks its
+    questions in the words the corpus was written in, though the docs it comes from have changed since."""
+    saved = work / "vocabulary.json"
+    if not saved.exists():
+        words, frequencies = vocabulary()
+        saved.write_text(json.dumps({"words": words, "frequencies": frequencies.tolist()}))
+    _pinned.update(json.loads(saved.read_text()))
+
+
 def vocabulary() -> tuple[list[str], np.ndarray]:
-    """Words and their frequencies in this repository's Markdown."""
+    """Words and their frequencies in this repository's Markdown (or those pinned for a kept run)."""
+    if _pinned:
+        return list(_pinned["words"]), np.array(_pinned["frequencies"], dtype=np.float64)
     counts: Counter[str] = Counter()
     for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         counts.update(re.findall(r"[a-z][a-z0-9]+", path.read_text(encoding="utf-8").lower()))
@@ -218,6 +233,7 @@ def main() -> None:
 def bench(args: argparse.Namespace, work: Path, figures: dict[str, Any]) -> None:
     db, corpus = work / "kb.sqlite", work / "corpus"
     env = env_for(db)
+    pin_vocabulary(work)
     if args.reuse:
         reuse(args, work, env, figures)
         return
