@@ -89,11 +89,11 @@ def run(args: Sequence[str], env: dict[str, str]) -> Run:
 _pinned: dict[str, list[Any]] = {}
 
 
-def pin_vocabulary(work: Path) -> None:
-    """Keep the vocabulary beside a knowledge base (or take the one kept there): a later --reuse asks its
-    questions in the words the corpus was written in, though the docs it comes from have changed since."""
+def pin_vocabulary(work: Path, reuse: bool) -> None:
+    """Keep the vocabulary beside a new knowledge base (a --reuse takes the one kept there): a later reuse
+    asks its questions in the words the corpus was written in, though the docs it comes from have changed."""
     saved = work / "vocabulary.json"
-    if not saved.exists():
+    if not (reuse and saved.exists()):
         words, frequencies = vocabulary()
         saved.write_text(json.dumps({"words": words, "frequencies": frequencies.tolist()}))
     _pinned.update(json.loads(saved.read_text()))
@@ -233,7 +233,7 @@ def main() -> None:
 def bench(args: argparse.Namespace, work: Path, figures: dict[str, Any]) -> None:
     db, corpus = work / "kb.sqlite", work / "corpus"
     env = env_for(db)
-    pin_vocabulary(work)
+    pin_vocabulary(work, args.reuse)
     if args.reuse:
         reuse(args, work, env, figures)
         return
